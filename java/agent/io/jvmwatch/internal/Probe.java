@@ -1,0 +1,82 @@
+package io.jvmwatch.internal;
+
+import java.lang.management.ClassLoadingMXBean;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
+import java.lang.management.MemoryMXBean;
+import java.lang.management.MemoryPoolMXBean;
+import java.lang.management.MemoryType;
+import java.lang.management.MemoryUsage;
+import java.lang.management.ThreadMXBean;
+import java.util.List;
+
+/**
+ * Read by the jvmwatch agent's sampler thread through JNI; defined by the agent at VM init
+ * from class bytes embedded in libjvmwatch.so. Never called by application code.
+ *
+ * <p>{@link #sample()} returns one long[] whose layout the agent's sampler decodes
+ * (native/src/sampler.rs): the {@code FIXED} header values, then {@code POOL_FIELDS} values
+ * per pool in {@link #poolNames()} order, then {@code GC_FIELDS} per collector in
+ * {@link #collectorNames()} order. Unknown values are -1.
+ */
+public final class Probe {
+    static final int FIXED = 8;
+    static final int POOL_FIELDS = 5;
+    static final int GC_FIELDS = 2;
+
+    private static final MemoryMXBean MEMORY = ManagementFactory.getMemoryMXBean();
+    private static final List<MemoryPoolMXBean> POOLS = ManagementFactory.getMemoryPoolMXBeans();
+    private static final List<GarbageCollectorMXBean> GCS =
+            ManagementFactory.getGarbageCollectorMXBeans();
+    private static final ClassLoadingMXBean CLASSES = ManagementFactory.getClassLoadingMXBean();
+    private static final ThreadMXBean THREADS = ManagementFactory.getThreadMXBean();
+
+    private Probe() {}
+
+    public static String[] poolNames() {
+        String[] out = new String[POOLS.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = POOLS.get(i).getName();
+        }
+        return out;
+    }
+
+    public static String[] collectorNames() {
+        String[] out = new String[GCS.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = GCS.get(i).getName();
+        }
+        return out;
+    }
+
+    public static long[] sample() {
+        long[] out = new long[FIXED + POOL_FIELDS * POOLS.size() + GC_FIELDS * GCS.size()];
+        MemoryUsage heap = MEMORY.getHeapMemoryUsage();
+        MemoryUsage nonHeap = MEMORY.getNonHeapMemoryUsage();
+        out[0] = heap.getUsed();
+        out[1] = heap.getCommitted();
+        out[2] = heap.getMax();
+        out[3] = nonHeap.getUsed();
+        out[4] = nonHeap.getCommitted();
+        out[5] = CLASSES.getLoadedClassCount();
+        out[6] = THREADS.getDaemonThreadCount();
+        out[7] = THREADS.getThreadCount();
+        int at = FIXED;
+        for (MemoryPoolMXBean pool : POOLS) {
+            MemoryUsage u = pool.getUsage();
+            MemoryUsage afterGc = pool.getCollectionUsage();
+            out[at] = pool.getType() == MemoryType.HEAP ? 1 : 0;
+            out[at + 1] = u == null ? -1 : u.getUsed();
+            out[at + 2] = u == null ? -1 : u.getCommitted();
+            out[at + 3] = u == null ? -1 : u.getMax();
+            out[at + 4] = afterGc == null ? -1 : afterGc.getUsed();
+            at += POOL_FIELDS;
+        }
+        for (GarbageCollectorMXBean gc : GCS) {
+            out[at] = gc.getCollectionCount();
+            out[at + 1] = gc.getCollectionTime();
+            at += GC_FIELDS;
+        }
+        return out;
+    }
+}

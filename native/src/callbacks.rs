@@ -1,0 +1,165 @@
+//! Every JVMTI callback of the agent, wired in one place.
+//!
+//! | callback                   | thread            | may do                                   |
+//! |----------------------------|-------------------|------------------------------------------|
+//! | `VMInit`                   | main              | JNI, allocate, start the sampler         |
+//! | `VMDeath`                  | exiting thread    | record the clean exit                    |
+//! | `GarbageCollectionStart`   | VM thread, in GC  | atomics on the mapped ring ONLY          |
+//! | `GarbageCollectionFinish`  | VM thread, in GC  | atomics on the mapped ring ONLY          |
+//! | `ThreadStart`/`ThreadEnd`  | the thread itself | JVMTI GetThreadInfo, allocate            |
+//! | `ResourceExhausted`        | failing thread    | no allocation (memory may be short)      |
+//! | `DataDumpRequest`          | signal dispatcher | atomics                                  |
+//!
+//! GC callbacks run with the world stopped: no JNI, no allocation, no locks, no syscalls
+//! (JVMTI spec, GarbageCollectionStart). They use only `Writer::emit_at`,
+//! `Writer::gc_pause_*` and the vDSO clock. Every callback body runs under `catch_unwind`
+//! so that a panic never unwinds into the JVM.
+
+use std::ffi::{c_char, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use jvmwatch_ring::{now_ns, Event, OomKind, State, Text};
+
+use crate::agent;
+use crate::bindings as sys;
+use crate::jvmti::{self, Jvmti};
+
+/// Runs `f`, swallowing a panic: nothing may unwind into the JVM.
+fn guard(f: impl FnOnce()) {
+    let _ = catch_unwind(AssertUnwindSafe(f));
+}
+
+/// Requests the capabilities for GC and resource-exhaustion events.
+pub fn add_capabilities(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
+    // SAFETY: jvmtiCapabilities is a plain bitfield struct; all-zero means "none".
+    let mut caps: sys::jvmtiCapabilities = unsafe { std::mem::zeroed() };
+    caps.set_can_generate_garbage_collection_events(1);
+    caps.set_can_generate_resource_exhaustion_heap_events(1);
+    caps.set_can_generate_resource_exhaustion_threads_events(1);
+    jvmti.add_capabilities(&caps)
+}
+
+/// Installs the callbacks and enables their events.
+pub fn install(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
+    // SAFETY: jvmtiEventCallbacks is a struct of nullable function pointers; zero = none.
+    let mut cb: sys::jvmtiEventCallbacks = unsafe { std::mem::zeroed() };
+    cb.VMInit = Some(vm_init);
+    cb.VMDeath = Some(vm_death);
+    cb.GarbageCollectionStart = Some(gc_start);
+    cb.GarbageCollectionFinish = Some(gc_finish);
+    cb.ThreadStart = Some(thread_start);
+    cb.ThreadEnd = Some(thread_end);
+    cb.ResourceExhausted = Some(resource_exhausted);
+    cb.DataDumpRequest = Some(data_dump);
+    jvmti.set_event_callbacks(&cb)?;
+    for ev in [
+        sys::JVMTI_EVENT_VM_INIT,
+        sys::JVMTI_EVENT_VM_DEATH,
+        sys::JVMTI_EVENT_GARBAGE_COLLECTION_START,
+        sys::JVMTI_EVENT_GARBAGE_COLLECTION_FINISH,
+        sys::JVMTI_EVENT_THREAD_START,
+        sys::JVMTI_EVENT_THREAD_END,
+        sys::JVMTI_EVENT_RESOURCE_EXHAUSTED,
+        sys::JVMTI_EVENT_DATA_DUMP_REQUEST,
+    ] {
+        jvmti.enable(ev)?;
+    }
+    Ok(())
+}
+
+unsafe extern "C" fn vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, _thread: sys::jthread) {
+    guard(|| {
+        let Some(a) = agent::get() else { return };
+        let now = now_ns();
+        a.writer.set_vm_init_ns(now);
+        a.writer.emit_at(now, &Event::VmInit);
+        a.writer.set_state(State::Running);
+        // SAFETY: `jni` is the VMInit thread's JNIEnv, valid for this callback.
+        if let Err(e) = unsafe { crate::sampler::start(a, jni) } {
+            a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("sampler: {e}"), 40) });
+        }
+    });
+}
+
+unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, _jni: *mut sys::JNIEnv) {
+    guard(|| {
+        let Some(a) = agent::get() else { return };
+        a.stopping.store(true, Ordering::Relaxed);
+        let now = now_ns();
+        a.writer.emit_at(now, &Event::VmDeath);
+        a.writer.set_exit_ns(now);
+        a.writer.set_state(State::Exited);
+    });
+}
+
+// GC callback: atomics only (see the module table).
+unsafe extern "C" fn gc_start(_jvmti: *mut sys::jvmtiEnv) {
+    guard(|| {
+        let Some(a) = agent::get() else { return };
+        let now = now_ns();
+        let gc_id = a.writer.gc_pause_begin(now);
+        a.writer.emit_at(now, &Event::GcPauseStart { gc_id, collector: a.writer.collector() });
+    });
+}
+
+// GC callback: atomics only (see the module table). Measures its own cost.
+unsafe extern "C" fn gc_finish(_jvmti: *mut sys::jvmtiEnv) {
+    guard(|| {
+        let Some(a) = agent::get() else { return };
+        let now = now_ns();
+        if let Some((gc_id, duration_ns)) = a.writer.gc_pause_end(now) {
+            a.writer.emit_at(now, &Event::GcPauseEnd { gc_id, collector: a.writer.collector(), duration_ns });
+        }
+        a.writer.record_callback_cost(now_ns().saturating_sub(now));
+    });
+}
+
+fn thread_event(jni: *mut sys::JNIEnv, thread: sys::jthread, start: bool) {
+    let Some(a) = agent::get() else { return };
+    let mut name = [0u8; 64];
+    // SAFETY: called from a ThreadStart/ThreadEnd callback with that thread's JNIEnv and a
+    // valid thread reference.
+    let n = unsafe { a.jvmti.thread_name(jni, thread, &mut name) };
+    // SAFETY: gettid has no preconditions; the callback runs on the thread itself.
+    let tid = unsafe { libc::gettid() } as u32;
+    let name = Text::from_bytes(&name[..n.min(36)]);
+    let ev = if start { Event::ThreadStart { tid, name } } else { Event::ThreadEnd { tid, name } };
+    a.writer.emit(&ev);
+}
+
+unsafe extern "C" fn thread_start(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, thread: sys::jthread) {
+    guard(|| thread_event(jni, thread, true));
+}
+
+unsafe extern "C" fn thread_end(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, thread: sys::jthread) {
+    guard(|| thread_event(jni, thread, false));
+}
+
+unsafe extern "C" fn resource_exhausted(
+    _jvmti: *mut sys::jvmtiEnv,
+    _jni: *mut sys::JNIEnv,
+    flags: sys::jint,
+    _reserved: *const std::ffi::c_void,
+    description: *const c_char,
+) {
+    guard(|| {
+        let Some(a) = agent::get() else { return };
+        let desc: &[u8] = if description.is_null() {
+            b""
+        } else {
+            // SAFETY: JVMTI passes a NUL-terminated description valid for this callback.
+            unsafe { CStr::from_ptr(description) }.to_bytes()
+        };
+        let kind = OomKind::classify(flags as u32, std::str::from_utf8(desc).unwrap_or(""));
+        a.writer.emit(&Event::ResourceExhausted { kind, flags: flags as u32, detail: Text::from_bytes(&desc[..desc.len().min(35)]) });
+    });
+}
+
+unsafe extern "C" fn data_dump(_jvmti: *mut sys::jvmtiEnv) {
+    guard(|| {
+        if let Some(a) = agent::get() {
+            a.writer.emit(&Event::DataDump);
+        }
+    });
+}

@@ -1,0 +1,202 @@
+//! Thin wrappers over the JVMTI and JNI function tables from the generated bindings.
+//!
+//! Every wrapper returns `Result<_, Error>` instead of trusting the VM's codes: JVMTI errors
+//! are plain integers here (never a Rust enum, so an unknown code is not undefined
+//! behaviour), and a missing function pointer becomes an error rather than a crash.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::ptr;
+
+use crate::bindings as sys;
+
+/// A JVMTI error code, or a missing function in the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Error(pub sys::jvmtiError);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.0 {
+            sys::JVMTI_ERROR_NOT_AVAILABLE => "JVMTI_ERROR_NOT_AVAILABLE",
+            sys::JVMTI_ERROR_WRONG_PHASE => "JVMTI_ERROR_WRONG_PHASE",
+            sys::JVMTI_ERROR_ILLEGAL_ARGUMENT => "JVMTI_ERROR_ILLEGAL_ARGUMENT",
+            sys::JVMTI_ERROR_OUT_OF_MEMORY => "JVMTI_ERROR_OUT_OF_MEMORY",
+            sys::JVMTI_ERROR_UNSUPPORTED_VERSION => "JVMTI_ERROR_UNSUPPORTED_VERSION",
+            _ => "JVMTI error",
+        };
+        write!(f, "{name} ({})", self.0)
+    }
+}
+
+fn check(code: sys::jvmtiError) -> Result<(), Error> {
+    if code == sys::JVMTI_ERROR_NONE {
+        Ok(())
+    } else {
+        Err(Error(code))
+    }
+}
+
+/// Calls a JVMTI function by name: `jvmti!(env, Fn, args...)` → `Result<(), Error>`.
+macro_rules! jvmti {
+    ($env:expr, $f:ident $(, $arg:expr)*) => {{
+        let env: *mut sys::jvmtiEnv = $env;
+        // SAFETY (for callers): `env` is a live jvmtiEnv obtained from GetEnv; the table
+        // pointer is valid for the life of the VM.
+        match unsafe { (**env).$f } {
+            Some(f) => check(unsafe { f(env $(, $arg)*) }),
+            None => Err(Error(sys::JVMTI_ERROR_NOT_AVAILABLE)),
+        }
+    }};
+}
+
+/// Calls a JNI function by name: `jni!(env, Fn, args...)` → `Option<return value>`.
+macro_rules! jni {
+    ($env:expr, $f:ident $(, $arg:expr)*) => {{
+        let env: *mut sys::JNIEnv = $env;
+        match unsafe { (**env).$f } {
+            Some(f) => Some(unsafe { f(env $(, $arg)*) }),
+            None => None,
+        }
+    }};
+}
+pub(crate) use jni;
+
+/// A JVMTI environment. Valid for the life of the VM; usable from any thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Jvmti(pub *mut sys::jvmtiEnv);
+
+// SAFETY: a jvmtiEnv may be used from any thread (JVMTI spec, "JVM TI Environments"); the
+// pointer itself is never freed while the VM lives.
+unsafe impl Send for Jvmti {}
+// SAFETY: as above; JVMTI functions are thread-safe unless documented otherwise.
+unsafe impl Sync for Jvmti {}
+
+impl Jvmti {
+    /// Gets a JVMTI environment of `version` from the VM.
+    ///
+    /// # Safety
+    /// `vm` must be the `JavaVM` pointer the VM passed to `Agent_OnLoad`.
+    pub unsafe fn from_vm(vm: *mut sys::JavaVM, version: u32) -> Result<Jvmti, Error> {
+        let mut env: *mut c_void = ptr::null_mut();
+        // SAFETY: per the contract, `vm` and its function table are valid.
+        let get_env = unsafe { (**vm).GetEnv }.ok_or(Error(sys::JVMTI_ERROR_NOT_AVAILABLE))?;
+        // SAFETY: GetEnv writes one pointer into `env`.
+        let rc = unsafe { get_env(vm, &mut env, version as sys::jint) };
+        if rc != sys::JNI_OK as sys::jint || env.is_null() {
+            return Err(Error(sys::JVMTI_ERROR_UNSUPPORTED_VERSION));
+        }
+        Ok(Jvmti(env.cast()))
+    }
+
+    /// Reads a VM system property (available from the OnLoad phase).
+    pub fn system_property(&self, name: &CStr) -> Option<String> {
+        let mut value: *mut c_char = ptr::null_mut();
+        jvmti!(self.0, GetSystemProperty, name.as_ptr(), &mut value).ok()?;
+        if value.is_null() {
+            return None;
+        }
+        // SAFETY: JVMTI returned a NUL-terminated string it allocated; we copy it and free it.
+        let s = unsafe { CStr::from_ptr(value) }.to_string_lossy().into_owned();
+        self.deallocate(value.cast());
+        Some(s)
+    }
+
+    /// Frees memory JVMTI allocated for us.
+    pub fn deallocate(&self, mem: *mut u8) {
+        if !mem.is_null() {
+            let _ = jvmti!(self.0, Deallocate, mem.cast());
+        }
+    }
+
+    /// Adds the capabilities the agent needs.
+    pub fn add_capabilities(&self, caps: &sys::jvmtiCapabilities) -> Result<(), Error> {
+        jvmti!(self.0, AddCapabilities, caps)
+    }
+
+    /// Installs the callback table.
+    pub fn set_event_callbacks(&self, cb: &sys::jvmtiEventCallbacks) -> Result<(), Error> {
+        let size = std::mem::size_of::<sys::jvmtiEventCallbacks>() as sys::jint;
+        jvmti!(self.0, SetEventCallbacks, cb, size)
+    }
+
+    /// Enables one event globally.
+    pub fn enable(&self, event: sys::jvmtiEvent) -> Result<(), Error> {
+        jvmti!(self.0, SetEventNotificationMode, sys::JVMTI_ENABLE, event, ptr::null_mut())
+    }
+
+    /// Name of a thread (copied), deleting the local refs GetThreadInfo hands out.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv and `thread` a valid reference.
+    pub unsafe fn thread_name(&self, jni: *mut sys::JNIEnv, thread: sys::jthread, out: &mut [u8; 64]) -> usize {
+        // SAFETY: jvmtiThreadInfo is a plain C struct; all-zero is a valid initial value.
+        let mut info: sys::jvmtiThreadInfo = unsafe { std::mem::zeroed() };
+        if jvmti!(self.0, GetThreadInfo, thread, &mut info).is_err() {
+            return 0;
+        }
+        let mut n = 0;
+        if !info.name.is_null() {
+            // SAFETY: JVMTI gives a NUL-terminated (modified UTF-8) string.
+            let b = unsafe { CStr::from_ptr(info.name) }.to_bytes();
+            n = b.len().min(out.len());
+            out[..n].copy_from_slice(&b[..n]);
+            self.deallocate(info.name.cast());
+        }
+        for r in [info.thread_group, info.context_class_loader] {
+            if !r.is_null() {
+                let _ = jni!(jni, DeleteLocalRef, r);
+            }
+        }
+        n
+    }
+
+    /// Counts live threads by `java.lang.Thread.State`, indexed like `ring::THREAD_STATES`.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv; call inside a local frame (the thread
+    /// references are local refs, deleted here one by one).
+    pub unsafe fn thread_states(&self, jni: *mut sys::JNIEnv) -> Option<[u32; 6]> {
+        let mut count: sys::jint = 0;
+        let mut threads: *mut sys::jthread = ptr::null_mut();
+        jvmti!(self.0, GetAllThreads, &mut count, &mut threads).ok()?;
+        let mut states = [0u32; 6];
+        for i in 0..count.max(0) as usize {
+            // SAFETY: JVMTI returned `count` thread references at `threads`.
+            let t = unsafe { *threads.add(i) };
+            let mut st: sys::jint = 0;
+            if jvmti!(self.0, GetThreadState, t, &mut st).is_ok() {
+                let idx = match st as u32 & sys::JVMTI_JAVA_LANG_THREAD_STATE_MASK {
+                    sys::JVMTI_JAVA_LANG_THREAD_STATE_NEW => 0,
+                    sys::JVMTI_JAVA_LANG_THREAD_STATE_RUNNABLE => 1,
+                    sys::JVMTI_JAVA_LANG_THREAD_STATE_BLOCKED => 2,
+                    sys::JVMTI_JAVA_LANG_THREAD_STATE_WAITING => 3,
+                    sys::JVMTI_JAVA_LANG_THREAD_STATE_TIMED_WAITING => 4,
+                    _ => 5,
+                };
+                states[idx] += 1;
+            }
+            let _ = jni!(jni, DeleteLocalRef, t);
+        }
+        self.deallocate(threads.cast());
+        Some(states)
+    }
+
+    /// Starts `proc` on a new JVMTI agent thread (a daemon thread: it never holds up exit).
+    ///
+    /// # Safety
+    /// `thread` must be a new, unstarted `java.lang.Thread` reference.
+    pub unsafe fn run_agent_thread(&self, thread: sys::jthread, proc: sys::jvmtiStartFunction) -> Result<(), Error> {
+        jvmti!(self.0, RunAgentThread, thread, proc, ptr::null(), sys::JVMTI_THREAD_NORM_PRIORITY as sys::jint)
+    }
+}
+
+/// Clears a pending Java exception; returns true if there was one.
+///
+/// # Safety
+/// `jni` must be the current thread's JNIEnv.
+pub unsafe fn clear_exception(jni: *mut sys::JNIEnv) -> bool {
+    if jni!(jni, ExceptionCheck) == Some(sys::JNI_TRUE as sys::jboolean) {
+        let _ = jni!(jni, ExceptionClear);
+        return true;
+    }
+    false
+}

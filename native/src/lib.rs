@@ -1,0 +1,59 @@
+//! libjvmwatch.so — the jvmwatch JVMTI agent.
+//!
+//! Load with `-agentpath:/path/libjvmwatch.so[=options]` (see docs/agent-options.md). The agent
+//! writes lifecycle, GC, thread and resource events and a periodic status snapshot into a
+//! ring file (see the `jvmwatch-ring` crate) that outlives the JVM.
+//!
+//! Layout: [`agent`] (start-up and the global state), [`callbacks`] (every JVMTI callback, in
+//! one place), [`sampler`] (the agent's own daemon thread), [`options`], [`identity`],
+//! [`jvmti`] (wrappers over the generated [`bindings`]).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod agent;
+#[allow(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+pub mod bindings;
+pub mod callbacks;
+pub mod identity;
+pub mod jvmti;
+pub mod options;
+pub mod sampler;
+
+use std::ffi::{c_char, c_void, CStr};
+
+/// Entry point for `-agentpath:`. Never fails the JVM unless the user asked for `strict=true`.
+///
+/// # Safety
+/// Called by the JVM with a valid `JavaVM` pointer and a NUL-terminated options string (or
+/// NULL).
+#[no_mangle]
+pub unsafe extern "C" fn Agent_OnLoad(vm: *mut bindings::JavaVM, options: *mut c_char, _reserved: *mut c_void) -> bindings::jint {
+    let options = if options.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the JVM passes a NUL-terminated string that lives for this call.
+        unsafe { CStr::from_ptr(options) }.to_string_lossy().into_owned()
+    };
+    // A panic must never cross into the JVM: treat it like any other start-up failure.
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: `vm` is the JavaVM the JVM passed to this entry point.
+        unsafe { agent::on_load(vm, &options) }
+    });
+    match result {
+        Ok(code) => code,
+        Err(_) => {
+            eprintln!("jvmwatch: internal error during start-up; the JVM continues without jvmwatch");
+            bindings::JNI_OK as bindings::jint
+        }
+    }
+}
+
+/// Loading into a running JVM (`jcmd JVMTI.agent_load`) is not supported: the ring must see
+/// the JVM from its start. Says so and declines.
+///
+/// # Safety
+/// Called by the JVM; arguments are not used.
+#[no_mangle]
+pub unsafe extern "C" fn Agent_OnAttach(_vm: *mut bindings::JavaVM, _options: *mut c_char, _reserved: *mut c_void) -> bindings::jint {
+    eprintln!("jvmwatch: attaching to a running JVM is not supported; start the JVM with -agentpath");
+    bindings::JNI_ERR
+}

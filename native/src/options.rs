@@ -1,0 +1,180 @@
+//! Agent options, parsed in two stages: the raw `key=value` list, then a typed [`Config`].
+//! `docs/agent-options.md` documents every option; keep the two in step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The agent's typed configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Directory for the ring file (`dir=`); `None`: the default directory.
+    pub dir: Option<PathBuf>,
+    /// Exact ring file path (`path=`); overrides `dir`.
+    pub path: Option<PathBuf>,
+    /// Event ring size in bytes (`size=`).
+    pub size: u64,
+    /// Sampler interval (`interval=`).
+    pub interval: Duration,
+    /// Refuse to start the JVM when the agent cannot start (`strict=`).
+    pub strict: bool,
+}
+
+/// Default event ring size: 4 MiB = 65,536 events.
+pub const DEFAULT_SIZE: u64 = 4 << 20;
+/// Smallest accepted `size=`.
+pub const MIN_SIZE: u64 = 64 << 10;
+/// Largest accepted `size=`.
+pub const MAX_SIZE: u64 = 1 << 30;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { dir: None, path: None, size: DEFAULT_SIZE, interval: Duration::from_millis(100), strict: false }
+    }
+}
+
+/// One raw option: `key=value` (value may be empty for a bare `key`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawOption<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// The value; `None` for a bare key.
+    pub value: Option<&'a str>,
+}
+
+/// Stage 1: splits the `-agentpath:...=` string on commas.
+pub fn split(options: &str) -> Vec<RawOption<'_>> {
+    options
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) => RawOption { key: k.trim(), value: Some(v.trim()) },
+            None => RawOption { key: s.trim(), value: None },
+        })
+        .collect()
+}
+
+/// True if the raw options ask for `strict=true`, whatever else is wrong with them: a bad
+/// option must still be able to refuse the start when the user asked for that.
+pub fn wants_strict(raw: &[RawOption<'_>]) -> bool {
+    raw.iter().any(|o| o.key == "strict" && o.value.map(parse_bool) == Some(Ok(true)))
+}
+
+/// Stage 2: the typed configuration, or one line saying what is wrong.
+pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
+    let mut c = Config::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for o in raw {
+        if seen.contains(&o.key) {
+            return Err(format!("option '{}' given twice", o.key));
+        }
+        seen.push(o.key);
+        let value = |what: &str| -> Result<&str, String> {
+            match o.value {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("option '{}' needs a value ({what})", o.key)),
+            }
+        };
+        match o.key {
+            "dir" => c.dir = Some(PathBuf::from(value("a directory")?)),
+            "path" => c.path = Some(PathBuf::from(value("a file path")?)),
+            "size" => {
+                let v = value("a size such as 4M")?;
+                let n = parse_size(v).ok_or_else(|| format!("size={v}: expected a size such as 64K, 4M or 1G"))?;
+                if !(MIN_SIZE..=MAX_SIZE).contains(&n) {
+                    return Err(format!("size={v}: must be between 64K and 1G"));
+                }
+                c.size = n;
+            }
+            "interval" => {
+                let v = value("a duration such as 100ms")?;
+                let d = parse_duration(v).ok_or_else(|| format!("interval={v}: expected a duration such as 100ms or 1s"))?;
+                if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
+                    return Err(format!("interval={v}: must be between 10ms and 60s"));
+                }
+                c.interval = d;
+            }
+            "strict" => {
+                let v = value("true or false")?;
+                c.strict = parse_bool(v).map_err(|_| format!("strict={v}: expected true or false"))?;
+            }
+            k => return Err(format!("unknown option '{k}' (known: dir, path, size, interval, strict)")),
+        }
+    }
+    if c.dir.is_some() && c.path.is_some() {
+        return Err("give either dir= or path=, not both".into());
+    }
+    Ok(c)
+}
+
+fn parse_bool(v: &str) -> Result<bool, ()> {
+    match v {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(()),
+    }
+}
+
+/// `65536`, `64K`, `4M`, `1G` (binary units; a trailing `B` or `iB` is allowed).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim_end_matches("iB").trim_end_matches('B');
+    let (num, mul) = match v.char_indices().last()? {
+        (i, 'k' | 'K') => (&v[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&v[..i], 1 << 20),
+        (i, 'g' | 'G') => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// `100ms`, `2s`, `1m`, or a bare number of milliseconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let n: u64 = v[..split].parse().ok()?;
+    match &v[split..] {
+        "" | "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Config, String> {
+        parse(&split(s))
+    }
+
+    #[test]
+    fn defaults_and_values() {
+        assert_eq!(p("").unwrap(), Config::default());
+        let c = p("dir=/x, size=8M,interval=250ms,strict=true").unwrap();
+        assert_eq!(c.dir, Some(PathBuf::from("/x")));
+        assert_eq!(c.size, 8 << 20);
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert!(c.strict);
+        assert_eq!(p("interval=2s").unwrap().interval, Duration::from_secs(2));
+        assert_eq!(p("size=65536").unwrap().size, 65536);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(p("bogus=1").unwrap_err().contains("unknown option 'bogus'"));
+        assert!(p("size=abc").unwrap_err().contains("size=abc"));
+        assert!(p("size=1K").unwrap_err().contains("between"));
+        assert!(p("size=99999999999999999999G").is_err());
+        assert!(p("interval=5ms").unwrap_err().contains("between"));
+        assert!(p("interval=fast").unwrap_err().contains("interval=fast"));
+        assert!(p("dir=").unwrap_err().contains("needs a value"));
+        assert!(p("dir=/a,path=/b").unwrap_err().contains("not both"));
+        assert!(p("size=4M,size=8M").unwrap_err().contains("twice"));
+        assert!(p("strict=maybe").unwrap_err().contains("strict=maybe"));
+    }
+
+    #[test]
+    fn strict_is_seen_even_when_other_options_are_bad() {
+        assert!(wants_strict(&split("bogus,strict=true")));
+        assert!(!wants_strict(&split("bogus,strict=false")));
+    }
+}

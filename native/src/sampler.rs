@@ -1,0 +1,245 @@
+//! The sampler: the agent's own daemon thread (JVMTI `RunAgentThread`), started at VM init.
+//!
+//! Every `interval` it writes a snapshot (heap per pool, GC counts and times per collector,
+//! thread counts by state, process CPU time, loaded classes) and a heartbeat. Heap and GC
+//! figures come from a small Java class (`io.jvmwatch.internal.Probe`, compiled by build.rs and
+//! embedded here) that reads the platform MXBeans; thread states come from JVMTI; CPU time
+//! from the kernel. If the class cannot be defined (e.g. a runtime without
+//! `java.management`), the sampler goes on with the JVMTI and kernel figures and writes an
+//! `agent_warning` event.
+//!
+//! Not a GC callback: this thread may allocate and call JNI. It is a daemon agent thread, so
+//! it never holds up JVM exit; it stops at VM death.
+
+use std::ffi::{c_void, CStr};
+use std::ptr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use jvmwatch_ring::{now_ns, Collector, Event, GcCollector, Name, Pool, Snapshot, Text, UNKNOWN};
+
+use crate::agent::{self, Agent};
+use crate::bindings as sys;
+use crate::jvmti::{clear_exception, jni};
+
+static PROBE_CLASS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent-classes/io/jvmwatch/internal/Probe.class"));
+
+/// Values before the per-pool part of `Probe.sample()` (Probe.FIXED).
+const FIXED: usize = 8;
+/// Values per pool (Probe.POOL_FIELDS).
+const POOL_FIELDS: usize = 5;
+/// Values per collector (Probe.GC_FIELDS).
+const GC_FIELDS: usize = 2;
+
+/// Starts the sampler thread.
+///
+/// # Safety
+/// `jni` must be the current thread's JNIEnv (VMInit callback).
+pub unsafe fn start(a: &Agent, jni: *mut sys::JNIEnv) -> Result<(), String> {
+    let cls = jni!(jni, FindClass, c"java/lang/Thread".as_ptr()).unwrap_or(ptr::null_mut());
+    // SAFETY: `jni` is valid per the contract.
+    if cls.is_null() || unsafe { clear_exception(jni) } {
+        return Err("java.lang.Thread not found".into());
+    }
+    let ctor = jni!(jni, GetMethodID, cls, c"<init>".as_ptr(), c"(Ljava/lang/String;)V".as_ptr()).unwrap_or(ptr::null_mut());
+    let name = jni!(jni, NewStringUTF, c"jvmwatch-sampler".as_ptr()).unwrap_or(ptr::null_mut());
+    if ctor.is_null() || name.is_null() {
+        // SAFETY: as above.
+        unsafe { clear_exception(jni) };
+        return Err("cannot make the sampler thread".into());
+    }
+    let args = [sys::jvalue { l: name }];
+    let thread = jni!(jni, NewObjectA, cls, ctor, args.as_ptr()).unwrap_or(ptr::null_mut());
+    // SAFETY: as above.
+    if thread.is_null() || unsafe { clear_exception(jni) } {
+        return Err("cannot make the sampler thread".into());
+    }
+    // SAFETY: `thread` is a fresh, unstarted java.lang.Thread.
+    unsafe { a.jvmti.run_agent_thread(thread, Some(sampler_main)) }.map_err(|e| format!("RunAgentThread: {e}"))
+}
+
+unsafe extern "C" fn sampler_main(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, _arg: *mut c_void) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(a) = agent::get() else { return };
+        // SAFETY: `jni` is this agent thread's JNIEnv, valid for the thread's life.
+        unsafe { run(a, jni) }
+    });
+}
+
+/// # Safety
+/// `jni` must be the current thread's JNIEnv.
+unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
+    // SAFETY: forwarded.
+    let mut probe = match unsafe { Probe::load(jni) } {
+        Ok(p) => Some(p),
+        Err(e) => {
+            a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("no heap data: {e}"), 40) });
+            None
+        }
+    };
+    if let Some(p) = &probe {
+        if let Some(c) = p.collectors.iter().map(|n| Collector::from_bean_name(&n.as_str())).next() {
+            a.writer.set_collector(c);
+        }
+    }
+    let interval = a.config.interval;
+    let mut next = Instant::now();
+    let mut warned_behind = false;
+    while !a.stopping.load(Ordering::Relaxed) {
+        // SAFETY: forwarded; the frame bounds the local refs made by one sample.
+        if jni!(jni, PushLocalFrame, 64) == Some(0) {
+            let mut snap = Snapshot::default();
+            snap.time_ns = now_ns();
+            snap.cpu_time_ns = process_cpu_ns();
+            // SAFETY: forwarded; inside the local frame.
+            if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
+                snap.thread_states = states;
+                snap.threads_live = states[1..5].iter().sum();
+            }
+            if let Some(p) = &mut probe {
+                // SAFETY: forwarded.
+                if let Err(e) = unsafe { p.sample(jni, &mut snap) } {
+                    a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("probe: {e}"), 40) });
+                    probe = None;
+                }
+            }
+            let _ = jni!(jni, PopLocalFrame, ptr::null_mut());
+            a.writer.write_snapshot(&snap);
+        }
+        a.writer.heartbeat(now_ns());
+        next += interval;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            if now - next > interval * 10 && !warned_behind {
+                a.writer.emit(&Event::AgentWarning { text: Text::new("sampler fell behind", 40) });
+                warned_behind = true;
+            }
+            next = now;
+        }
+    }
+}
+
+/// CPU time of the whole process (all threads), ns.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The embedded `io.jvmwatch.internal.Probe` class, defined and resolved.
+struct Probe {
+    class: sys::jclass,
+    sample: sys::jmethodID,
+    pools: Vec<Name>,
+    collectors: Vec<Name>,
+    buf: Vec<i64>,
+}
+
+impl Probe {
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv.
+    unsafe fn load(jni: *mut sys::JNIEnv) -> Result<Probe, String> {
+        let local = jni!(
+            jni,
+            DefineClass,
+            c"io/jvmwatch/internal/Probe".as_ptr(),
+            ptr::null_mut(),
+            PROBE_CLASS.as_ptr().cast(),
+            PROBE_CLASS.len() as sys::jsize
+        )
+        .unwrap_or(ptr::null_mut());
+        // SAFETY: forwarded.
+        if local.is_null() || unsafe { clear_exception(jni) } {
+            return Err("cannot define probe class".into());
+        }
+        let class = jni!(jni, NewGlobalRef, local).unwrap_or(ptr::null_mut());
+        let mid = |name: &CStr, sig: &CStr| jni!(jni, GetStaticMethodID, class, name.as_ptr(), sig.as_ptr()).unwrap_or(ptr::null_mut());
+        let sample = mid(c"sample", c"()[J");
+        let pool_names = mid(c"poolNames", c"()[Ljava/lang/String;");
+        let gc_names = mid(c"collectorNames", c"()[Ljava/lang/String;");
+        // SAFETY: forwarded.
+        if class.is_null() || sample.is_null() || pool_names.is_null() || gc_names.is_null() || unsafe { clear_exception(jni) } {
+            return Err("probe methods missing".into());
+        }
+        let mut p = Probe { class, sample, pools: Vec::new(), collectors: Vec::new(), buf: Vec::new() };
+        // SAFETY: forwarded; the method ids belong to `class` and return String[].
+        unsafe {
+            p.pools = p.names(jni, pool_names)?;
+            p.collectors = p.names(jni, gc_names)?;
+        }
+        Ok(p)
+    }
+
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv; `mid` a static `()[Ljava/lang/String;` of
+    /// the probe class.
+    unsafe fn names(&self, jni: *mut sys::JNIEnv, mid: sys::jmethodID) -> Result<Vec<Name>, String> {
+        let arr = jni!(jni, CallStaticObjectMethodA, self.class, mid, ptr::null()).unwrap_or(ptr::null_mut());
+        // SAFETY: forwarded.
+        if arr.is_null() || unsafe { clear_exception(jni) } {
+            return Err("probe failed to start (java.management missing?)".into());
+        }
+        let n = jni!(jni, GetArrayLength, arr).unwrap_or(0);
+        let mut out = Vec::with_capacity(n.max(0) as usize);
+        for i in 0..n {
+            let s = jni!(jni, GetObjectArrayElement, arr, i).unwrap_or(ptr::null_mut());
+            if s.is_null() {
+                out.push(Name::new("?"));
+                continue;
+            }
+            let chars = jni!(jni, GetStringUTFChars, s, ptr::null_mut()).unwrap_or(ptr::null());
+            if chars.is_null() {
+                out.push(Name::new("?"));
+            } else {
+                // SAFETY: GetStringUTFChars returns a NUL-terminated string until released.
+                out.push(Name::new(&unsafe { CStr::from_ptr(chars) }.to_string_lossy()));
+                let _ = jni!(jni, ReleaseStringUTFChars, s, chars);
+            }
+            let _ = jni!(jni, DeleteLocalRef, s);
+        }
+        let _ = jni!(jni, DeleteLocalRef, arr);
+        Ok(out)
+    }
+
+    /// Fills heap, pool, collector, class and daemon figures into `snap`.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv, inside a local frame.
+    unsafe fn sample(&mut self, jni: *mut sys::JNIEnv, snap: &mut Snapshot) -> Result<(), String> {
+        let arr = jni!(jni, CallStaticObjectMethodA, self.class, self.sample, ptr::null()).unwrap_or(ptr::null_mut());
+        // SAFETY: forwarded.
+        if arr.is_null() || unsafe { clear_exception(jni) } {
+            return Err("sample() threw".into());
+        }
+        let n = jni!(jni, GetArrayLength, arr).unwrap_or(0).max(0) as usize;
+        let want = FIXED + POOL_FIELDS * self.pools.len() + GC_FIELDS * self.collectors.len();
+        if n != want {
+            return Err(format!("sample() gave {n} values, want {want}"));
+        }
+        self.buf.resize(n, 0);
+        let _ = jni!(jni, GetLongArrayRegion, arr, 0, n as sys::jsize, self.buf.as_mut_ptr());
+        let v = |x: i64| if x < 0 { UNKNOWN } else { x as u64 };
+        let b = &self.buf;
+        snap.heap_used = v(b[0]);
+        snap.heap_committed = v(b[1]);
+        snap.heap_max = v(b[2]);
+        snap.nonheap_used = v(b[3]);
+        snap.nonheap_committed = v(b[4]);
+        snap.loaded_classes = v(b[5]);
+        snap.threads_daemon = b[6].clamp(0, u32::MAX as i64) as u32;
+        snap.threads_live = b[7].clamp(0, u32::MAX as i64) as u32;
+        for (i, name) in self.pools.iter().enumerate() {
+            let f = &b[FIXED + i * POOL_FIELDS..];
+            snap.push_pool(Pool { name: *name, heap: f[0] == 1, used: v(f[1]), committed: v(f[2]), max: v(f[3]), used_after_gc: v(f[4]) });
+        }
+        let base = FIXED + POOL_FIELDS * self.pools.len();
+        for (i, name) in self.collectors.iter().enumerate() {
+            let f = &b[base + i * GC_FIELDS..];
+            snap.push_collector(GcCollector { name: *name, count: v(f[0]), time_ms: v(f[1]) });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! The reader: opens any file and trusts nothing in it.
+//!
+//! Reads go through `pread` into the reader's own buffers, never through a mapping, so a file
+//! truncated under the reader gives an error instead of SIGBUS. Every size, offset and count
+//! read from the file is checked against this version's layout and the file's real size
+//! before it is used.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::event::{check, Event};
+use crate::layout::*;
+use crate::snapshot::Snapshot;
+
+/// Why a file cannot be read as a ring.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The OS refused.
+    #[error("cannot read: {0}")]
+    Io(#[from] io::Error),
+    /// Shorter than what it must hold.
+    #[error("truncated: {have} bytes, a ring needs at least {need}")]
+    Truncated {
+        /// Bytes needed.
+        need: u64,
+        /// Bytes present.
+        have: u64,
+    },
+    /// Not a ring at all.
+    #[error("not a jvmwatch ring file (bad magic)")]
+    BadMagic,
+    /// A ring of another format version.
+    #[error("unsupported ring format version {0} (this jvmwatch reads version {VERSION})")]
+    UnsupportedVersion(u32),
+    /// The header does not add up.
+    #[error("corrupt header: {0}")]
+    Corrupt(String),
+}
+
+/// The immutable part of the header, validated.
+#[derive(Clone, Debug)]
+pub struct Header {
+    /// Total file size the header claims (checked against the real size).
+    pub file_size: u64,
+    /// Event slots.
+    pub capacity: u64,
+    /// Writer pid.
+    pub pid: u32,
+    /// JVM start, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// Sampler interval, ns.
+    pub interval_ns: u64,
+    /// Agent version.
+    pub agent_version: String,
+    /// Host name.
+    pub hostname: String,
+    /// JVM version.
+    pub jvm_version: String,
+    /// JVM vendor and name.
+    pub jvm_vendor: String,
+    /// Working directory.
+    pub cwd: String,
+    /// `-XX:ErrorFile=` value or empty.
+    pub error_file: String,
+    /// Command line summary.
+    pub command: String,
+}
+
+/// The live part of the header: changes while the JVM runs.
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    /// Lifecycle state (`None`: a value this version does not know).
+    pub state: Option<State>,
+    /// Last heartbeat, ns since the Unix epoch (0: none yet).
+    pub heartbeat_ns: u64,
+    /// VM init time (0: not seen).
+    pub vm_init_ns: u64,
+    /// Clean exit time (0: not seen).
+    pub exit_ns: u64,
+    /// Application name, if set.
+    pub app_name: String,
+    /// Next event sequence number.
+    pub cursor: u64,
+    /// Stop-the-world pauses seen by JVMTI.
+    pub gc_pauses: u64,
+    /// Sum of pause durations, ns.
+    pub gc_pause_total_ns: u64,
+    /// Longest pause, ns.
+    pub gc_pause_max_ns: u64,
+    /// Start of a pause in progress (0: none).
+    pub gc_pause_start_ns: u64,
+    /// GC callback self-measurement: count, total ns, max ns.
+    pub gc_callback: (u64, u64, u64),
+    /// Collector family.
+    pub collector: Collector,
+}
+
+/// One event read back, with its sequence number and time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Sequence number (0-based, gap-free among committed events).
+    pub seq: u64,
+    /// ns since the Unix epoch.
+    pub time_ns: u64,
+    /// The event.
+    pub event: Event,
+}
+
+/// Result of [`Ring::scan`].
+#[derive(Clone, Debug, Default)]
+pub struct Scan {
+    /// Committed events, in sequence order.
+    pub records: Vec<Record>,
+    /// Events overwritten before they could be read (the writer lapped the reader).
+    pub overwritten: u64,
+    /// Slots whose content did not check out: a writer died half-way, or corruption.
+    pub torn: u64,
+    /// Where to continue next time.
+    pub next: u64,
+}
+
+impl Scan {
+    /// Everything lost in this scan: overwritten plus torn.
+    pub fn lost(&self) -> u64 {
+        self.overwritten + self.torn
+    }
+}
+
+/// An open ring file (any state: live, exited, killed, a copy from another machine).
+#[derive(Debug)]
+pub struct Ring {
+    file: File,
+    path: PathBuf,
+    header: Header,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn str_at(b: &[u8], at: usize, width: usize) -> String {
+    let f = &b[at..at + width];
+    let n = f.iter().position(|&c| c == 0).unwrap_or(width);
+    String::from_utf8_lossy(&f[..n]).into_owned()
+}
+
+/// Validates a header page against this version's layout and the file's real size.
+pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
+    if (h.len() as u64) < 8 || h[..8] != MAGIC {
+        return Err(ReadError::BadMagic);
+    }
+    if h.len() < HEADER_SIZE {
+        return Err(ReadError::Truncated { need: HEADER_SIZE as u64, have: real_size });
+    }
+    let version = u32_at(h, hdr::VERSION);
+    if version != VERSION {
+        return Err(ReadError::UnsupportedVersion(version));
+    }
+    let crc = crc32fast::hash(&h[..hdr::HEADER_CRC]);
+    if crc != u32_at(h, hdr::HEADER_CRC) {
+        return Err(ReadError::Corrupt("checksum mismatch".into()));
+    }
+    let expect = |what: &str, at: usize, want: u64, wide: bool| -> Result<(), ReadError> {
+        let got = if wide { u64_at(h, at) } else { u32_at(h, at) as u64 };
+        if got != want {
+            return Err(ReadError::Corrupt(format!("{what} is {got}, version {VERSION} has {want}")));
+        }
+        Ok(())
+    };
+    expect("header size", hdr::HEADER_SIZE, HEADER_SIZE as u64, false)?;
+    expect("snapshot offset", hdr::SNAPSHOT_OFFSET, SNAPSHOT_OFFSET as u64, true)?;
+    expect("snapshot size", hdr::SNAPSHOT_SIZE, SNAPSHOT_SIZE as u64, true)?;
+    expect("metrics offset", hdr::METRICS_OFFSET, METRICS_OFFSET as u64, true)?;
+    expect("metrics size", hdr::METRICS_SIZE, METRICS_SIZE as u64, true)?;
+    expect("events offset", hdr::EVENTS_OFFSET, EVENTS_OFFSET as u64, true)?;
+    expect("slot size", hdr::SLOT_SIZE, SLOT_SIZE as u64, false)?;
+    let capacity = u32_at(h, hdr::CAPACITY) as u64;
+    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        return Err(ReadError::Corrupt(format!("event capacity {capacity} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}")));
+    }
+    expect("file size", hdr::FILE_SIZE, file_size(capacity), true)?;
+    if real_size < file_size(capacity) {
+        return Err(ReadError::Truncated { need: file_size(capacity), have: real_size });
+    }
+    Ok(Header {
+        file_size: file_size(capacity),
+        capacity,
+        pid: u32_at(h, hdr::PID),
+        start_ns: u64_at(h, hdr::START_NS),
+        interval_ns: u64_at(h, hdr::INTERVAL_NS),
+        agent_version: str_at(h, hdr::AGENT_VERSION, hdr::AGENT_VERSION_LEN),
+        hostname: str_at(h, hdr::HOSTNAME, hdr::HOSTNAME_LEN),
+        jvm_version: str_at(h, hdr::JVM_VERSION, hdr::JVM_VERSION_LEN),
+        jvm_vendor: str_at(h, hdr::JVM_VENDOR, hdr::JVM_VENDOR_LEN),
+        cwd: str_at(h, hdr::CWD, hdr::CWD_LEN),
+        error_file: str_at(h, hdr::ERROR_FILE, hdr::ERROR_FILE_LEN),
+        command: str_at(h, hdr::COMMAND, hdr::COMMAND_LEN),
+    })
+}
+
+impl Ring {
+    /// Opens and validates `path`. Never maps the file.
+    pub fn open(path: &Path) -> Result<Ring, ReadError> {
+        let file = File::open(path)?;
+        let md = file.metadata()?;
+        if !md.is_file() {
+            return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+        }
+        let size = md.len();
+        let mut h = vec![0u8; HEADER_SIZE.min(size as usize)];
+        read_exact_at(&file, &mut h, 0, size)?;
+        let header = parse_header(&h, size)?;
+        Ok(Ring { file, path: path.to_path_buf(), header })
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The validated immutable header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<(), ReadError> {
+        read_exact_at(&self.file, buf, off, self.header.file_size)
+    }
+
+    /// Reads the live part of the header.
+    pub fn live(&self) -> Result<Live, ReadError> {
+        let mut b = vec![0u8; HEADER_SIZE - hdr::STATE];
+        self.read_at(&mut b, hdr::STATE as u64)?;
+        let at = |o: usize| o - hdr::STATE;
+        Ok(Live {
+            state: State::from_u32(u32_at(&b, at(hdr::STATE))),
+            heartbeat_ns: u64_at(&b, at(hdr::HEARTBEAT_NS)),
+            vm_init_ns: u64_at(&b, at(hdr::VM_INIT_NS)),
+            exit_ns: u64_at(&b, at(hdr::EXIT_NS)),
+            app_name: str_at(&b, at(hdr::APP_NAME), hdr::APP_NAME_LEN),
+            cursor: u64_at(&b, at(hdr::CURSOR)),
+            gc_pauses: u64_at(&b, at(hdr::GC_PAUSES)),
+            gc_pause_total_ns: u64_at(&b, at(hdr::GC_PAUSE_TOTAL_NS)),
+            gc_pause_max_ns: u64_at(&b, at(hdr::GC_PAUSE_MAX_NS)),
+            gc_pause_start_ns: u64_at(&b, at(hdr::GC_PAUSE_START_NS)),
+            gc_callback: (
+                u64_at(&b, at(hdr::GC_CB_COUNT)),
+                u64_at(&b, at(hdr::GC_CB_TOTAL_NS)),
+                u64_at(&b, at(hdr::GC_CB_MAX_NS)),
+            ),
+            collector: Collector::from_u32(u32_at(&b, at(hdr::COLLECTOR))),
+        })
+    }
+
+    /// True while the writer process holds its lock: it is alive, whatever its pid looks
+    /// like from here (works across PID namespaces; never fooled by a reused pid).
+    pub fn writer_alive(&self) -> bool {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: `fd` is our open descriptor. A shared non-blocking lock succeeds only if no
+        // one holds the exclusive one; we drop it at once.
+        unsafe {
+            if libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) == 0 {
+                libc::flock(fd, libc::LOCK_UN);
+                false
+            } else {
+                io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+            }
+        }
+    }
+
+    /// The newest intact snapshot, if any was written. A torn newest buffer (writer died
+    /// half-way) falls back to the other one.
+    pub fn snapshot(&self) -> Result<Option<Snapshot>, ReadError> {
+        let mut b = vec![0u8; SNAPSHOT_SIZE];
+        // A live writer may be mid-update: retry a few times for a consistent pair.
+        let mut best = None;
+        for _ in 0..4 {
+            self.read_at(&mut b, SNAPSHOT_OFFSET as u64)?;
+            best = b
+                .chunks_exact(SNAPSHOT_BUF_SIZE)
+                .filter_map(|buf| {
+                    let stamp = u64_at(buf, snap::STAMP);
+                    let len = u32_at(buf, snap::BODY_LEN) as usize;
+                    if stamp == 0 || stamp % 2 == 1 || len != SNAP_BODY_SIZE {
+                        return None;
+                    }
+                    let body = &buf[snap::BODY..snap::BODY + len];
+                    if crc32fast::hash(body) != u32_at(buf, snap::CRC) {
+                        return None;
+                    }
+                    Snapshot::decode(body).ok().map(|s| (stamp, s))
+                })
+                .max_by_key(|(stamp, _)| *stamp);
+            if best.is_some() {
+                break;
+            }
+        }
+        Ok(best.map(|(_, s)| s))
+    }
+
+    /// Reads committed events from sequence `from` up to the cursor.
+    ///
+    /// When `writer_alive` is true, a slot that is reserved but not yet published ends the
+    /// scan (`next` points at it, to retry later). When the writer is gone, such a slot can
+    /// never complete: it is counted as torn and skipped.
+    pub fn scan(&self, from: u64, writer_alive: bool) -> Result<Scan, ReadError> {
+        self.scan_limit(from, writer_alive, u64::MAX)
+    }
+
+    /// Like [`Ring::scan`], reading at most `limit` slots.
+    pub fn scan_limit(&self, from: u64, writer_alive: bool, limit: u64) -> Result<Scan, ReadError> {
+        let cap = self.header.capacity;
+        let cursor = self.live()?.cursor;
+        if cursor > (1 << 62) {
+            return Err(ReadError::Corrupt(format!("event cursor {cursor} is implausible")));
+        }
+        let mut scan = Scan::default();
+        let mut start = from.min(cursor);
+        if cursor - start > cap {
+            scan.overwritten = cursor - cap - start;
+            start = cursor - cap;
+        }
+        let end = cursor.min(start.saturating_add(limit));
+        const CHUNK: u64 = 4096;
+        let mut buf = vec![0u8; (CHUNK.min(cap) as usize) * SLOT_SIZE];
+        let mut s = start;
+        'outer: while s < end {
+            // Contiguous run of slots without wrapping past the end of the ring.
+            let idx = s & (cap - 1);
+            let n = (end - s).min(CHUNK).min(cap - idx);
+            let bytes = &mut buf[..n as usize * SLOT_SIZE];
+            self.read_at(bytes, EVENTS_OFFSET as u64 + idx * SLOT_SIZE as u64)?;
+            for slot in bytes.chunks_exact(SLOT_SIZE) {
+                match decode_slot(s, slot) {
+                    SlotState::Committed(r) => scan.records.push(r),
+                    SlotState::Overwritten => scan.overwritten += 1,
+                    SlotState::Pending if writer_alive => break 'outer,
+                    SlotState::Pending | SlotState::Torn => scan.torn += 1,
+                }
+                s += 1;
+            }
+        }
+        scan.next = s;
+        Ok(scan)
+    }
+}
+
+enum SlotState {
+    Committed(Record),
+    /// Holds a later sequence: lapped.
+    Overwritten,
+    /// Reserved for `seq` (or older), not published.
+    Pending,
+    /// Published stamp but content does not check out.
+    Torn,
+}
+
+fn decode_slot(seq: u64, b: &[u8]) -> SlotState {
+    let stamp = u64_at(b, slot::STAMP);
+    let want = 2 * seq + 2;
+    if stamp > want {
+        return SlotState::Overwritten;
+    }
+    if stamp < want {
+        return SlotState::Pending;
+    }
+    let mut words = [0u64; 7];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = u64_at(b, 8 + 8 * i);
+    }
+    if check(seq, &words) != (words[1] >> 32) as u32 {
+        return SlotState::Torn;
+    }
+    let kind = words[1] as u16;
+    let len = (words[1] >> 16) as u16;
+    let payload: &[u8; slot::PAYLOAD_LEN] = b[slot::PAYLOAD..].try_into().expect("payload");
+    SlotState::Committed(Record { seq, time_ns: words[0], event: Event::decode(kind, len, payload) })
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], off: u64, size: u64) -> Result<(), ReadError> {
+    file.read_exact_at(buf, off).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            let have = file.metadata().map(|m| m.len()).unwrap_or(0);
+            ReadError::Truncated { need: size.max(off + buf.len() as u64), have }
+        } else {
+            ReadError::Io(e)
+        }
+    })
+}

@@ -1,0 +1,476 @@
+//! The writer: creates a ring file and records into it. Used by the agent inside the JVM.
+//!
+//! # What is safe where
+//! - [`Writer::emit`], [`Writer::gc_pause_begin`], [`Writer::gc_pause_end`] and
+//!   [`Writer::record_callback_cost`] are safe in a GC callback: atomics on pre-faulted
+//!   mapped memory and a vDSO clock read; no allocation, no locks, no syscalls.
+//! - [`Writer::write_snapshot`] is for one thread at a time (the sampler); a concurrent call
+//!   returns `false` instead of waiting.
+//! - [`Writer::create`] does file-system work and allocates: call it from `Agent_OnLoad`.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::event::{check, Event};
+use crate::layout::*;
+use crate::snapshot::Snapshot;
+
+/// Who is writing: stored in the header once, at creation, and covered by the header CRC.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    /// Process id.
+    pub pid: u32,
+    /// JVM start, ns since the Unix epoch.
+    pub start_ns: u64,
+    /// Sampler interval, ns.
+    pub interval_ns: u64,
+    /// Agent version string.
+    pub agent_version: String,
+    /// Host name.
+    pub hostname: String,
+    /// JVM version.
+    pub jvm_version: String,
+    /// JVM vendor and name.
+    pub jvm_vendor: String,
+    /// Working directory.
+    pub cwd: String,
+    /// `-XX:ErrorFile=` value, if any.
+    pub error_file: String,
+    /// Command line summary.
+    pub command: String,
+}
+
+/// Why a ring file could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The directory is not one the user owns, or is a symlink.
+    #[error("{path}: {why}")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A system call failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CreateError + 'a {
+    move |source| CreateError::Io { what, path: path.to_path_buf(), source }
+}
+
+/// The directory rings go to when none is given: `$JVMWATCH_DIR`, else
+/// `/dev/shm/jvmwatch-<uid>` (tmpfs), else `$XDG_RUNTIME_DIR/jvmwatch`, else
+/// `/tmp/jvmwatch-<uid>`. The agent and the sidecar both call this, so they agree.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("JVMWATCH_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if Path::new("/dev/shm").is_dir() {
+        return PathBuf::from(format!("/dev/shm/jvmwatch-{uid}"));
+    }
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return Path::new(&x).join("jvmwatch");
+    }
+    PathBuf::from(format!("/tmp/jvmwatch-{uid}"))
+}
+
+/// Number of slots for a ring of about `bytes` bytes of events: the largest power of two
+/// that fits, clamped to [`MIN_CAPACITY`]..=[`MAX_CAPACITY`].
+pub fn capacity_for_bytes(bytes: u64) -> u64 {
+    let slots = (bytes / SLOT_SIZE as u64).clamp(MIN_CAPACITY, MAX_CAPACITY);
+    1u64 << (63 - slots.leading_zeros())
+}
+
+/// Creates `dir` (mode 0700) if missing and checks that it is safe to write into: a real
+/// directory (not a symlink) that the user owns, or a sticky shared directory like `/tmp`.
+pub fn ensure_dir(dir: &Path) -> Result<(), CreateError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err("cannot create directory", dir))?;
+        }
+        Err(e) => return Err(io_err("cannot create directory", dir)(e)),
+    }
+    let md = std::fs::symlink_metadata(dir).map_err(io_err("cannot stat", dir))?;
+    let unsafe_dir = |why: String| CreateError::UnsafeDir { path: dir.to_path_buf(), why };
+    if md.file_type().is_symlink() {
+        return Err(unsafe_dir("is a symlink; jvmwatch does not write through symlinks".into()));
+    }
+    if !md.is_dir() {
+        return Err(unsafe_dir("is not a directory".into()));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let sticky = md.permissions().mode() & 0o1000 != 0;
+    if md.uid() != uid && !sticky {
+        return Err(unsafe_dir(format!(
+            "is owned by uid {}, not by this user (uid {uid}); use a directory you own",
+            md.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// Fills a fixed-width NUL-padded string field, truncated at a character boundary.
+fn put_str(h: &mut [u8], at: usize, width: usize, s: &str) {
+    let mut end = s.len().min(width - 1);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    h[at..at + end].copy_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Builds the header page for a new ring.
+pub fn encode_header(capacity: u64, id: &Identity) -> Vec<u8> {
+    let mut h = vec![0u8; HEADER_SIZE];
+    let mut put = |at: usize, b: &[u8]| h[at..at + b.len()].copy_from_slice(b);
+    put(hdr::MAGIC, &MAGIC);
+    put(hdr::VERSION, &VERSION.to_le_bytes());
+    put(hdr::HEADER_SIZE, &(HEADER_SIZE as u32).to_le_bytes());
+    put(hdr::FILE_SIZE, &file_size(capacity).to_le_bytes());
+    put(hdr::SNAPSHOT_OFFSET, &(SNAPSHOT_OFFSET as u64).to_le_bytes());
+    put(hdr::SNAPSHOT_SIZE, &(SNAPSHOT_SIZE as u64).to_le_bytes());
+    put(hdr::METRICS_OFFSET, &(METRICS_OFFSET as u64).to_le_bytes());
+    put(hdr::METRICS_SIZE, &(METRICS_SIZE as u64).to_le_bytes());
+    put(hdr::EVENTS_OFFSET, &(EVENTS_OFFSET as u64).to_le_bytes());
+    put(hdr::SLOT_SIZE, &(SLOT_SIZE as u32).to_le_bytes());
+    put(hdr::CAPACITY, &(capacity as u32).to_le_bytes());
+    put(hdr::PID, &id.pid.to_le_bytes());
+    put(hdr::START_NS, &id.start_ns.to_le_bytes());
+    put(hdr::INTERVAL_NS, &id.interval_ns.to_le_bytes());
+    put_str(&mut h, hdr::AGENT_VERSION, hdr::AGENT_VERSION_LEN, &id.agent_version);
+    put_str(&mut h, hdr::HOSTNAME, hdr::HOSTNAME_LEN, &id.hostname);
+    put_str(&mut h, hdr::JVM_VERSION, hdr::JVM_VERSION_LEN, &id.jvm_version);
+    put_str(&mut h, hdr::JVM_VENDOR, hdr::JVM_VENDOR_LEN, &id.jvm_vendor);
+    put_str(&mut h, hdr::CWD, hdr::CWD_LEN, &id.cwd);
+    put_str(&mut h, hdr::ERROR_FILE, hdr::ERROR_FILE_LEN, &id.error_file);
+    put_str(&mut h, hdr::COMMAND, hdr::COMMAND_LEN, &id.command);
+    let crc = crc32fast::hash(&h[..hdr::HEADER_CRC]);
+    h[hdr::HEADER_CRC..hdr::HEADER_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Current time, ns since the Unix epoch (CLOCK_REALTIME through the vDSO: no syscall).
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME is always supported.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: `b` is a valid writable buffer of the given length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), libc::GRND_NONBLOCK) };
+    if n != 4 {
+        // No entropy yet (very early boot): time and pid still make the name unique enough,
+        // and O_EXCL catches the rest.
+        return (now_ns() as u32) ^ std::process::id().rotate_left(16);
+    }
+    u32::from_le_bytes(b)
+}
+
+/// An open ring, mapped for writing. Holds the writer lock for its whole life.
+pub struct Writer {
+    map: MmapRaw,
+    /// Keeps the exclusive `flock` that tells readers this writer is alive. The kernel drops
+    /// it when the process dies, however it dies.
+    _file: File,
+    path: PathBuf,
+    mask: u64,
+    on_tmpfs: bool,
+    /// Generation of the last snapshot written (sampler thread only).
+    snap_gen: AtomicU64,
+    /// Guards [`Writer::write_snapshot`] against concurrent use (Acquire/Release: a busy flag).
+    snap_busy: AtomicBool,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("path", &self.path).field("capacity", &(self.mask + 1)).finish()
+    }
+}
+
+impl Writer {
+    /// Creates a new ring in `dir` named `<pid>-<start ms>-<random>.ring`.
+    pub fn create_in(dir: &Path, capacity: u64, id: &Identity) -> Result<Writer, CreateError> {
+        ensure_dir(dir)?;
+        let name = format!("{}-{}-{:08x}.ring", id.pid, id.start_ns / 1_000_000, random_u32());
+        Writer::create(&dir.join(name), capacity, id)
+    }
+
+    /// Creates a new ring at exactly `path`, which must not exist. The file is built under a
+    /// hidden temporary name (O_EXCL, O_NOFOLLOW, mode 0600), locked, sized, and only then
+    /// renamed into place without replacing anything, so a reader never sees a half-made ring.
+    pub fn create(path: &Path, capacity: u64, id: &Identity) -> Result<Writer, CreateError> {
+        let capacity = capacity_for_bytes(capacity.saturating_mul(SLOT_SIZE as u64));
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let file_name = path.file_name().ok_or_else(|| CreateError::UnsafeDir {
+            path: path.to_path_buf(),
+            why: "has no file name".into(),
+        })?;
+        let tmp = dir.join(format!(".{}.{:08x}.tmp", file_name.to_string_lossy(), random_u32()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .map_err(io_err("cannot create", &tmp))?;
+        let result = Writer::init(file, &tmp, path, capacity, id);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn init(file: File, tmp: &Path, path: &Path, capacity: u64, id: &Identity) -> Result<Writer, CreateError> {
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is an open descriptor owned by `file`.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io_err("cannot lock", tmp)(io::Error::last_os_error()));
+        }
+        let len = file_size(capacity);
+        // Allocate every page now: a full tmpfs fails here with ENOSPC instead of SIGBUS later.
+        // SAFETY: `fd` is open for writing.
+        match unsafe { libc::posix_fallocate(fd, 0, len as libc::off_t) } {
+            0 => {}
+            libc::EOPNOTSUPP | libc::EINVAL => file.set_len(len).map_err(io_err("cannot size", tmp))?,
+            e => return Err(io_err("cannot allocate", tmp)(io::Error::from_raw_os_error(e))),
+        }
+        file.write_all_at(&encode_header(capacity, id), 0).map_err(io_err("cannot write", tmp))?;
+        // The file was just created by us with O_EXCL and has the mapped length; no one else
+        // truncates it (readers never write). MAP_POPULATE faults every page in now, so no
+        // write from a GC callback takes a page fault.
+        let map = MmapOptions::new().len(len as usize).populate().map_raw(&file).map_err(io_err("cannot map", tmp))?;
+        let mut st: libc::statfs = unsafe_zeroed_statfs();
+        // SAFETY: `st` is a valid writable statfs; `fd` is open.
+        let on_tmpfs = unsafe { libc::fstatfs(fd, &mut st) } == 0
+            && (st.f_type == 0x0102_1994 || st.f_type == 0x8584_58f6 as libc::c_long as _);
+        let c_tmp = cstr(tmp)?;
+        let c_path = cstr(path)?;
+        // SAFETY: both are valid NUL-terminated paths.
+        let rc = unsafe {
+            libc::renameat2(libc::AT_FDCWD, c_tmp.as_ptr(), libc::AT_FDCWD, c_path.as_ptr(), libc::RENAME_NOREPLACE)
+        };
+        if rc != 0 {
+            return Err(io_err("cannot create", path)(io::Error::last_os_error()));
+        }
+        Ok(Writer {
+            map,
+            _file: file,
+            path: path.to_path_buf(),
+            mask: capacity - 1,
+            on_tmpfs,
+            snap_gen: AtomicU64::new(0),
+            snap_busy: AtomicBool::new(false),
+        })
+    }
+
+    /// Where the ring lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of event slots.
+    pub fn capacity(&self) -> u64 {
+        self.mask + 1
+    }
+
+    /// True when the file is on tmpfs/ramfs (no writeback stalls).
+    pub fn on_tmpfs(&self) -> bool {
+        self.on_tmpfs
+    }
+
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.map.len());
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the mapping lives as
+        // long as `self`; AtomicU64 has u64's layout; every access to this word, in this
+        // process or a reader's, is an atomic or a read that tolerates tearing.
+        unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU64) }
+    }
+
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.map.len());
+        // SAFETY: as in `u64_at`, for a 4-aligned u32.
+        unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU32) }
+    }
+
+    /// Records `ev` now. Returns its sequence number. GC-callback safe.
+    #[inline]
+    pub fn emit(&self, ev: &Event) -> u64 {
+        self.emit_at(now_ns(), ev)
+    }
+
+    /// Records `ev` with the given timestamp. GC-callback safe.
+    pub fn emit_at(&self, time_ns: u64, ev: &Event) -> u64 {
+        let enc = ev.encode();
+        // Relaxed: the cursor only hands out unique numbers; publication is per slot below.
+        let seq = self.u64_at(hdr::CURSOR).fetch_add(1, Ordering::Relaxed);
+        let base = EVENTS_OFFSET + ((seq & self.mask) as usize) * SLOT_SIZE;
+        let mut words = [0u64; 7];
+        words[0] = time_ns;
+        words[1] = enc.kind as u64 | (enc.len as u64) << 16;
+        for (i, w) in words[2..].iter_mut().enumerate() {
+            *w = u64::from_le_bytes(enc.payload[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        }
+        words[1] |= (check(seq, &words) as u64) << 32;
+        let stamp = self.u64_at(base + slot::STAMP);
+        // Seqlock per slot. Relaxed store of the odd "writing" stamp, then a Release fence:
+        // a reader that sees any payload word below also sees this stamp (or a later one).
+        stamp.store(2 * seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, w) in words.iter().enumerate() {
+            self.u64_at(base + 8 + 8 * i).store(*w, Ordering::Relaxed);
+        }
+        // Release: the payload stores above happen-before any Acquire load that sees 2s+2.
+        stamp.store(2 * seq + 2, Ordering::Release);
+        seq
+    }
+
+    /// Next sequence number to be reserved (= events written so far).
+    pub fn cursor(&self) -> u64 {
+        self.u64_at(hdr::CURSOR).load(Ordering::Relaxed)
+    }
+
+    /// Stores the lifecycle state (Release: everything written before is visible with it).
+    pub fn set_state(&self, s: State) {
+        self.u32_at(hdr::STATE).store(s as u32, Ordering::Release);
+    }
+
+    /// Stores the collector family detected at VM init.
+    pub fn set_collector(&self, c: Collector) {
+        self.u32_at(hdr::COLLECTOR).store(c as u32, Ordering::Relaxed);
+    }
+
+    /// The collector family stored by [`Writer::set_collector`]. GC-callback safe.
+    pub fn collector(&self) -> Collector {
+        Collector::from_u32(self.u32_at(hdr::COLLECTOR).load(Ordering::Relaxed))
+    }
+
+    /// Records the sampler heartbeat (Release, so a reader that sees it also sees the
+    /// snapshot written before it).
+    pub fn heartbeat(&self, now: u64) {
+        self.u64_at(hdr::HEARTBEAT_NS).store(now, Ordering::Release);
+    }
+
+    /// Records the VM init time.
+    pub fn set_vm_init_ns(&self, now: u64) {
+        self.u64_at(hdr::VM_INIT_NS).store(now, Ordering::Relaxed);
+    }
+
+    /// Records the clean-exit time.
+    pub fn set_exit_ns(&self, now: u64) {
+        self.u64_at(hdr::EXIT_NS).store(now, Ordering::Relaxed);
+    }
+
+    /// Writes the application name once (later calls are ignored). Not GC-callback safe.
+    pub fn set_app_name(&self, name: &str) -> bool {
+        let first = self.u64_at(hdr::APP_NAME);
+        if first.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let mut b = [0u8; hdr::APP_NAME_LEN];
+        put_str(&mut b, 0, hdr::APP_NAME_LEN, name);
+        for (i, chunk) in b.chunks_exact(8).enumerate().rev() {
+            // Relaxed for the tail, Release for the first word that readers test.
+            let ord = if i == 0 { Ordering::Release } else { Ordering::Relaxed };
+            self.u64_at(hdr::APP_NAME + 8 * i).store(u64::from_le_bytes(chunk.try_into().expect("8")), ord);
+        }
+        true
+    }
+
+    /// A stop-the-world pause begins at `now`; returns its pause number. GC-callback safe.
+    /// Pauses are serialised by the VM, so plain Relaxed atomics suffice between the two calls.
+    pub fn gc_pause_begin(&self, now: u64) -> u64 {
+        self.u64_at(hdr::GC_PAUSE_START_NS).store(now, Ordering::Relaxed);
+        self.u64_at(hdr::GC_PAUSES).load(Ordering::Relaxed) + 1
+    }
+
+    /// The pause begun by [`Writer::gc_pause_begin`] ends at `now`: updates count, total and
+    /// max, returns `(pause number, duration)` or `None` if no begin was seen.
+    /// GC-callback safe.
+    pub fn gc_pause_end(&self, now: u64) -> Option<(u64, u64)> {
+        let start = self.u64_at(hdr::GC_PAUSE_START_NS).swap(0, Ordering::Relaxed);
+        if start == 0 {
+            return None;
+        }
+        let dur = now.saturating_sub(start);
+        self.u64_at(hdr::GC_PAUSE_TOTAL_NS).fetch_add(dur, Ordering::Relaxed);
+        self.u64_at(hdr::GC_PAUSE_MAX_NS).fetch_max(dur, Ordering::Relaxed);
+        let n = self.u64_at(hdr::GC_PAUSES).fetch_add(1, Ordering::Relaxed) + 1;
+        Some((n, dur))
+    }
+
+    /// Adds one self-measured callback duration to the debug counters. GC-callback safe.
+    pub fn record_callback_cost(&self, ns: u64) {
+        self.u64_at(hdr::GC_CB_COUNT).fetch_add(1, Ordering::Relaxed);
+        self.u64_at(hdr::GC_CB_TOTAL_NS).fetch_add(ns, Ordering::Relaxed);
+        self.u64_at(hdr::GC_CB_MAX_NS).fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Publishes a snapshot into the buffer not holding the latest one (double-buffered
+    /// seqlock): a writer that dies half-way leaves the previous snapshot intact. Returns
+    /// false if another thread is writing one right now.
+    pub fn write_snapshot(&self, s: &Snapshot) -> bool {
+        // Acquire: see the previous writer's stores to the buffers before overwriting them.
+        if self.snap_busy.swap(true, Ordering::Acquire) {
+            return false;
+        }
+        let mut body = [0u8; SNAP_BODY_SIZE];
+        s.encode(&mut body);
+        let crc = crc32fast::hash(&body);
+        let g = self.snap_gen.load(Ordering::Relaxed) + 1;
+        let base = SNAPSHOT_OFFSET + (g as usize % 2) * SNAPSHOT_BUF_SIZE;
+        let stamp = self.u64_at(base + snap::STAMP);
+        stamp.store(2 * g + 1, Ordering::Relaxed);
+        fence(Ordering::Release); // as in `emit_at`: the odd stamp is seen before any new byte
+        self.u64_at(base + snap::CRC).store(crc as u64 | (SNAP_BODY_SIZE as u64) << 32, Ordering::Relaxed);
+        for (i, chunk) in body.chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.u64_at(base + snap::BODY + 8 * i).store(w, Ordering::Relaxed);
+        }
+        stamp.store(2 * g + 2, Ordering::Release);
+        self.snap_gen.store(g, Ordering::Relaxed);
+        // Release: hand the buffers over to the next caller.
+        self.snap_busy.store(false, Ordering::Release);
+        true
+    }
+}
+
+fn unsafe_zeroed_statfs() -> libc::statfs {
+    // SAFETY: statfs is a plain C struct for which all-zero bytes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn cstr(p: &Path) -> Result<std::ffi::CString, CreateError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| CreateError::UnsafeDir {
+        path: p.to_path_buf(),
+        why: "contains a NUL byte".into(),
+    })
+}
