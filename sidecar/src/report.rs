@@ -1,0 +1,274 @@
+//! The postmortem (or live) report of one ring file: what `inspect --json` prints and what the
+//! HTTP API serves for one JVM.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use jvmwatch_ring::{Event, Live, ReadError, Record, Ring, Snapshot, THREAD_STATES, UNKNOWN};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::findings::{self, Facts, Verdict};
+
+/// RFC 3339 time (UTC, milliseconds) for ns since the Unix epoch; `None` for 0 (never).
+pub fn rfc3339(ns: u64) -> Option<String> {
+    (ns != 0).then(|| humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string())
+}
+
+fn opt(v: u64) -> Option<u64> {
+    (v != UNKNOWN).then_some(v)
+}
+
+/// JVM identity.
+#[derive(Debug, Serialize)]
+pub struct Jvm {
+    /// `java.vm.version`.
+    pub version: String,
+    /// Vendor / VM name.
+    pub vendor: String,
+    /// Command line summary.
+    pub args: String,
+    /// Collector family.
+    pub collector: &'static str,
+}
+
+/// GC pause summary from the JVMTI callbacks.
+#[derive(Debug, Serialize)]
+pub struct Gc {
+    /// Stop-the-world pauses.
+    pub pauses: u64,
+    /// Their total, ms.
+    pub pause_total_ms: f64,
+    /// The longest, ms.
+    pub pause_max_ms: f64,
+    /// A pause was in progress at the last record.
+    pub pause_in_progress: bool,
+    /// Share of the last 10 s (before the last record) spent in pauses.
+    pub pause_share_10s: f64,
+    /// Self-measured cost of the agent's GC-finish callback: mean, ns.
+    pub callback_mean_ns: Option<f64>,
+    /// ... and the longest, ns.
+    pub callback_max_ns: u64,
+}
+
+/// The report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The ring file.
+    pub file: PathBuf,
+    /// running / exited / killed / crashed.
+    pub verdict: Verdict,
+    /// Path of the JVM's crash report, when the verdict is `crashed`.
+    pub crash_report: Option<PathBuf>,
+    /// Findings such as `oom`, `gc_thrash`, `heap_exhausted`, `hung`.
+    pub findings: Vec<&'static str>,
+    /// Writer pid (as seen in its own namespace).
+    pub pid: u32,
+    /// Host the JVM ran on.
+    pub hostname: String,
+    /// Application name, if set.
+    pub app: Option<String>,
+    /// JVM identity.
+    pub jvm: Jvm,
+    /// JVM start.
+    pub started_at: Option<String>,
+    /// VM init.
+    pub vm_init_at: Option<String>,
+    /// Last sampler heartbeat.
+    pub last_heartbeat_at: Option<String>,
+    /// Clean exit time.
+    pub exited_at: Option<String>,
+    /// Sampler interval, ms.
+    pub interval_ms: f64,
+    /// The latest snapshot.
+    pub snapshot: Option<Value>,
+    /// GC pause summary.
+    pub gc: Gc,
+    /// The last N events.
+    pub events: Vec<Value>,
+    /// Events ever written (the cursor).
+    pub events_total: u64,
+    /// Events lost: overwritten by wrap-around, or torn.
+    pub lost_events: u64,
+    /// Ring capacity in events.
+    pub ring_capacity: u64,
+}
+
+/// One event as JSON: `seq`, `type`, `time` and its fields.
+pub fn event_json(r: &Record) -> Value {
+    let mut m = Map::new();
+    m.insert("seq".into(), json!(r.seq));
+    m.insert("type".into(), json!(r.event.type_name()));
+    m.insert("time".into(), json!(rfc3339(r.time_ns)));
+    match r.event {
+        Event::GcPauseStart { gc_id, collector } => {
+            m.insert("gc_id".into(), json!(gc_id));
+            m.insert("collector".into(), json!(collector.name()));
+        }
+        Event::GcPauseEnd { gc_id, collector, duration_ns } => {
+            m.insert("gc_id".into(), json!(gc_id));
+            m.insert("collector".into(), json!(collector.name()));
+            m.insert("duration_ms".into(), json!(duration_ns as f64 / 1e6));
+        }
+        Event::ThreadStart { tid, name } | Event::ThreadEnd { tid, name } => {
+            m.insert("tid".into(), json!(tid));
+            m.insert("name".into(), json!(name.as_str()));
+        }
+        Event::ResourceExhausted { kind, flags, detail } => {
+            m.insert("kind".into(), json!(kind.name()));
+            m.insert("flags".into(), json!(flags));
+            m.insert("detail".into(), json!(detail.as_str()));
+        }
+        Event::AgentWarning { text } => {
+            m.insert("text".into(), json!(text.as_str()));
+        }
+        Event::Unknown { kind } => {
+            m.insert("code".into(), json!(kind));
+        }
+        Event::VmInit | Event::VmDeath | Event::DataDump => {}
+    }
+    Value::Object(m)
+}
+
+/// The snapshot as JSON (unknown figures are `null`).
+pub fn snapshot_json(s: &Snapshot) -> Value {
+    let pools: Vec<Value> = s
+        .pools()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name.as_str(),
+                "area": if p.heap { "heap" } else { "nonheap" },
+                "used_bytes": opt(p.used),
+                "committed_bytes": opt(p.committed),
+                "max_bytes": opt(p.max),
+                "used_after_gc_bytes": opt(p.used_after_gc),
+            })
+        })
+        .collect();
+    let collectors: Vec<Value> =
+        s.collectors().iter().map(|c| json!({"name": c.name.as_str(), "count": c.count, "time_ms": c.time_ms})).collect();
+    let states: Map<String, Value> = THREAD_STATES.iter().zip(s.thread_states).map(|(k, v)| (k.to_string(), json!(v))).collect();
+    json!({
+        "time": rfc3339(s.time_ns),
+        "heap_used_bytes": s.heap_used,
+        "heap_committed_bytes": s.heap_committed,
+        "heap_max_bytes": opt(s.heap_max),
+        "heap_used_after_gc_bytes": s.heap_used_after_gc(),
+        "nonheap_used_bytes": s.nonheap_used,
+        "nonheap_committed_bytes": s.nonheap_committed,
+        "pools": pools,
+        "collectors": collectors,
+        "gc_count": s.gc_count(),
+        "gc_time_ms": s.gc_time_ms(),
+        "threads_live": s.threads_live,
+        "threads_daemon": (s.threads_daemon != u32::MAX).then_some(s.threads_daemon),
+        "threads_by_state": states,
+        "cpu_time_ms": s.cpu_time_ns / 1_000_000,
+        "loaded_classes": opt(s.loaded_classes),
+    })
+}
+
+/// Where the JVM's `hs_err_pid<PID>.log` may be: `-XX:ErrorFile=` (with `%p` = pid, relative
+/// to the working directory), the working directory, then the temp directory — the JVM's own
+/// order. Only a file written after the JVM started counts (pids are reused).
+pub fn find_crash_report(cwd: &str, error_file: &str, pid: u32, started_ns: u64) -> Option<PathBuf> {
+    let default = format!("hs_err_pid{pid}.log");
+    let mut candidates = Vec::new();
+    if !error_file.is_empty() {
+        let f = error_file.replace("%p", &pid.to_string()).replace("%%", "%");
+        candidates.push(Path::new(cwd).join(f));
+    }
+    candidates.push(Path::new(cwd).join(&default));
+    candidates.push(std::env::temp_dir().join(&default));
+    candidates.push(Path::new("/tmp").join(&default));
+    candidates.into_iter().find(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .map(|t| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 + 1_000_000_000 >= started_ns)
+            .unwrap_or(false)
+    })
+}
+
+/// Reads `path` and builds the report with the last `n_events` events.
+pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
+    let ring = Ring::open(path)?;
+    // Liveness first: a writer that dies while we read is reported as it was at the start,
+    // and its unpublished slots then count as torn in the next read, not now.
+    let alive = ring.writer_alive();
+    let live = ring.live()?;
+    let snapshot = ring.snapshot()?;
+    let scan = ring.scan(0, alive)?;
+    Ok(build(&ring, alive, &live, snapshot.as_ref(), &scan.records, scan.lost(), n_events))
+}
+
+/// Builds a report from parts already read (the HTTP service keeps these per JVM).
+pub fn build(
+    ring: &Ring,
+    alive: bool,
+    live: &Live,
+    snapshot: Option<&Snapshot>,
+    records: &[Record],
+    lost: u64,
+    n_events: usize,
+) -> Report {
+    let h = ring.header();
+    let crash_report = if alive || live.state == Some(jvmwatch_ring::State::Exited) {
+        None
+    } else {
+        find_crash_report(&h.cwd, &h.error_file, h.pid, h.start_ns)
+    };
+    let verdict = findings::verdict(alive, live.state, crash_report.is_some());
+    let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
+    let gc_share = findings::gc_pause_share(records, last_ns, findings::GC_WINDOW_NS);
+    let heap_after_gc_ratio = snapshot.and_then(|s| {
+        let after = s.heap_used_after_gc()?;
+        (s.heap_max != UNKNOWN && s.heap_max > 0).then(|| after as f64 / s.heap_max as f64)
+    });
+    let now = jvmwatch_ring::now_ns();
+    let facts = Facts {
+        writer_alive: alive,
+        heartbeat_age_ns: if live.heartbeat_ns == 0 { now.saturating_sub(h.start_ns) } else { now.saturating_sub(live.heartbeat_ns) },
+        interval_ns: h.interval_ns,
+        gc_in_progress: live.gc_pause_start_ns != 0,
+        gc_share,
+        heap_after_gc_ratio,
+        oom: records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
+    };
+    let (cb_n, cb_total, cb_max) = live.gc_callback;
+    let skip = records.len().saturating_sub(n_events);
+    Report {
+        file: ring.path().to_path_buf(),
+        verdict,
+        crash_report: if verdict == Verdict::Crashed { crash_report } else { None },
+        findings: findings::findings(&facts),
+        pid: h.pid,
+        hostname: h.hostname.clone(),
+        app: (!live.app_name.is_empty()).then(|| live.app_name.clone()),
+        jvm: Jvm {
+            version: h.jvm_version.clone(),
+            vendor: h.jvm_vendor.clone(),
+            args: h.command.clone(),
+            collector: live.collector.name(),
+        },
+        started_at: rfc3339(h.start_ns),
+        vm_init_at: rfc3339(live.vm_init_ns),
+        last_heartbeat_at: rfc3339(live.heartbeat_ns),
+        exited_at: rfc3339(live.exit_ns),
+        interval_ms: h.interval_ns as f64 / 1e6,
+        snapshot: snapshot.map(snapshot_json),
+        gc: Gc {
+            pauses: live.gc_pauses,
+            pause_total_ms: live.gc_pause_total_ns as f64 / 1e6,
+            pause_max_ms: live.gc_pause_max_ns as f64 / 1e6,
+            pause_in_progress: live.gc_pause_start_ns != 0,
+            pause_share_10s: gc_share,
+            callback_mean_ns: (cb_n > 0).then(|| cb_total as f64 / cb_n as f64),
+            callback_max_ns: cb_max,
+        },
+        events: records[skip..].iter().map(event_json).collect(),
+        events_total: live.cursor,
+        lost_events: lost,
+        ring_capacity: h.capacity,
+    }
+}

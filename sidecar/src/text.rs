@@ -1,0 +1,114 @@
+//! Human-readable rendering of a [`Report`].
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use crate::report::Report;
+
+/// Bytes as KiB/MiB/GiB.
+pub fn bytes(v: &Value) -> String {
+    let Some(b) = v.as_u64() else { return "-".into() };
+    const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut x = b as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i < U.len() - 1 {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", U[i])
+    }
+}
+
+fn event_line(e: &Value) -> String {
+    let mut extra = String::new();
+    if let Some(m) = e.as_object() {
+        for (k, v) in m {
+            if matches!(k.as_str(), "seq" | "type" | "time") {
+                continue;
+            }
+            let v = match v {
+                Value::String(s) => format!("{s:?}"),
+                v => v.to_string(),
+            };
+            let _ = write!(extra, " {k}={v}");
+        }
+    }
+    format!("  #{:<8} {}  {:<18}{}", e["seq"], e["time"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), extra)
+}
+
+/// The report as text, for a terminal.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "ring:      {}", r.file.display());
+    let why = match r.verdict.as_str() {
+        "running" => "the JVM holds its ring lock",
+        "exited" => "clean shutdown recorded",
+        "crashed" => "writer gone, crash report found",
+        _ => "writer gone without a clean exit or a crash report (SIGKILL, OOM killer, ...)",
+    };
+    let _ = writeln!(o, "verdict:   {} ({why})", r.verdict.as_str().to_uppercase());
+    if let Some(c) = &r.crash_report {
+        let _ = writeln!(o, "crash:     {}", c.display());
+    }
+    let f = if r.findings.is_empty() { "none".to_string() } else { r.findings.join(", ") };
+    let _ = writeln!(o, "findings:  {f}");
+    let app = r.app.as_deref().map(|a| format!(" app {a},")).unwrap_or_default();
+    let _ = writeln!(o, "jvm:       pid {} on {},{app} {} {} ({})", r.pid, r.hostname, r.jvm.vendor, r.jvm.version, r.jvm.collector);
+    let _ = writeln!(o, "command:   {}", r.jvm.args);
+    let t = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
+    let _ = writeln!(o, "started:   {}   last heartbeat: {}   exited: {}", t(&r.started_at), t(&r.last_heartbeat_at), t(&r.exited_at));
+    match &r.snapshot {
+        Some(s) => {
+            let _ = writeln!(
+                o,
+                "heap:      used {} / committed {} / max {}   (after last GC: {})",
+                bytes(&s["heap_used_bytes"]),
+                bytes(&s["heap_committed_bytes"]),
+                bytes(&s["heap_max_bytes"]),
+                bytes(&s["heap_used_after_gc_bytes"])
+            );
+            for p in s["pools"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    o,
+                    "  {:<7} {:<32} used {:>10}  max {:>10}",
+                    p["area"].as_str().unwrap_or(""),
+                    p["name"].as_str().unwrap_or(""),
+                    bytes(&p["used_bytes"]),
+                    bytes(&p["max_bytes"])
+                );
+            }
+            let states: Vec<String> = s["threads_by_state"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.as_u64() != Some(0))
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(o, "threads:   {} live ({})", s["threads_live"], states.join(", "));
+            let _ = writeln!(o, "cpu:       {} ms   classes: {}", s["cpu_time_ms"], s["loaded_classes"]);
+            for c in s["collectors"].as_array().into_iter().flatten() {
+                let _ = writeln!(o, "  gc bean {:<32} {} collections, {} ms", c["name"].as_str().unwrap_or(""), c["count"], c["time_ms"]);
+            }
+        }
+        None => {
+            let _ = writeln!(o, "snapshot:  none written yet");
+        }
+    }
+    let _ = writeln!(
+        o,
+        "gc pauses: {} (total {:.1} ms, max {:.2} ms, {:.1}% of the last 10 s)",
+        r.gc.pauses,
+        r.gc.pause_total_ms,
+        r.gc.pause_max_ms,
+        r.gc.pause_share_10s * 100.0
+    );
+    let _ = writeln!(o, "events:    last {} of {} written, {} lost, ring holds {}", r.events.len(), r.events_total, r.lost_events, r.ring_capacity);
+    for e in &r.events {
+        let _ = writeln!(o, "{}", event_line(e));
+    }
+    o
+}
