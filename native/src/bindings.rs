@@ -21,11 +21,7 @@ where
 {
     #[inline]
     fn extract_bit(byte: u8, index: usize) -> bool {
-        let bit_index = if cfg!(target_endian = "big") {
-            7 - (index % 8)
-        } else {
-            index % 8
-        };
+        let bit_index = if cfg!(target_endian = "big") { 7 - (index % 8) } else { index % 8 };
         let mask = 1 << bit_index;
         byte & mask == mask
     }
@@ -40,18 +36,12 @@ where
     pub unsafe fn raw_get_bit(this: *const Self, index: usize) -> bool {
         debug_assert!(index / 8 < core::mem::size_of::<Storage>());
         let byte_index = index / 8;
-        let byte = unsafe {
-            *(core::ptr::addr_of!((*this).storage) as *const u8).offset(byte_index as isize)
-        };
+        let byte = unsafe { *(core::ptr::addr_of!((*this).storage) as *const u8).offset(byte_index as isize) };
         Self::extract_bit(byte, index)
     }
     #[inline]
     fn change_bit(byte: u8, index: usize, val: bool) -> u8 {
-        let bit_index = if cfg!(target_endian = "big") {
-            7 - (index % 8)
-        } else {
-            index % 8
-        };
+        let bit_index = if cfg!(target_endian = "big") { 7 - (index % 8) } else { index % 8 };
         let mask = 1 << bit_index;
         if val {
             byte | mask
@@ -70,9 +60,7 @@ where
     pub unsafe fn raw_set_bit(this: *mut Self, index: usize, val: bool) {
         debug_assert!(index / 8 < core::mem::size_of::<Storage>());
         let byte_index = index / 8;
-        let byte = unsafe {
-            (core::ptr::addr_of_mut!((*this).storage) as *mut u8).offset(byte_index as isize)
-        };
+        let byte = unsafe { (core::ptr::addr_of_mut!((*this).storage) as *mut u8).offset(byte_index as isize) };
         unsafe { *byte = Self::change_bit(*byte, index, val) };
     }
     #[inline]
@@ -110,9 +98,7 @@ where
     pub unsafe fn raw_get(this: *const Self, bit_offset: usize, bit_width: u8) -> u64 {
         debug_assert!(bit_width <= 64);
         debug_assert!(bit_offset / 8 < core::mem::size_of::<Storage>());
-        debug_assert!(
-            (bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::<Storage>()
-        );
+        debug_assert!((bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::<Storage>());
         if bit_width == 0 {
             return 0;
         }
@@ -174,8 +160,7 @@ where
                 let new_byte = (byte & !byte_mask) | (byte_val & byte_mask);
                 storage[start_byte + i] = new_byte.reverse_bits();
             } else {
-                storage[start_byte + i] =
-                    (storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
+                storage[start_byte + i] = (storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
             }
         }
     }
@@ -183,9 +168,7 @@ where
     pub unsafe fn raw_set(this: *mut Self, bit_offset: usize, bit_width: u8, val: u64) {
         debug_assert!(bit_width <= 64);
         debug_assert!(bit_offset / 8 < core::mem::size_of::<Storage>());
-        debug_assert!(
-            (bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::<Storage>()
-        );
+        debug_assert!((bit_offset + (bit_width as usize) + 7) / 8 <= core::mem::size_of::<Storage>());
         if bit_width == 0 {
             return;
         }
@@ -320,8 +303,7 @@ impl<const N: usize> __BindgenBitfieldUnit<[u8; N]> {
                     let new_byte = (byte & !byte_mask) | (byte_val & byte_mask);
                     self.storage[start_byte + i] = new_byte.reverse_bits();
                 } else {
-                    self.storage[start_byte + i] =
-                        (self.storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
+                    self.storage[start_byte + i] = (self.storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
                 }
                 i += 1;
             }
@@ -348,8 +330,7 @@ impl<const N: usize> __BindgenBitfieldUnit<[u8; N]> {
                     let new_byte = (byte & !byte_mask) | (byte_val & byte_mask);
                     self.storage[start_byte + i] = new_byte.reverse_bits();
                 } else {
-                    self.storage[start_byte + i] =
-                        (self.storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
+                    self.storage[start_byte + i] = (self.storage[start_byte + i] & !byte_mask) | (byte_val & byte_mask);
                 }
                 i += 1;
             }
@@ -358,9 +339,7 @@ impl<const N: usize> __BindgenBitfieldUnit<[u8; N]> {
     #[doc = " Raw pointer get using const generics for compile-time optimization."]
     #[doc = " Uses native word size operations when the field fits in usize."]
     #[inline]
-    pub const unsafe fn raw_get_const<const BIT_OFFSET: usize, const BIT_WIDTH: u8>(
-        this: *const Self,
-    ) -> u64 {
+    pub const unsafe fn raw_get_const<const BIT_OFFSET: usize, const BIT_WIDTH: u8>(this: *const Self) -> u64 {
         debug_assert!(BIT_WIDTH <= 64);
         debug_assert!(BIT_OFFSET / 8 < N);
         debug_assert!((BIT_OFFSET + (BIT_WIDTH as usize) + 7) / 8 <= N);
@@ -426,10 +405,7 @@ impl<const N: usize> __BindgenBitfieldUnit<[u8; N]> {
     #[doc = " Raw pointer set using const generics for compile-time optimization."]
     #[doc = " Uses native word size operations when the field fits in usize."]
     #[inline]
-    pub unsafe fn raw_set_const<const BIT_OFFSET: usize, const BIT_WIDTH: u8>(
-        this: *mut Self,
-        val: u64,
-    ) {
+    pub unsafe fn raw_set_const<const BIT_OFFSET: usize, const BIT_WIDTH: u8>(this: *mut Self, val: u64) {
         debug_assert!(BIT_WIDTH <= 64);
         debug_assert!(BIT_OFFSET / 8 < N);
         debug_assert!((BIT_OFFSET + (BIT_WIDTH as usize) + 7) / 8 <= N);
@@ -604,92 +580,50 @@ pub struct JNINativeInterface_ {
             len: jsize,
         ) -> jclass,
     >,
-    pub FindClass: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, name: *const ::std::os::raw::c_char) -> jclass,
-    >,
+    pub FindClass:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, name: *const ::std::os::raw::c_char) -> jclass>,
     pub FromReflectedMethod:
         ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, method: jobject) -> jmethodID>,
-    pub FromReflectedField:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, field: jobject) -> jfieldID>,
+    pub FromReflectedField: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, field: jobject) -> jfieldID>,
     pub ToReflectedMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            cls: jclass,
-            methodID: jmethodID,
-            isStatic: jboolean,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, methodID: jmethodID, isStatic: jboolean) -> jobject,
     >,
-    pub GetSuperclass:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, sub: jclass) -> jclass>,
-    pub IsAssignableFrom: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, sub: jclass, sup: jclass) -> jboolean,
-    >,
+    pub GetSuperclass: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, sub: jclass) -> jclass>,
+    pub IsAssignableFrom:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, sub: jclass, sup: jclass) -> jboolean>,
     pub ToReflectedField: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            cls: jclass,
-            fieldID: jfieldID,
-            isStatic: jboolean,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, fieldID: jfieldID, isStatic: jboolean) -> jobject,
     >,
-    pub Throw:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jthrowable) -> jint>,
+    pub Throw: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jthrowable) -> jint>,
     pub ThrowNew: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            msg: *const ::std::os::raw::c_char,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, msg: *const ::std::os::raw::c_char) -> jint,
     >,
-    pub ExceptionOccurred:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv) -> jthrowable>,
+    pub ExceptionOccurred: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv) -> jthrowable>,
     pub ExceptionDescribe: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv)>,
     pub ExceptionClear: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv)>,
-    pub FatalError: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, msg: *const ::std::os::raw::c_char),
-    >,
-    pub PushLocalFrame:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, capacity: jint) -> jint>,
-    pub PopLocalFrame:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, result: jobject) -> jobject>,
-    pub NewGlobalRef:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, lobj: jobject) -> jobject>,
-    pub DeleteGlobalRef:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, gref: jobject)>,
+    pub FatalError: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, msg: *const ::std::os::raw::c_char)>,
+    pub PushLocalFrame: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, capacity: jint) -> jint>,
+    pub PopLocalFrame: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, result: jobject) -> jobject>,
+    pub NewGlobalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, lobj: jobject) -> jobject>,
+    pub DeleteGlobalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, gref: jobject)>,
     pub DeleteLocalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject)>,
-    pub IsSameObject: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj1: jobject, obj2: jobject) -> jboolean,
-    >,
-    pub NewLocalRef:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, ref_: jobject) -> jobject>,
-    pub EnsureLocalCapacity:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, capacity: jint) -> jint>,
-    pub AllocObject:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jobject>,
+    pub IsSameObject:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj1: jobject, obj2: jobject) -> jboolean>,
+    pub NewLocalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, ref_: jobject) -> jobject>,
+    pub EnsureLocalCapacity: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, capacity: jint) -> jint>,
+    pub AllocObject: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jobject>,
     pub NewObject: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jobject,
     >,
     pub NewObjectV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jobject,
     >,
     pub NewObjectA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jobject,
     >,
-    pub GetObjectClass:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jclass>,
-    pub IsInstanceOf: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass) -> jboolean,
-    >,
+    pub GetObjectClass: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jclass>,
+    pub IsInstanceOf:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass) -> jboolean>,
     pub GetMethodID: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut JNIEnv,
@@ -702,200 +636,87 @@ pub struct JNINativeInterface_ {
         unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jobject,
     >,
     pub CallObjectMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jobject,
     >,
     pub CallObjectMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jobject,
     >,
     pub CallBooleanMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jboolean,
     >,
     pub CallBooleanMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jboolean,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jboolean,
     >,
     pub CallBooleanMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jboolean,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jboolean,
     >,
-    pub CallByteMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jbyte,
-    >,
+    pub CallByteMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jbyte>,
     pub CallByteMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jbyte,
     >,
     pub CallByteMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jbyte,
     >,
-    pub CallCharMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jchar,
-    >,
+    pub CallCharMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jchar>,
     pub CallCharMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jchar,
     >,
     pub CallCharMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jchar,
     >,
-    pub CallShortMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jshort,
-    >,
+    pub CallShortMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jshort>,
     pub CallShortMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jshort,
     >,
     pub CallShortMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jshort,
     >,
-    pub CallIntMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jint,
-    >,
+    pub CallIntMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jint>,
     pub CallIntMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jint,
     >,
     pub CallIntMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jint,
     >,
-    pub CallLongMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jlong,
-    >,
+    pub CallLongMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jlong>,
     pub CallLongMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jlong,
     >,
     pub CallLongMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jlong,
     >,
-    pub CallFloatMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jfloat,
-    >,
+    pub CallFloatMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jfloat>,
     pub CallFloatMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jfloat,
     >,
     pub CallFloatMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jfloat,
     >,
     pub CallDoubleMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...) -> jdouble,
     >,
     pub CallDoubleMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag) -> jdouble,
     >,
     pub CallDoubleMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue) -> jdouble,
     >,
-    pub CallVoidMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...),
-    >,
+    pub CallVoidMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, ...)>,
     pub CallVoidMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *mut __va_list_tag),
     >,
     pub CallVoidMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, methodID: jmethodID, args: *const jvalue),
     >,
     pub CallNonvirtualObjectMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jobject,
     >,
     pub CallNonvirtualObjectMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -916,13 +737,7 @@ pub struct JNINativeInterface_ {
         ) -> jobject,
     >,
     pub CallNonvirtualBooleanMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jboolean,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jboolean,
     >,
     pub CallNonvirtualBooleanMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -943,13 +758,7 @@ pub struct JNINativeInterface_ {
         ) -> jboolean,
     >,
     pub CallNonvirtualByteMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jbyte,
     >,
     pub CallNonvirtualByteMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -970,13 +779,7 @@ pub struct JNINativeInterface_ {
         ) -> jbyte,
     >,
     pub CallNonvirtualCharMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jchar,
     >,
     pub CallNonvirtualCharMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -997,13 +800,7 @@ pub struct JNINativeInterface_ {
         ) -> jchar,
     >,
     pub CallNonvirtualShortMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jshort,
     >,
     pub CallNonvirtualShortMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1024,13 +821,7 @@ pub struct JNINativeInterface_ {
         ) -> jshort,
     >,
     pub CallNonvirtualIntMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jint,
     >,
     pub CallNonvirtualIntMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1051,13 +842,7 @@ pub struct JNINativeInterface_ {
         ) -> jint,
     >,
     pub CallNonvirtualLongMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jlong,
     >,
     pub CallNonvirtualLongMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1078,13 +863,7 @@ pub struct JNINativeInterface_ {
         ) -> jlong,
     >,
     pub CallNonvirtualFloatMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jfloat,
     >,
     pub CallNonvirtualFloatMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1105,13 +884,7 @@ pub struct JNINativeInterface_ {
         ) -> jfloat,
     >,
     pub CallNonvirtualDoubleMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ) -> jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...) -> jdouble,
     >,
     pub CallNonvirtualDoubleMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1132,13 +905,7 @@ pub struct JNINativeInterface_ {
         ) -> jdouble,
     >,
     pub CallNonvirtualVoidMethod: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            ...
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, ...),
     >,
     pub CallNonvirtualVoidMethodV: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1150,13 +917,7 @@ pub struct JNINativeInterface_ {
         ),
     >,
     pub CallNonvirtualVoidMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            obj: jobject,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, clazz: jclass, methodID: jmethodID, args: *const jvalue),
     >,
     pub GetFieldID: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1166,60 +927,42 @@ pub struct JNINativeInterface_ {
             sig: *const ::std::os::raw::c_char,
         ) -> jfieldID,
     >,
-    pub GetObjectField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jobject,
-    >,
-    pub GetBooleanField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jboolean,
-    >,
-    pub GetByteField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jbyte,
-    >,
-    pub GetCharField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jchar,
-    >,
-    pub GetShortField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jshort,
-    >,
-    pub GetIntField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jint,
-    >,
-    pub GetLongField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jlong,
-    >,
-    pub GetFloatField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jfloat,
-    >,
-    pub GetDoubleField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jdouble,
-    >,
-    pub SetObjectField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jobject),
-    >,
-    pub SetBooleanField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jboolean),
-    >,
-    pub SetByteField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jbyte),
-    >,
-    pub SetCharField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jchar),
-    >,
-    pub SetShortField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jshort),
-    >,
-    pub SetIntField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jint),
-    >,
-    pub SetLongField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jlong),
-    >,
-    pub SetFloatField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jfloat),
-    >,
-    pub SetDoubleField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jdouble),
-    >,
+    pub GetObjectField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jobject>,
+    pub GetBooleanField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jboolean>,
+    pub GetByteField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jbyte>,
+    pub GetCharField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jchar>,
+    pub GetShortField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jshort>,
+    pub GetIntField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jint>,
+    pub GetLongField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jlong>,
+    pub GetFloatField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jfloat>,
+    pub GetDoubleField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID) -> jdouble>,
+    pub SetObjectField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jobject)>,
+    pub SetBooleanField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jboolean)>,
+    pub SetByteField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jbyte)>,
+    pub SetCharField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jchar)>,
+    pub SetShortField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jshort)>,
+    pub SetIntField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jint)>,
+    pub SetLongField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jlong)>,
+    pub SetFloatField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jfloat)>,
+    pub SetDoubleField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject, fieldID: jfieldID, val: jdouble)>,
     pub GetStaticMethodID: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut JNIEnv,
@@ -1232,20 +975,10 @@ pub struct JNINativeInterface_ {
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jobject,
     >,
     pub CallStaticObjectMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jobject,
     >,
     pub CallStaticObjectMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jobject,
     >,
     pub CallStaticBooleanMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jboolean,
@@ -1259,164 +992,74 @@ pub struct JNINativeInterface_ {
         ) -> jboolean,
     >,
     pub CallStaticBooleanMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jboolean,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jboolean,
     >,
-    pub CallStaticByteMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jbyte,
-    >,
+    pub CallStaticByteMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jbyte>,
     pub CallStaticByteMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jbyte,
     >,
     pub CallStaticByteMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jbyte,
     >,
-    pub CallStaticCharMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jchar,
-    >,
+    pub CallStaticCharMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jchar>,
     pub CallStaticCharMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jchar,
     >,
     pub CallStaticCharMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jchar,
     >,
     pub CallStaticShortMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jshort,
     >,
     pub CallStaticShortMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jshort,
     >,
     pub CallStaticShortMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jshort,
     >,
-    pub CallStaticIntMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jint,
-    >,
+    pub CallStaticIntMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jint>,
     pub CallStaticIntMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jint,
     >,
     pub CallStaticIntMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jint,
     >,
-    pub CallStaticLongMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jlong,
-    >,
+    pub CallStaticLongMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jlong>,
     pub CallStaticLongMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jlong,
     >,
     pub CallStaticLongMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jlong,
     >,
     pub CallStaticFloatMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jfloat,
     >,
     pub CallStaticFloatMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jfloat,
     >,
     pub CallStaticFloatMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jfloat,
     >,
     pub CallStaticDoubleMethod: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, ...) -> jdouble,
     >,
     pub CallStaticDoubleMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ) -> jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *mut __va_list_tag) -> jdouble,
     >,
     pub CallStaticDoubleMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ) -> jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methodID: jmethodID, args: *const jvalue) -> jdouble,
     >,
-    pub CallStaticVoidMethod: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, methodID: jmethodID, ...),
-    >,
+    pub CallStaticVoidMethod:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, methodID: jmethodID, ...)>,
     pub CallStaticVoidMethodV: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            cls: jclass,
-            methodID: jmethodID,
-            args: *mut __va_list_tag,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, methodID: jmethodID, args: *mut __va_list_tag),
     >,
     pub CallStaticVoidMethodA: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            cls: jclass,
-            methodID: jmethodID,
-            args: *const jvalue,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, cls: jclass, methodID: jmethodID, args: *const jvalue),
     >,
     pub GetStaticFieldID: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1426,380 +1069,177 @@ pub struct JNINativeInterface_ {
             sig: *const ::std::os::raw::c_char,
         ) -> jfieldID,
     >,
-    pub GetStaticObjectField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jobject,
-    >,
-    pub GetStaticBooleanField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jboolean,
-    >,
-    pub GetStaticByteField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jbyte,
-    >,
-    pub GetStaticCharField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jchar,
-    >,
-    pub GetStaticShortField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jshort,
-    >,
-    pub GetStaticIntField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jint,
-    >,
-    pub GetStaticLongField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jlong,
-    >,
-    pub GetStaticFloatField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jfloat,
-    >,
-    pub GetStaticDoubleField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jdouble,
-    >,
-    pub SetStaticObjectField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jobject),
-    >,
+    pub GetStaticObjectField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jobject>,
+    pub GetStaticBooleanField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jboolean>,
+    pub GetStaticByteField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jbyte>,
+    pub GetStaticCharField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jchar>,
+    pub GetStaticShortField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jshort>,
+    pub GetStaticIntField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jint>,
+    pub GetStaticLongField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jlong>,
+    pub GetStaticFloatField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jfloat>,
+    pub GetStaticDoubleField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID) -> jdouble>,
+    pub SetStaticObjectField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jobject)>,
     pub SetStaticBooleanField: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jboolean),
     >,
-    pub SetStaticByteField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jbyte),
-    >,
-    pub SetStaticCharField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jchar),
-    >,
-    pub SetStaticShortField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jshort),
-    >,
-    pub SetStaticIntField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jint),
-    >,
-    pub SetStaticLongField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jlong),
-    >,
-    pub SetStaticFloatField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jfloat),
-    >,
-    pub SetStaticDoubleField: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jdouble),
-    >,
-    pub NewString: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, unicode: *const jchar, len: jsize) -> jstring,
-    >,
-    pub GetStringLength:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring) -> jsize>,
+    pub SetStaticByteField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jbyte)>,
+    pub SetStaticCharField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jchar)>,
+    pub SetStaticShortField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jshort)>,
+    pub SetStaticIntField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jint)>,
+    pub SetStaticLongField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jlong)>,
+    pub SetStaticFloatField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jfloat)>,
+    pub SetStaticDoubleField:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, fieldID: jfieldID, value: jdouble)>,
+    pub NewString:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, unicode: *const jchar, len: jsize) -> jstring>,
+    pub GetStringLength: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring) -> jsize>,
     pub GetStringChars: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            str_: jstring,
-            isCopy: *mut jboolean,
-        ) -> *const jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, isCopy: *mut jboolean) -> *const jchar,
     >,
-    pub ReleaseStringChars: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, chars: *const jchar),
-    >,
-    pub NewStringUTF: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, utf: *const ::std::os::raw::c_char) -> jstring,
-    >,
-    pub GetStringUTFLength:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring) -> jsize>,
+    pub ReleaseStringChars:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, chars: *const jchar)>,
+    pub NewStringUTF:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, utf: *const ::std::os::raw::c_char) -> jstring>,
+    pub GetStringUTFLength: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring) -> jsize>,
     pub GetStringUTFChars: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            str_: jstring,
-            isCopy: *mut jboolean,
-        ) -> *const ::std::os::raw::c_char,
+        unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, isCopy: *mut jboolean) -> *const ::std::os::raw::c_char,
     >,
     pub ReleaseStringUTFChars: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, chars: *const ::std::os::raw::c_char),
     >,
-    pub GetArrayLength:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jarray) -> jsize>,
+    pub GetArrayLength: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jarray) -> jsize>,
     pub NewObjectArray: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            len: jsize,
-            clazz: jclass,
-            init: jobject,
-        ) -> jobjectArray,
+        unsafe extern "C" fn(env: *mut JNIEnv, len: jsize, clazz: jclass, init: jobject) -> jobjectArray,
     >,
-    pub GetObjectArrayElement: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jobjectArray, index: jsize) -> jobject,
-    >,
-    pub SetObjectArrayElement: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jobjectArray, index: jsize, val: jobject),
-    >,
-    pub NewBooleanArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jbooleanArray>,
-    pub NewByteArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jbyteArray>,
-    pub NewCharArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jcharArray>,
-    pub NewShortArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jshortArray>,
-    pub NewIntArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jintArray>,
-    pub NewLongArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jlongArray>,
-    pub NewFloatArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jfloatArray>,
-    pub NewDoubleArray:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jdoubleArray>,
+    pub GetObjectArrayElement:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jobjectArray, index: jsize) -> jobject>,
+    pub SetObjectArrayElement:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jobjectArray, index: jsize, val: jobject)>,
+    pub NewBooleanArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jbooleanArray>,
+    pub NewByteArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jbyteArray>,
+    pub NewCharArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jcharArray>,
+    pub NewShortArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jshortArray>,
+    pub NewIntArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jintArray>,
+    pub NewLongArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jlongArray>,
+    pub NewFloatArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jfloatArray>,
+    pub NewDoubleArray: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, len: jsize) -> jdoubleArray>,
     pub GetBooleanArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbooleanArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jboolean,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbooleanArray, isCopy: *mut jboolean) -> *mut jboolean,
     >,
     pub GetByteArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbyteArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jbyte,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbyteArray, isCopy: *mut jboolean) -> *mut jbyte,
     >,
     pub GetCharArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jcharArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jcharArray, isCopy: *mut jboolean) -> *mut jchar,
     >,
     pub GetShortArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jshortArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jshort,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jshortArray, isCopy: *mut jboolean) -> *mut jshort,
     >,
     pub GetIntArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jintArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jintArray, isCopy: *mut jboolean) -> *mut jint,
     >,
     pub GetLongArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jlongArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jlong,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jlongArray, isCopy: *mut jboolean) -> *mut jlong,
     >,
     pub GetFloatArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jfloatArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jfloat,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jfloatArray, isCopy: *mut jboolean) -> *mut jfloat,
     >,
     pub GetDoubleArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jdoubleArray,
-            isCopy: *mut jboolean,
-        ) -> *mut jdouble,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jdoubleArray, isCopy: *mut jboolean) -> *mut jdouble,
     >,
     pub ReleaseBooleanArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbooleanArray,
-            elems: *mut jboolean,
-            mode: jint,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbooleanArray, elems: *mut jboolean, mode: jint),
     >,
-    pub ReleaseByteArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jbyteArray, elems: *mut jbyte, mode: jint),
-    >,
-    pub ReleaseCharArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jcharArray, elems: *mut jchar, mode: jint),
-    >,
+    pub ReleaseByteArrayElements:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jbyteArray, elems: *mut jbyte, mode: jint)>,
+    pub ReleaseCharArrayElements:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jcharArray, elems: *mut jchar, mode: jint)>,
     pub ReleaseShortArrayElements: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, array: jshortArray, elems: *mut jshort, mode: jint),
     >,
-    pub ReleaseIntArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jintArray, elems: *mut jint, mode: jint),
-    >,
-    pub ReleaseLongArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, array: jlongArray, elems: *mut jlong, mode: jint),
-    >,
+    pub ReleaseIntArrayElements:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jintArray, elems: *mut jint, mode: jint)>,
+    pub ReleaseLongArrayElements:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, array: jlongArray, elems: *mut jlong, mode: jint)>,
     pub ReleaseFloatArrayElements: ::std::option::Option<
         unsafe extern "C" fn(env: *mut JNIEnv, array: jfloatArray, elems: *mut jfloat, mode: jint),
     >,
     pub ReleaseDoubleArrayElements: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jdoubleArray,
-            elems: *mut jdouble,
-            mode: jint,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jdoubleArray, elems: *mut jdouble, mode: jint),
     >,
     pub GetBooleanArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbooleanArray,
-            start: jsize,
-            l: jsize,
-            buf: *mut jboolean,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbooleanArray, start: jsize, l: jsize, buf: *mut jboolean),
     >,
     pub GetByteArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbyteArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jbyte,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbyteArray, start: jsize, len: jsize, buf: *mut jbyte),
     >,
     pub GetCharArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jcharArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jchar,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jcharArray, start: jsize, len: jsize, buf: *mut jchar),
     >,
     pub GetShortArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jshortArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jshort,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jshortArray, start: jsize, len: jsize, buf: *mut jshort),
     >,
     pub GetIntArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jintArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jint,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jintArray, start: jsize, len: jsize, buf: *mut jint),
     >,
     pub GetLongArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jlongArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jlong,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jlongArray, start: jsize, len: jsize, buf: *mut jlong),
     >,
     pub GetFloatArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jfloatArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jfloat,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jfloatArray, start: jsize, len: jsize, buf: *mut jfloat),
     >,
     pub GetDoubleArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jdoubleArray,
-            start: jsize,
-            len: jsize,
-            buf: *mut jdouble,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jdoubleArray, start: jsize, len: jsize, buf: *mut jdouble),
     >,
     pub SetBooleanArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbooleanArray,
-            start: jsize,
-            l: jsize,
-            buf: *const jboolean,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbooleanArray, start: jsize, l: jsize, buf: *const jboolean),
     >,
     pub SetByteArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jbyteArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jbyte,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jbyteArray, start: jsize, len: jsize, buf: *const jbyte),
     >,
     pub SetCharArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jcharArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jchar,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jcharArray, start: jsize, len: jsize, buf: *const jchar),
     >,
     pub SetShortArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jshortArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jshort,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jshortArray, start: jsize, len: jsize, buf: *const jshort),
     >,
     pub SetIntArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jintArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jint,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jintArray, start: jsize, len: jsize, buf: *const jint),
     >,
     pub SetLongArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jlongArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jlong,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jlongArray, start: jsize, len: jsize, buf: *const jlong),
     >,
     pub SetFloatArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jfloatArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jfloat,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jfloatArray, start: jsize, len: jsize, buf: *const jfloat),
     >,
     pub SetDoubleArrayRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jdoubleArray,
-            start: jsize,
-            len: jsize,
-            buf: *const jdouble,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jdoubleArray, start: jsize, len: jsize, buf: *const jdouble),
     >,
     pub RegisterNatives: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            clazz: jclass,
-            methods: *const JNINativeMethod,
-            nMethods: jint,
-        ) -> jint,
+        unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass, methods: *const JNINativeMethod, nMethods: jint) -> jint,
     >,
-    pub UnregisterNatives:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jint>,
-    pub MonitorEnter:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jint>,
-    pub MonitorExit:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jint>,
-    pub GetJavaVM:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, vm: *mut *mut JavaVM) -> jint>,
+    pub UnregisterNatives: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jint>,
+    pub MonitorEnter: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jint>,
+    pub MonitorExit: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jint>,
+    pub GetJavaVM: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, vm: *mut *mut JavaVM) -> jint>,
     pub GetStringRegion: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            str_: jstring,
-            start: jsize,
-            len: jsize,
-            buf: *mut jchar,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, str_: jstring, start: jsize, len: jsize, buf: *mut jchar),
     >,
     pub GetStringUTFRegion: ::std::option::Option<
         unsafe extern "C" fn(
@@ -1811,52 +1251,27 @@ pub struct JNINativeInterface_ {
         ),
     >,
     pub GetPrimitiveArrayCritical: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jarray,
-            isCopy: *mut jboolean,
-        ) -> *mut ::std::os::raw::c_void,
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jarray, isCopy: *mut jboolean) -> *mut ::std::os::raw::c_void,
     >,
     pub ReleasePrimitiveArrayCritical: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            array: jarray,
-            carray: *mut ::std::os::raw::c_void,
-            mode: jint,
-        ),
+        unsafe extern "C" fn(env: *mut JNIEnv, array: jarray, carray: *mut ::std::os::raw::c_void, mode: jint),
     >,
     pub GetStringCritical: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            string: jstring,
-            isCopy: *mut jboolean,
-        ) -> *const jchar,
+        unsafe extern "C" fn(env: *mut JNIEnv, string: jstring, isCopy: *mut jboolean) -> *const jchar,
     >,
-    pub ReleaseStringCritical: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, string: jstring, cstring: *const jchar),
-    >,
-    pub NewWeakGlobalRef:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jweak>,
-    pub DeleteWeakGlobalRef:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, ref_: jweak)>,
+    pub ReleaseStringCritical:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, string: jstring, cstring: *const jchar)>,
+    pub NewWeakGlobalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jweak>,
+    pub DeleteWeakGlobalRef: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, ref_: jweak)>,
     pub ExceptionCheck: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv) -> jboolean>,
     pub NewDirectByteBuffer: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut JNIEnv,
-            address: *mut ::std::os::raw::c_void,
-            capacity: jlong,
-        ) -> jobject,
+        unsafe extern "C" fn(env: *mut JNIEnv, address: *mut ::std::os::raw::c_void, capacity: jlong) -> jobject,
     >,
-    pub GetDirectBufferAddress: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, buf: jobject) -> *mut ::std::os::raw::c_void,
-    >,
-    pub GetDirectBufferCapacity:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, buf: jobject) -> jlong>,
-    pub GetObjectRefType: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jobjectRefType,
-    >,
-    pub GetModule:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jobject>,
+    pub GetDirectBufferAddress:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, buf: jobject) -> *mut ::std::os::raw::c_void>,
+    pub GetDirectBufferCapacity: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, buf: jobject) -> jlong>,
+    pub GetObjectRefType: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, obj: jobject) -> jobjectRefType>,
+    pub GetModule: ::std::option::Option<unsafe extern "C" fn(env: *mut JNIEnv, clazz: jclass) -> jobject>,
 }
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -1879,11 +1294,7 @@ pub struct JNIInvokeInterface_ {
     >,
     pub DetachCurrentThread: ::std::option::Option<unsafe extern "C" fn(vm: *mut JavaVM) -> jint>,
     pub GetEnv: ::std::option::Option<
-        unsafe extern "C" fn(
-            vm: *mut JavaVM,
-            penv: *mut *mut ::std::os::raw::c_void,
-            version: jint,
-        ) -> jint,
+        unsafe extern "C" fn(vm: *mut JavaVM, penv: *mut *mut ::std::os::raw::c_void, version: jint) -> jint,
     >,
     pub AttachCurrentThreadAsDaemon: ::std::option::Option<
         unsafe extern "C" fn(
@@ -2163,11 +1574,7 @@ pub const JVMTI_EVENT_SAMPLED_OBJECT_ALLOC: jvmtiEvent = 86;
 pub const JVMTI_MAX_EVENT_TYPE_VAL: jvmtiEvent = 86;
 pub type jvmtiEvent = ::std::os::raw::c_uint;
 pub type jvmtiStartFunction = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        arg: *mut ::std::os::raw::c_void,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, arg: *mut ::std::os::raw::c_void),
 >;
 pub type jvmtiHeapIterationCallback = ::std::option::Option<
     unsafe extern "C" fn(
@@ -2267,8 +1674,7 @@ pub type jvmtiObjectReferenceCallback = ::std::option::Option<
 >;
 pub type jvmtiExtensionFunction =
     ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, ...) -> jvmtiError>;
-pub type jvmtiExtensionEvent =
-    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, ...)>;
+pub type jvmtiExtensionEvent = ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, ...)>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct jvmtiThreadInfo {
@@ -2482,11 +1888,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_tag_objects_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<0usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<0usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2515,23 +1919,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_field_modification_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_field_modification_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<1usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<1usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_field_modification_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_field_modification_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<1usize, 1u8>(
@@ -2555,23 +1952,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_field_access_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_field_access_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<2usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<2usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_field_access_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_field_access_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<2usize, 1u8>(
@@ -2597,11 +1987,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_bytecodes_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<3usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<3usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2632,19 +2020,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_synthetic_attribute_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<4usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<4usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_get_synthetic_attribute_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_get_synthetic_attribute_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<4usize, 1u8>(
@@ -2670,11 +2053,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_owned_monitor_info_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<5usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<5usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2703,23 +2084,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_get_current_contended_monitor_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_get_current_contended_monitor_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<6usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<6usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_get_current_contended_monitor_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_get_current_contended_monitor_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<6usize, 1u8>(
@@ -2745,11 +2119,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_monitor_info_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<7usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<7usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2780,11 +2152,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_pop_frame_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<8usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<8usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2815,11 +2185,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_redefine_classes_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(
-                <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<9usize, 1u8>(
-                    ::std::ptr::addr_of!((*this)._bitfield_1),
-                ) as u32,
-            )
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<9usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2850,11 +2218,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_signal_thread_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                10usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<10usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2885,11 +2251,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_source_file_name_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                11usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<11usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2920,11 +2284,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_line_numbers_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                12usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<12usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -2955,19 +2317,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_source_debug_extension_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                13usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<13usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_get_source_debug_extension_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_get_source_debug_extension_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<13usize, 1u8>(
@@ -2993,11 +2350,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_access_local_variables_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                14usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<14usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3026,23 +2381,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_maintain_original_method_order_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_maintain_original_method_order_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                15usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<15usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_maintain_original_method_order_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_maintain_original_method_order_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<15usize, 1u8>(
@@ -3068,19 +2416,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_single_step_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                16usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<16usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_single_step_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_single_step_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<16usize, 1u8>(
@@ -3106,19 +2449,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_exception_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                17usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<17usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_exception_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_exception_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<17usize, 1u8>(
@@ -3144,19 +2482,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_frame_pop_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                18usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<18usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_frame_pop_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_frame_pop_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<18usize, 1u8>(
@@ -3182,19 +2515,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_breakpoint_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                19usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<19usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_breakpoint_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_breakpoint_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<19usize, 1u8>(
@@ -3220,11 +2548,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_suspend_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                20usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<20usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3255,11 +2581,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_redefine_any_class_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                21usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<21usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3290,19 +2614,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_current_thread_cpu_time_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                22usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<22usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_get_current_thread_cpu_time_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_get_current_thread_cpu_time_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<22usize, 1u8>(
@@ -3328,11 +2647,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_thread_cpu_time_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                23usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<23usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3361,23 +2678,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_method_entry_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_method_entry_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                24usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<24usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_method_entry_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_method_entry_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<24usize, 1u8>(
@@ -3403,19 +2713,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_method_exit_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                25usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<25usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_method_exit_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_method_exit_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<25usize, 1u8>(
@@ -3439,23 +2744,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_all_class_hook_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_all_class_hook_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                26usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<26usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_all_class_hook_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_all_class_hook_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<26usize, 1u8>(
@@ -3479,23 +2777,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_compiled_method_load_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_compiled_method_load_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                27usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<27usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_compiled_method_load_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_compiled_method_load_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<27usize, 1u8>(
@@ -3521,19 +2812,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_monitor_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                28usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<28usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_monitor_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_monitor_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<28usize, 1u8>(
@@ -3557,23 +2843,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_vm_object_alloc_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_vm_object_alloc_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                29usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<29usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_vm_object_alloc_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_vm_object_alloc_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<29usize, 1u8>(
@@ -3597,23 +2876,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_native_method_bind_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_native_method_bind_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                30usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<30usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_native_method_bind_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_native_method_bind_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<30usize, 1u8>(
@@ -3637,23 +2909,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_garbage_collection_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_garbage_collection_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                31usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<31usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_garbage_collection_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_garbage_collection_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<31usize, 1u8>(
@@ -3679,19 +2944,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_object_free_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                32usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<32usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_object_free_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_object_free_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<32usize, 1u8>(
@@ -3717,11 +2977,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_force_early_return_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                33usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<33usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3750,23 +3008,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_get_owned_monitor_stack_depth_info_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_get_owned_monitor_stack_depth_info_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                34usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<34usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_get_owned_monitor_stack_depth_info_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_get_owned_monitor_stack_depth_info_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<34usize, 1u8>(
@@ -3792,11 +3043,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_get_constant_pool_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                35usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<35usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3827,19 +3076,14 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_set_native_method_prefix_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                36usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<36usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_set_native_method_prefix_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_set_native_method_prefix_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<36usize, 1u8>(
@@ -3865,11 +3109,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_retransform_classes_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                37usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<37usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3900,11 +3142,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_retransform_any_class_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                38usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<38usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -3925,10 +3165,7 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub fn set_can_generate_resource_exhaustion_heap_events(
-        &mut self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub fn set_can_generate_resource_exhaustion_heap_events(&mut self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             self._bitfield_1.set_const::<39usize, 1u8>(val as u64)
@@ -3936,23 +3173,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_resource_exhaustion_heap_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_resource_exhaustion_heap_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                39usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<39usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_resource_exhaustion_heap_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_resource_exhaustion_heap_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<39usize, 1u8>(
@@ -3968,10 +3198,7 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub fn set_can_generate_resource_exhaustion_threads_events(
-        &mut self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub fn set_can_generate_resource_exhaustion_threads_events(&mut self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             self._bitfield_1.set_const::<40usize, 1u8>(val as u64)
@@ -3979,15 +3206,11 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_resource_exhaustion_threads_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_resource_exhaustion_threads_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                40usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<40usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -4021,11 +3244,9 @@ impl jvmtiCapabilities {
     #[allow(unnecessary_transmutes)]
     pub unsafe fn can_generate_early_vmstart_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                41usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<41usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
@@ -4054,23 +3275,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_early_class_hook_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_early_class_hook_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                42usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<42usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_early_class_hook_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_early_class_hook_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<42usize, 1u8>(
@@ -4094,23 +3308,16 @@ impl jvmtiCapabilities {
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn can_generate_sampled_object_alloc_events_raw(
-        this: *const Self,
-    ) -> ::std::os::raw::c_uint {
+    pub unsafe fn can_generate_sampled_object_alloc_events_raw(this: *const Self) -> ::std::os::raw::c_uint {
         unsafe {
-            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<
-                43usize,
-                1u8,
-            >(::std::ptr::addr_of!((*this)._bitfield_1))
-                as u32)
+            ::std::mem::transmute(<__BindgenBitfieldUnit<[u8; 16usize]>>::raw_get_const::<43usize, 1u8>(
+                ::std::ptr::addr_of!((*this)._bitfield_1),
+            ) as u32)
         }
     }
     #[inline]
     #[allow(unnecessary_transmutes)]
-    pub unsafe fn set_can_generate_sampled_object_alloc_events_raw(
-        this: *mut Self,
-        val: ::std::os::raw::c_uint,
-    ) {
+    pub unsafe fn set_can_generate_sampled_object_alloc_events_raw(this: *mut Self, val: ::std::os::raw::c_uint) {
         unsafe {
             let val: u32 = ::std::mem::transmute(val);
             <__BindgenBitfieldUnit<[u8; 16usize]>>::raw_set_const::<43usize, 1u8>(
@@ -4187,13 +3394,11 @@ impl jvmtiCapabilities {
             can_get_bytecodes as u64
         });
         __bindgen_bitfield_unit.set_const::<4usize, 1u8>({
-            let can_get_synthetic_attribute: u32 =
-                unsafe { ::std::mem::transmute(can_get_synthetic_attribute) };
+            let can_get_synthetic_attribute: u32 = unsafe { ::std::mem::transmute(can_get_synthetic_attribute) };
             can_get_synthetic_attribute as u64
         });
         __bindgen_bitfield_unit.set_const::<5usize, 1u8>({
-            let can_get_owned_monitor_info: u32 =
-                unsafe { ::std::mem::transmute(can_get_owned_monitor_info) };
+            let can_get_owned_monitor_info: u32 = unsafe { ::std::mem::transmute(can_get_owned_monitor_info) };
             can_get_owned_monitor_info as u64
         });
         __bindgen_bitfield_unit.set_const::<6usize, 1u8>({
@@ -4218,8 +3423,7 @@ impl jvmtiCapabilities {
             can_signal_thread as u64
         });
         __bindgen_bitfield_unit.set_const::<11usize, 1u8>({
-            let can_get_source_file_name: u32 =
-                unsafe { ::std::mem::transmute(can_get_source_file_name) };
+            let can_get_source_file_name: u32 = unsafe { ::std::mem::transmute(can_get_source_file_name) };
             can_get_source_file_name as u64
         });
         __bindgen_bitfield_unit.set_const::<12usize, 1u8>({
@@ -4227,13 +3431,11 @@ impl jvmtiCapabilities {
             can_get_line_numbers as u64
         });
         __bindgen_bitfield_unit.set_const::<13usize, 1u8>({
-            let can_get_source_debug_extension: u32 =
-                unsafe { ::std::mem::transmute(can_get_source_debug_extension) };
+            let can_get_source_debug_extension: u32 = unsafe { ::std::mem::transmute(can_get_source_debug_extension) };
             can_get_source_debug_extension as u64
         });
         __bindgen_bitfield_unit.set_const::<14usize, 1u8>({
-            let can_access_local_variables: u32 =
-                unsafe { ::std::mem::transmute(can_access_local_variables) };
+            let can_access_local_variables: u32 = unsafe { ::std::mem::transmute(can_access_local_variables) };
             can_access_local_variables as u64
         });
         __bindgen_bitfield_unit.set_const::<15usize, 1u8>({
@@ -4247,18 +3449,15 @@ impl jvmtiCapabilities {
             can_generate_single_step_events as u64
         });
         __bindgen_bitfield_unit.set_const::<17usize, 1u8>({
-            let can_generate_exception_events: u32 =
-                unsafe { ::std::mem::transmute(can_generate_exception_events) };
+            let can_generate_exception_events: u32 = unsafe { ::std::mem::transmute(can_generate_exception_events) };
             can_generate_exception_events as u64
         });
         __bindgen_bitfield_unit.set_const::<18usize, 1u8>({
-            let can_generate_frame_pop_events: u32 =
-                unsafe { ::std::mem::transmute(can_generate_frame_pop_events) };
+            let can_generate_frame_pop_events: u32 = unsafe { ::std::mem::transmute(can_generate_frame_pop_events) };
             can_generate_frame_pop_events as u64
         });
         __bindgen_bitfield_unit.set_const::<19usize, 1u8>({
-            let can_generate_breakpoint_events: u32 =
-                unsafe { ::std::mem::transmute(can_generate_breakpoint_events) };
+            let can_generate_breakpoint_events: u32 = unsafe { ::std::mem::transmute(can_generate_breakpoint_events) };
             can_generate_breakpoint_events as u64
         });
         __bindgen_bitfield_unit.set_const::<20usize, 1u8>({
@@ -4266,8 +3465,7 @@ impl jvmtiCapabilities {
             can_suspend as u64
         });
         __bindgen_bitfield_unit.set_const::<21usize, 1u8>({
-            let can_redefine_any_class: u32 =
-                unsafe { ::std::mem::transmute(can_redefine_any_class) };
+            let can_redefine_any_class: u32 = unsafe { ::std::mem::transmute(can_redefine_any_class) };
             can_redefine_any_class as u64
         });
         __bindgen_bitfield_unit.set_const::<22usize, 1u8>({
@@ -4276,8 +3474,7 @@ impl jvmtiCapabilities {
             can_get_current_thread_cpu_time as u64
         });
         __bindgen_bitfield_unit.set_const::<23usize, 1u8>({
-            let can_get_thread_cpu_time: u32 =
-                unsafe { ::std::mem::transmute(can_get_thread_cpu_time) };
+            let can_get_thread_cpu_time: u32 = unsafe { ::std::mem::transmute(can_get_thread_cpu_time) };
             can_get_thread_cpu_time as u64
         });
         __bindgen_bitfield_unit.set_const::<24usize, 1u8>({
@@ -4301,8 +3498,7 @@ impl jvmtiCapabilities {
             can_generate_compiled_method_load_events as u64
         });
         __bindgen_bitfield_unit.set_const::<28usize, 1u8>({
-            let can_generate_monitor_events: u32 =
-                unsafe { ::std::mem::transmute(can_generate_monitor_events) };
+            let can_generate_monitor_events: u32 = unsafe { ::std::mem::transmute(can_generate_monitor_events) };
             can_generate_monitor_events as u64
         });
         __bindgen_bitfield_unit.set_const::<29usize, 1u8>({
@@ -4326,8 +3522,7 @@ impl jvmtiCapabilities {
             can_generate_object_free_events as u64
         });
         __bindgen_bitfield_unit.set_const::<33usize, 1u8>({
-            let can_force_early_return: u32 =
-                unsafe { ::std::mem::transmute(can_force_early_return) };
+            let can_force_early_return: u32 = unsafe { ::std::mem::transmute(can_force_early_return) };
             can_force_early_return as u64
         });
         __bindgen_bitfield_unit.set_const::<34usize, 1u8>({
@@ -4336,23 +3531,19 @@ impl jvmtiCapabilities {
             can_get_owned_monitor_stack_depth_info as u64
         });
         __bindgen_bitfield_unit.set_const::<35usize, 1u8>({
-            let can_get_constant_pool: u32 =
-                unsafe { ::std::mem::transmute(can_get_constant_pool) };
+            let can_get_constant_pool: u32 = unsafe { ::std::mem::transmute(can_get_constant_pool) };
             can_get_constant_pool as u64
         });
         __bindgen_bitfield_unit.set_const::<36usize, 1u8>({
-            let can_set_native_method_prefix: u32 =
-                unsafe { ::std::mem::transmute(can_set_native_method_prefix) };
+            let can_set_native_method_prefix: u32 = unsafe { ::std::mem::transmute(can_set_native_method_prefix) };
             can_set_native_method_prefix as u64
         });
         __bindgen_bitfield_unit.set_const::<37usize, 1u8>({
-            let can_retransform_classes: u32 =
-                unsafe { ::std::mem::transmute(can_retransform_classes) };
+            let can_retransform_classes: u32 = unsafe { ::std::mem::transmute(can_retransform_classes) };
             can_retransform_classes as u64
         });
         __bindgen_bitfield_unit.set_const::<38usize, 1u8>({
-            let can_retransform_any_class: u32 =
-                unsafe { ::std::mem::transmute(can_retransform_any_class) };
+            let can_retransform_any_class: u32 = unsafe { ::std::mem::transmute(can_retransform_any_class) };
             can_retransform_any_class as u64
         });
         __bindgen_bitfield_unit.set_const::<39usize, 1u8>({
@@ -4366,8 +3557,7 @@ impl jvmtiCapabilities {
             can_generate_resource_exhaustion_threads_events as u64
         });
         __bindgen_bitfield_unit.set_const::<41usize, 1u8>({
-            let can_generate_early_vmstart: u32 =
-                unsafe { ::std::mem::transmute(can_generate_early_vmstart) };
+            let can_generate_early_vmstart: u32 = unsafe { ::std::mem::transmute(can_generate_early_vmstart) };
             can_generate_early_vmstart as u64
         });
         __bindgen_bitfield_unit.set_const::<42usize, 1u8>({
@@ -4408,20 +3598,10 @@ pub type jvmtiEventClassFileLoadHook = ::std::option::Option<
     ),
 >;
 pub type jvmtiEventClassLoad = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        thread: jthread,
-        klass: jclass,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread, klass: jclass),
 >;
 pub type jvmtiEventClassPrepare = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        thread: jthread,
-        klass: jclass,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread, klass: jclass),
 >;
 pub type jvmtiEventCompiledMethodLoad = ::std::option::Option<
     unsafe extern "C" fn(
@@ -4435,14 +3615,9 @@ pub type jvmtiEventCompiledMethodLoad = ::std::option::Option<
     ),
 >;
 pub type jvmtiEventCompiledMethodUnload = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        method: jmethodID,
-        code_addr: *const ::std::os::raw::c_void,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, method: jmethodID, code_addr: *const ::std::os::raw::c_void),
 >;
-pub type jvmtiEventDataDumpRequest =
-    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
+pub type jvmtiEventDataDumpRequest = ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
 pub type jvmtiEventDynamicCodeGenerated = ::std::option::Option<
     unsafe extern "C" fn(
         jvmti_env: *mut jvmtiEnv,
@@ -4508,17 +3683,10 @@ pub type jvmtiEventFramePop = ::std::option::Option<
         was_popped_by_exception: jboolean,
     ),
 >;
-pub type jvmtiEventGarbageCollectionFinish =
-    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
-pub type jvmtiEventGarbageCollectionStart =
-    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
+pub type jvmtiEventGarbageCollectionFinish = ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
+pub type jvmtiEventGarbageCollectionStart = ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv)>;
 pub type jvmtiEventMethodEntry = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        thread: jthread,
-        method: jmethodID,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread, method: jmethodID),
 >;
 pub type jvmtiEventMethodExit = ::std::option::Option<
     unsafe extern "C" fn(
@@ -4531,20 +3699,10 @@ pub type jvmtiEventMethodExit = ::std::option::Option<
     ),
 >;
 pub type jvmtiEventMonitorContendedEnter = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        thread: jthread,
-        object: jobject,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread, object: jobject),
 >;
 pub type jvmtiEventMonitorContendedEntered = ::std::option::Option<
-    unsafe extern "C" fn(
-        jvmti_env: *mut jvmtiEnv,
-        jni_env: *mut JNIEnv,
-        thread: jthread,
-        object: jobject,
-    ),
+    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread, object: jobject),
 >;
 pub type jvmtiEventMonitorWait = ::std::option::Option<
     unsafe extern "C" fn(
@@ -4574,8 +3732,7 @@ pub type jvmtiEventNativeMethodBind = ::std::option::Option<
         new_address_ptr: *mut *mut ::std::os::raw::c_void,
     ),
 >;
-pub type jvmtiEventObjectFree =
-    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, tag: jlong)>;
+pub type jvmtiEventObjectFree = ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, tag: jlong)>;
 pub type jvmtiEventResourceExhausted = ::std::option::Option<
     unsafe extern "C" fn(
         jvmti_env: *mut jvmtiEnv,
@@ -4604,17 +3761,14 @@ pub type jvmtiEventSingleStep = ::std::option::Option<
         location: jlocation,
     ),
 >;
-pub type jvmtiEventThreadEnd = ::std::option::Option<
-    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread),
->;
-pub type jvmtiEventThreadStart = ::std::option::Option<
-    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread),
->;
+pub type jvmtiEventThreadEnd =
+    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread)>;
+pub type jvmtiEventThreadStart =
+    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread)>;
 pub type jvmtiEventVMDeath =
     ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv)>;
-pub type jvmtiEventVMInit = ::std::option::Option<
-    unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread),
->;
+pub type jvmtiEventVMInit =
+    ::std::option::Option<unsafe extern "C" fn(jvmti_env: *mut jvmtiEnv, jni_env: *mut JNIEnv, thread: jthread)>;
 pub type jvmtiEventVMObjectAlloc = ::std::option::Option<
     unsafe extern "C" fn(
         jvmti_env: *mut jvmtiEnv,
@@ -4695,24 +3849,14 @@ pub struct jvmtiInterface_1_ {
             threads_ptr: *mut *mut jthread,
         ) -> jvmtiError,
     >,
-    pub SuspendThread: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError,
-    >,
-    pub ResumeThread: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError,
-    >,
+    pub SuspendThread: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError>,
+    pub ResumeThread: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError>,
     pub StopThread: ::std::option::Option<
         unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, exception: jobject) -> jvmtiError,
     >,
-    pub InterruptThread: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError,
-    >,
+    pub InterruptThread: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError>,
     pub GetThreadInfo: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            info_ptr: *mut jvmtiThreadInfo,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, info_ptr: *mut jvmtiThreadInfo) -> jvmtiError,
     >,
     pub GetOwnedMonitorInfo: ::std::option::Option<
         unsafe extern "C" fn(
@@ -4723,11 +3867,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetCurrentContendedMonitor: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            monitor_ptr: *mut jobject,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, monitor_ptr: *mut jobject) -> jvmtiError,
     >,
     pub RunAgentThread: ::std::option::Option<
         unsafe extern "C" fn(
@@ -4763,22 +3903,13 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetFrameCount: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            count_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, count_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetThreadState: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            thread_state_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, thread_state_ptr: *mut jint) -> jvmtiError,
     >,
-    pub GetCurrentThread: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread_ptr: *mut jthread) -> jvmtiError,
-    >,
+    pub GetCurrentThread:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread_ptr: *mut jthread) -> jvmtiError>,
     pub GetFrameLocation: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -4788,9 +3919,8 @@ pub struct jvmtiInterface_1_ {
             location_ptr: *mut jlocation,
         ) -> jvmtiError,
     >,
-    pub NotifyFramePop: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint) -> jvmtiError,
-    >,
+    pub NotifyFramePop:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint) -> jvmtiError>,
     pub GetLocalObject: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -4846,31 +3976,13 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub SetLocalInt: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            depth: jint,
-            slot: jint,
-            value: jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint, slot: jint, value: jint) -> jvmtiError,
     >,
     pub SetLocalLong: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            depth: jint,
-            slot: jint,
-            value: jlong,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint, slot: jint, value: jlong) -> jvmtiError,
     >,
     pub SetLocalFloat: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            depth: jint,
-            slot: jint,
-            value: jfloat,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint, slot: jint, value: jfloat) -> jvmtiError,
     >,
     pub SetLocalDouble: ::std::option::Option<
         unsafe extern "C" fn(
@@ -4888,41 +4000,24 @@ pub struct jvmtiInterface_1_ {
             monitor_ptr: *mut jrawMonitorID,
         ) -> jvmtiError,
     >,
-    pub DestroyRawMonitor: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError,
-    >,
-    pub RawMonitorEnter: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError,
-    >,
-    pub RawMonitorExit: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError,
-    >,
+    pub DestroyRawMonitor:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError>,
+    pub RawMonitorEnter:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError>,
+    pub RawMonitorExit:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError>,
     pub RawMonitorWait: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            monitor: jrawMonitorID,
-            millis: jlong,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID, millis: jlong) -> jvmtiError,
     >,
-    pub RawMonitorNotify: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError,
-    >,
-    pub RawMonitorNotifyAll: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError,
-    >,
+    pub RawMonitorNotify:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError>,
+    pub RawMonitorNotifyAll:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, monitor: jrawMonitorID) -> jvmtiError>,
     pub SetBreakpoint: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            location: jlocation,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, location: jlocation) -> jvmtiError,
     >,
     pub ClearBreakpoint: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            location: jlocation,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, location: jlocation) -> jvmtiError,
     >,
     pub GetNamedModule: ::std::option::Option<
         unsafe extern "C" fn(
@@ -4932,31 +4027,19 @@ pub struct jvmtiInterface_1_ {
             module_ptr: *mut jobject,
         ) -> jvmtiError,
     >,
-    pub SetFieldAccessWatch: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError,
-    >,
-    pub ClearFieldAccessWatch: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError,
-    >,
-    pub SetFieldModificationWatch: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError,
-    >,
-    pub ClearFieldModificationWatch: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError,
-    >,
+    pub SetFieldAccessWatch:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError>,
+    pub ClearFieldAccessWatch:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError>,
+    pub SetFieldModificationWatch:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError>,
+    pub ClearFieldModificationWatch:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, field: jfieldID) -> jvmtiError>,
     pub IsModifiableClass: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            is_modifiable_class_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, is_modifiable_class_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub Allocate: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            size: jlong,
-            mem_ptr: *mut *mut ::std::os::raw::c_uchar,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, size: jlong, mem_ptr: *mut *mut ::std::os::raw::c_uchar) -> jvmtiError,
     >,
     pub Deallocate: ::std::option::Option<
         unsafe extern "C" fn(env: *mut jvmtiEnv, mem: *mut ::std::os::raw::c_uchar) -> jvmtiError,
@@ -4970,11 +4053,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetClassStatus: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            status_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, status_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetSourceFileName: ::std::option::Option<
         unsafe extern "C" fn(
@@ -4984,11 +4063,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetClassModifiers: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            modifiers_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, modifiers_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetClassMethods: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5015,39 +4090,19 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub IsInterface: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            is_interface_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, is_interface_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub IsArrayClass: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            is_array_class_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, is_array_class_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub GetClassLoader: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            klass: jclass,
-            classloader_ptr: *mut jobject,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, klass: jclass, classloader_ptr: *mut jobject) -> jvmtiError,
     >,
     pub GetObjectHashCode: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            object: jobject,
-            hash_code_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, hash_code_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetObjectMonitorUsage: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            object: jobject,
-            info_ptr: *mut jvmtiMonitorUsage,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, info_ptr: *mut jvmtiMonitorUsage) -> jvmtiError,
     >,
     pub GetFieldName: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5093,33 +4148,17 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetMethodDeclaringClass: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            declaring_class_ptr: *mut jclass,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, declaring_class_ptr: *mut jclass) -> jvmtiError,
     >,
     pub GetMethodModifiers: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            modifiers_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, modifiers_ptr: *mut jint) -> jvmtiError,
     >,
     pub reserved67: *mut ::std::os::raw::c_void,
     pub GetMaxLocals: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            max_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, max_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetArgumentsSize: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            size_ptr: *mut jint,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, size_ptr: *mut jint) -> jvmtiError,
     >,
     pub GetLineNumberTable: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5146,10 +4185,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub SetNativeMethodPrefix: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            prefix: *const ::std::os::raw::c_char,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, prefix: *const ::std::os::raw::c_char) -> jvmtiError,
     >,
     pub SetNativeMethodPrefixes: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5167,18 +4203,10 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub IsMethodNative: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            is_native_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, is_native_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub IsMethodSynthetic: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            is_synthetic_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, is_synthetic_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub GetLoadedClasses: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5195,27 +4223,19 @@ pub struct jvmtiInterface_1_ {
             classes_ptr: *mut *mut jclass,
         ) -> jvmtiError,
     >,
-    pub PopFrame: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnObject: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jobject) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnInt: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jint) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnLong: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jlong) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnFloat: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jfloat) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnDouble: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jdouble) -> jvmtiError,
-    >,
-    pub ForceEarlyReturnVoid: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError,
-    >,
+    pub PopFrame: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError>,
+    pub ForceEarlyReturnObject:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jobject) -> jvmtiError>,
+    pub ForceEarlyReturnInt:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jint) -> jvmtiError>,
+    pub ForceEarlyReturnLong:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jlong) -> jvmtiError>,
+    pub ForceEarlyReturnFloat:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jfloat) -> jvmtiError>,
+    pub ForceEarlyReturnDouble:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, value: jdouble) -> jvmtiError>,
+    pub ForceEarlyReturnVoid:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread) -> jvmtiError>,
     pub RedefineClasses: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -5223,14 +4243,10 @@ pub struct jvmtiInterface_1_ {
             class_definitions: *const jvmtiClassDefinition,
         ) -> jvmtiError,
     >,
-    pub GetVersionNumber: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, version_ptr: *mut jint) -> jvmtiError,
-    >,
+    pub GetVersionNumber:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, version_ptr: *mut jint) -> jvmtiError>,
     pub GetCapabilities: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            capabilities_ptr: *mut jvmtiCapabilities,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, capabilities_ptr: *mut jvmtiCapabilities) -> jvmtiError,
     >,
     pub GetSourceDebugExtension: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5240,11 +4256,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub IsMethodObsolete: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            method: jmethodID,
-            is_obsolete_ptr: *mut jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, method: jmethodID, is_obsolete_ptr: *mut jboolean) -> jvmtiError,
     >,
     pub SuspendThreadList: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5281,16 +4293,10 @@ pub struct jvmtiInterface_1_ {
             to_module: jobject,
         ) -> jvmtiError,
     >,
-    pub AddModuleUses: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, module: jobject, service: jclass) -> jvmtiError,
-    >,
+    pub AddModuleUses:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, module: jobject, service: jclass) -> jvmtiError>,
     pub AddModuleProvides: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            module: jobject,
-            service: jclass,
-            impl_class: jclass,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, module: jobject, service: jclass, impl_class: jclass) -> jvmtiError,
     >,
     pub IsModifiableModule: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5324,11 +4330,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub SetThreadLocalStorage: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            data: *const ::std::os::raw::c_void,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, data: *const ::std::os::raw::c_void) -> jvmtiError,
     >,
     pub GetStackTrace: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5342,17 +4344,11 @@ pub struct jvmtiInterface_1_ {
     >,
     pub reserved105: *mut ::std::os::raw::c_void,
     pub GetTag: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            object: jobject,
-            tag_ptr: *mut jlong,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, tag_ptr: *mut jlong) -> jvmtiError,
     >,
-    pub SetTag: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, tag: jlong) -> jvmtiError,
-    >,
-    pub ForceGarbageCollection:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv) -> jvmtiError>,
+    pub SetTag:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, tag: jlong) -> jvmtiError>,
+    pub ForceGarbageCollection: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv) -> jvmtiError>,
     pub IterateOverObjectsReachableFromObject: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -5421,16 +4417,10 @@ pub struct jvmtiInterface_1_ {
     pub reserved118: *mut ::std::os::raw::c_void,
     pub reserved119: *mut ::std::os::raw::c_void,
     pub SetJNIFunctionTable: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            function_table: *const jniNativeInterface,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, function_table: *const jniNativeInterface) -> jvmtiError,
     >,
     pub GetJNIFunctionTable: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            function_table: *mut *mut jniNativeInterface,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, function_table: *mut *mut jniNativeInterface) -> jvmtiError,
     >,
     pub SetEventCallbacks: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5439,9 +4429,8 @@ pub struct jvmtiInterface_1_ {
             size_of_callbacks: jint,
         ) -> jvmtiError,
     >,
-    pub GenerateEvents: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, event_type: jvmtiEvent) -> jvmtiError,
-    >,
+    pub GenerateEvents:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, event_type: jvmtiEvent) -> jvmtiError>,
     pub GetExtensionFunctions: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -5463,8 +4452,7 @@ pub struct jvmtiInterface_1_ {
             callback: jvmtiExtensionEvent,
         ) -> jvmtiError,
     >,
-    pub DisposeEnvironment:
-        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv) -> jvmtiError>,
+    pub DisposeEnvironment: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv) -> jvmtiError>,
     pub GetErrorName: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -5473,10 +4461,7 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetJLocationFormat: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            format_ptr: *mut jvmtiJlocationFormat,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, format_ptr: *mut jvmtiJlocationFormat) -> jvmtiError,
     >,
     pub GetSystemProperties: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5499,53 +4484,32 @@ pub struct jvmtiInterface_1_ {
             value_ptr: *const ::std::os::raw::c_char,
         ) -> jvmtiError,
     >,
-    pub GetPhase: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, phase_ptr: *mut jvmtiPhase) -> jvmtiError,
-    >,
-    pub GetCurrentThreadCpuTimerInfo: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError,
-    >,
-    pub GetCurrentThreadCpuTime: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, nanos_ptr: *mut jlong) -> jvmtiError,
-    >,
-    pub GetThreadCpuTimerInfo: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError,
-    >,
+    pub GetPhase:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, phase_ptr: *mut jvmtiPhase) -> jvmtiError>,
+    pub GetCurrentThreadCpuTimerInfo:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError>,
+    pub GetCurrentThreadCpuTime:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, nanos_ptr: *mut jlong) -> jvmtiError>,
+    pub GetThreadCpuTimerInfo:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError>,
     pub GetThreadCpuTime: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            nanos_ptr: *mut jlong,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, nanos_ptr: *mut jlong) -> jvmtiError,
     >,
-    pub GetTimerInfo: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError,
-    >,
-    pub GetTime: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, nanos_ptr: *mut jlong) -> jvmtiError,
-    >,
+    pub GetTimerInfo:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, info_ptr: *mut jvmtiTimerInfo) -> jvmtiError>,
+    pub GetTime: ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, nanos_ptr: *mut jlong) -> jvmtiError>,
     pub GetPotentialCapabilities: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            capabilities_ptr: *mut jvmtiCapabilities,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, capabilities_ptr: *mut jvmtiCapabilities) -> jvmtiError,
     >,
     pub reserved141: *mut ::std::os::raw::c_void,
     pub AddCapabilities: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            capabilities_ptr: *const jvmtiCapabilities,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, capabilities_ptr: *const jvmtiCapabilities) -> jvmtiError,
     >,
     pub RelinquishCapabilities: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            capabilities_ptr: *const jvmtiCapabilities,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, capabilities_ptr: *const jvmtiCapabilities) -> jvmtiError,
     >,
-    pub GetAvailableProcessors: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, processor_count_ptr: *mut jint) -> jvmtiError,
-    >,
+    pub GetAvailableProcessors:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, processor_count_ptr: *mut jint) -> jvmtiError>,
     pub GetClassVersionNumbers: ::std::option::Option<
         unsafe extern "C" fn(
             env: *mut jvmtiEnv,
@@ -5564,39 +4528,22 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetEnvironmentLocalStorage: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            data_ptr: *mut *mut ::std::os::raw::c_void,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, data_ptr: *mut *mut ::std::os::raw::c_void) -> jvmtiError,
     >,
     pub SetEnvironmentLocalStorage: ::std::option::Option<
         unsafe extern "C" fn(env: *mut jvmtiEnv, data: *const ::std::os::raw::c_void) -> jvmtiError,
     >,
     pub AddToBootstrapClassLoaderSearch: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            segment: *const ::std::os::raw::c_char,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, segment: *const ::std::os::raw::c_char) -> jvmtiError,
     >,
     pub SetVerboseFlag: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            flag: jvmtiVerboseFlag,
-            value: jboolean,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, flag: jvmtiVerboseFlag, value: jboolean) -> jvmtiError,
     >,
     pub AddToSystemClassLoaderSearch: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            segment: *const ::std::os::raw::c_char,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, segment: *const ::std::os::raw::c_char) -> jvmtiError,
     >,
     pub RetransformClasses: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            class_count: jint,
-            classes: *const jclass,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, class_count: jint, classes: *const jclass) -> jvmtiError,
     >,
     pub GetOwnedMonitorStackDepthInfo: ::std::option::Option<
         unsafe extern "C" fn(
@@ -5607,23 +4554,13 @@ pub struct jvmtiInterface_1_ {
         ) -> jvmtiError,
     >,
     pub GetObjectSize: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            object: jobject,
-            size_ptr: *mut jlong,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, object: jobject, size_ptr: *mut jlong) -> jvmtiError,
     >,
     pub GetLocalInstance: ::std::option::Option<
-        unsafe extern "C" fn(
-            env: *mut jvmtiEnv,
-            thread: jthread,
-            depth: jint,
-            value_ptr: *mut jobject,
-        ) -> jvmtiError,
+        unsafe extern "C" fn(env: *mut jvmtiEnv, thread: jthread, depth: jint, value_ptr: *mut jobject) -> jvmtiError,
     >,
-    pub SetHeapSamplingInterval: ::std::option::Option<
-        unsafe extern "C" fn(env: *mut jvmtiEnv, sampling_interval: jint) -> jvmtiError,
-    >,
+    pub SetHeapSamplingInterval:
+        ::std::option::Option<unsafe extern "C" fn(env: *mut jvmtiEnv, sampling_interval: jint) -> jvmtiError>,
 }
 pub type jvmtiInterface_1 = jvmtiInterface_1_;
 #[repr(C)]

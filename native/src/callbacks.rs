@@ -152,7 +152,11 @@ unsafe extern "C" fn resource_exhausted(
             unsafe { CStr::from_ptr(description) }.to_bytes()
         };
         let kind = OomKind::classify(flags as u32, std::str::from_utf8(desc).unwrap_or(""));
-        a.writer.emit(&Event::ResourceExhausted { kind, flags: flags as u32, detail: Text::from_bytes(&desc[..desc.len().min(35)]) });
+        a.writer.emit(&Event::ResourceExhausted {
+            kind,
+            flags: flags as u32,
+            detail: Text::from_bytes(&desc[..desc.len().min(35)]),
+        });
     });
 }
 

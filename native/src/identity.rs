@@ -30,10 +30,7 @@ pub fn gather(jvmti: &Jvmti, interval_ns: u64) -> Identity {
 /// `-XX:ErrorFile=` may come from.
 pub fn command_line() -> Vec<String> {
     let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    raw.split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+    raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 fn env_jvm_options() -> Vec<String> {
@@ -51,7 +48,7 @@ pub fn error_file(args: &[String]) -> Option<String> {
         .iter()
         .chain(args.iter())
         .filter_map(|a| a.strip_prefix("-XX:ErrorFile="))
-        .last()
+        .next_back()
         .map(str::to_string)
 }
 

@@ -39,9 +39,11 @@ fn check(code: sys::jvmtiError) -> Result<(), Error> {
 macro_rules! jvmti {
     ($env:expr, $f:ident $(, $arg:expr)*) => {{
         let env: *mut sys::jvmtiEnv = $env;
-        // SAFETY (for callers): `env` is a live jvmtiEnv obtained from GetEnv; the table
-        // pointer is valid for the life of the VM.
+        // SAFETY: `env` is a live jvmtiEnv obtained from GetEnv; its function table is valid
+        // for the life of the VM.
         match unsafe { (**env).$f } {
+            // SAFETY: the arguments match the JVMTI signature (checked by the compiler against
+            // the generated bindings); pointer arguments are valid for the call.
             Some(f) => check(unsafe { f(env $(, $arg)*) }),
             None => Err(Error(sys::JVMTI_ERROR_NOT_AVAILABLE)),
         }
@@ -52,7 +54,10 @@ macro_rules! jvmti {
 macro_rules! jni {
     ($env:expr, $f:ident $(, $arg:expr)*) => {{
         let env: *mut sys::JNIEnv = $env;
+        // SAFETY: callers pass the current thread's JNIEnv, whose table is valid.
         match unsafe { (**env).$f } {
+            // SAFETY: the arguments match the JNI signature (checked by the compiler against
+            // the generated bindings); references and pointers are valid for the call.
             Some(f) => Some(unsafe { f(env $(, $arg)*) }),
             None => None,
         }

@@ -11,6 +11,7 @@
 
 pub mod agent;
 #[allow(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#[rustfmt::skip]
 pub mod bindings;
 pub mod callbacks;
 pub mod identity;
@@ -26,7 +27,11 @@ use std::ffi::{c_char, c_void, CStr};
 /// Called by the JVM with a valid `JavaVM` pointer and a NUL-terminated options string (or
 /// NULL).
 #[no_mangle]
-pub unsafe extern "C" fn Agent_OnLoad(vm: *mut bindings::JavaVM, options: *mut c_char, _reserved: *mut c_void) -> bindings::jint {
+pub unsafe extern "C" fn Agent_OnLoad(
+    vm: *mut bindings::JavaVM,
+    options: *mut c_char,
+    _reserved: *mut c_void,
+) -> bindings::jint {
     let options = if options.is_null() {
         String::new()
     } else {
@@ -53,7 +58,11 @@ pub unsafe extern "C" fn Agent_OnLoad(vm: *mut bindings::JavaVM, options: *mut c
 /// # Safety
 /// Called by the JVM; arguments are not used.
 #[no_mangle]
-pub unsafe extern "C" fn Agent_OnAttach(_vm: *mut bindings::JavaVM, _options: *mut c_char, _reserved: *mut c_void) -> bindings::jint {
+pub unsafe extern "C" fn Agent_OnAttach(
+    _vm: *mut bindings::JavaVM,
+    _options: *mut c_char,
+    _reserved: *mut c_void,
+) -> bindings::jint {
     eprintln!("jvmwatch: attaching to a running JVM is not supported; start the JVM with -agentpath");
     bindings::JNI_ERR
 }

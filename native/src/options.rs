@@ -87,7 +87,8 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
             }
             "interval" => {
                 let v = value("a duration such as 100ms")?;
-                let d = parse_duration(v).ok_or_else(|| format!("interval={v}: expected a duration such as 100ms or 1s"))?;
+                let d = parse_duration(v)
+                    .ok_or_else(|| format!("interval={v}: expected a duration such as 100ms or 1s"))?;
                 if d < Duration::from_millis(10) || d > Duration::from_secs(60) {
                     return Err(format!("interval={v}: must be between 10ms and 60s"));
                 }

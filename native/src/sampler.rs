@@ -41,7 +41,8 @@ pub unsafe fn start(a: &Agent, jni: *mut sys::JNIEnv) -> Result<(), String> {
     if cls.is_null() || unsafe { clear_exception(jni) } {
         return Err("java.lang.Thread not found".into());
     }
-    let ctor = jni!(jni, GetMethodID, cls, c"<init>".as_ptr(), c"(Ljava/lang/String;)V".as_ptr()).unwrap_or(ptr::null_mut());
+    let ctor =
+        jni!(jni, GetMethodID, cls, c"<init>".as_ptr(), c"(Ljava/lang/String;)V".as_ptr()).unwrap_or(ptr::null_mut());
     let name = jni!(jni, NewStringUTF, c"jvmwatch-sampler".as_ptr()).unwrap_or(ptr::null_mut());
     if ctor.is_null() || name.is_null() {
         // SAFETY: as above.
@@ -156,12 +157,15 @@ impl Probe {
             return Err("cannot define probe class".into());
         }
         let class = jni!(jni, NewGlobalRef, local).unwrap_or(ptr::null_mut());
-        let mid = |name: &CStr, sig: &CStr| jni!(jni, GetStaticMethodID, class, name.as_ptr(), sig.as_ptr()).unwrap_or(ptr::null_mut());
+        let mid = |name: &CStr, sig: &CStr| {
+            jni!(jni, GetStaticMethodID, class, name.as_ptr(), sig.as_ptr()).unwrap_or(ptr::null_mut())
+        };
         let sample = mid(c"sample", c"()[J");
         let pool_names = mid(c"poolNames", c"()[Ljava/lang/String;");
         let gc_names = mid(c"collectorNames", c"()[Ljava/lang/String;");
         // SAFETY: forwarded.
-        if class.is_null() || sample.is_null() || pool_names.is_null() || gc_names.is_null() || unsafe { clear_exception(jni) } {
+        let threw = unsafe { clear_exception(jni) };
+        if threw || [class, pool_names.cast(), gc_names.cast(), sample.cast()].iter().any(|p| p.is_null()) {
             return Err("probe methods missing".into());
         }
         let mut p = Probe { class, sample, pools: Vec::new(), collectors: Vec::new(), buf: Vec::new() };
@@ -233,7 +237,14 @@ impl Probe {
         snap.threads_live = b[7].clamp(0, u32::MAX as i64) as u32;
         for (i, name) in self.pools.iter().enumerate() {
             let f = &b[FIXED + i * POOL_FIELDS..];
-            snap.push_pool(Pool { name: *name, heap: f[0] == 1, used: v(f[1]), committed: v(f[2]), max: v(f[3]), used_after_gc: v(f[4]) });
+            snap.push_pool(Pool {
+                name: *name,
+                heap: f[0] == 1,
+                used: v(f[1]),
+                committed: v(f[2]),
+                max: v(f[3]),
+                used_after_gc: v(f[4]),
+            });
         }
         let base = FIXED + POOL_FIELDS * self.pools.len();
         for (i, name) in self.collectors.iter().enumerate() {

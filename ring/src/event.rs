@@ -235,11 +235,7 @@ impl Event {
             Event::ThreadStart { tid, ref name } | Event::ThreadEnd { tid, ref name } => {
                 p[0..4].copy_from_slice(&tid.to_le_bytes());
                 let end = text_into(&mut p, 4, name);
-                let k = if matches!(self, Event::ThreadStart { .. }) {
-                    kind::THREAD_START
-                } else {
-                    kind::THREAD_END
-                };
+                let k = if matches!(self, Event::ThreadStart { .. }) { kind::THREAD_START } else { kind::THREAD_END };
                 (k, end)
             }
             Event::ResourceExhausted { kind: k, flags, ref detail } => {
@@ -263,10 +259,9 @@ impl Event {
             kind::VM_INIT => Event::VmInit,
             kind::VM_DEATH => Event::VmDeath,
             kind::DATA_DUMP => Event::DataDump,
-            kind::GC_PAUSE_START => Event::GcPauseStart {
-                gc_id: u64_at(0),
-                collector: Collector::from_u32(p[8] as u32),
-            },
+            kind::GC_PAUSE_START => {
+                Event::GcPauseStart { gc_id: u64_at(0), collector: Collector::from_u32(p[8] as u32) }
+            }
             kind::GC_PAUSE_END => Event::GcPauseEnd {
                 gc_id: u64_at(0),
                 duration_ns: u64_at(8),
@@ -274,11 +269,9 @@ impl Event {
             },
             kind::THREAD_START => Event::ThreadStart { tid: u32_at(0), name: text(4) },
             kind::THREAD_END => Event::ThreadEnd { tid: u32_at(0), name: text(4) },
-            kind::RESOURCE_EXHAUSTED => Event::ResourceExhausted {
-                flags: u32_at(0),
-                kind: OomKind::from_u8(p[4]),
-                detail: text(5),
-            },
+            kind::RESOURCE_EXHAUSTED => {
+                Event::ResourceExhausted { flags: u32_at(0), kind: OomKind::from_u8(p[4]), detail: text(5) }
+            }
             kind::AGENT_WARNING => Event::AgentWarning { text: text(0) },
             k => Event::Unknown { kind: k },
         }
@@ -319,11 +312,7 @@ mod tests {
         roundtrip(Event::GcPauseEnd { gc_id: 7, collector: Collector::Z, duration_ns: 1234 });
         roundtrip(Event::ThreadStart { tid: 42, name: Text::new("worker-1", 36) });
         roundtrip(Event::ThreadEnd { tid: 42, name: Text::new("worker-1", 36) });
-        roundtrip(Event::ResourceExhausted {
-            kind: OomKind::Heap,
-            flags: 3,
-            detail: Text::new("Java heap space", 35),
-        });
+        roundtrip(Event::ResourceExhausted { kind: OomKind::Heap, flags: 3, detail: Text::new("Java heap space", 35) });
         roundtrip(Event::AgentWarning { text: Text::new("sampler fell behind", 40) });
     }
 

@@ -271,14 +271,18 @@ const _: () = {
     assert!(hdr::COMMAND + hdr::COMMAND_LEN <= hdr::HEADER_CRC);
     assert!(hdr::HEADER_CRC + 4 <= hdr::STATE);
     assert!(hdr::APP_NAME + hdr::APP_NAME_LEN <= hdr::CURSOR);
-    assert!(hdr::CURSOR % 64 == 0 && hdr::GC_PAUSES % 64 == 0);
+    assert!(hdr::CURSOR.is_multiple_of(64) && hdr::GC_PAUSES.is_multiple_of(64));
     assert!(hdr::GC_PAUSES >= hdr::CURSOR + 64);
     assert!(hdr::COLLECTOR + 4 <= HEADER_SIZE);
-    assert!(hdr::HEARTBEAT_NS % 8 == 0 && hdr::GC_CB_MAX_NS % 8 == 0);
-    assert!(SNAPSHOT_OFFSET % 4096 == 0 && METRICS_OFFSET % 4096 == 0 && EVENTS_OFFSET % 4096 == 0);
+    assert!(hdr::HEARTBEAT_NS.is_multiple_of(8) && hdr::GC_CB_MAX_NS.is_multiple_of(8));
+    assert!(
+        SNAPSHOT_OFFSET.is_multiple_of(4096)
+            && METRICS_OFFSET.is_multiple_of(4096)
+            && EVENTS_OFFSET.is_multiple_of(4096)
+    );
     assert!(snap::BODY + SNAP_BODY_SIZE <= SNAPSHOT_BUF_SIZE);
-    assert!(snap::BODY % 8 == 0 && SNAP_BODY_SIZE % 8 == 0);
-    assert!(POOL_ENTRY % 8 == 0 && COLLECTOR_ENTRY % 8 == 0);
-    assert!(slot::PAYLOAD_LEN == 40 && slot::PAYLOAD % 8 == 0);
+    assert!(snap::BODY.is_multiple_of(8) && SNAP_BODY_SIZE.is_multiple_of(8));
+    assert!(POOL_ENTRY.is_multiple_of(8) && COLLECTOR_ENTRY.is_multiple_of(8));
+    assert!(slot::PAYLOAD_LEN == 40 && slot::PAYLOAD.is_multiple_of(8));
     assert!(MIN_CAPACITY.is_power_of_two() && MAX_CAPACITY.is_power_of_two());
 };

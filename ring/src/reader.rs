@@ -186,7 +186,9 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
     expect("slot size", hdr::SLOT_SIZE, SLOT_SIZE as u64, false)?;
     let capacity = u32_at(h, hdr::CAPACITY) as u64;
     if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
-        return Err(ReadError::Corrupt(format!("event capacity {capacity} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}")));
+        return Err(ReadError::Corrupt(format!(
+            "event capacity {capacity} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}"
+        )));
     }
     expect("file size", hdr::FILE_SIZE, file_size(capacity), true)?;
     if real_size < file_size(capacity) {

@@ -3,16 +3,13 @@
 //! Encoded into a fixed-size body ([`SNAP_BODY_SIZE`] bytes) that the writer publishes under
 //! a double-buffered seqlock (see `writer.rs`) and the reader validates with a CRC.
 
-use crate::layout::{
-    COLLECTOR_ENTRY, MAX_COLLECTORS, MAX_POOLS, NAME_LEN, POOL_ENTRY, SNAP_BODY_SIZE, SNAP_FIXED,
-};
+use crate::layout::{COLLECTOR_ENTRY, MAX_COLLECTORS, MAX_POOLS, NAME_LEN, POOL_ENTRY, SNAP_BODY_SIZE, SNAP_FIXED};
 
 /// Marks a figure the JVM did not report (e.g. an unbounded pool's max).
 pub const UNKNOWN: u64 = u64::MAX;
 
 /// Java thread states counted by the sampler, in `java.lang.Thread.State` order.
-pub const THREAD_STATES: [&str; 6] =
-    ["new", "runnable", "blocked", "waiting", "timed_waiting", "terminated"];
+pub const THREAD_STATES: [&str; 6] = ["new", "runnable", "blocked", "waiting", "timed_waiting", "terminated"];
 
 /// A fixed-width name (pool or collector).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -184,14 +181,23 @@ impl Snapshot {
         true
     }
 
-    /// Sum of GC counts over all collectors.
-    pub fn gc_count(&self) -> u64 {
-        self.collectors().iter().map(|c| c.count).fold(0, u64::saturating_add)
+    /// The collectors whose figures add up to GC counts and times: all of them, except that
+    /// when a collector reports concurrent cycles and pauses as separate beans (ZGC,
+    /// Shenandoah: "... Cycles" and "... Pauses") only the pause beans count, so concurrent
+    /// time is never added to pause time.
+    fn counted_collectors(&self) -> impl Iterator<Item = &GcCollector> {
+        let has_pauses = self.collectors().iter().any(|c| c.name.as_str().ends_with("Pauses"));
+        self.collectors().iter().filter(move |c| !(has_pauses && c.name.as_str().ends_with("Cycles")))
     }
 
-    /// Sum of GC times (ms) over all collectors.
+    /// Sum of GC counts (see `counted_collectors` for ZGC and Shenandoah).
+    pub fn gc_count(&self) -> u64 {
+        self.counted_collectors().map(|c| c.count).fold(0, u64::saturating_add)
+    }
+
+    /// Sum of GC times in ms (see `counted_collectors` for ZGC and Shenandoah).
     pub fn gc_time_ms(&self) -> u64 {
-        self.collectors().iter().map(|c| c.time_ms).fold(0, u64::saturating_add)
+        self.counted_collectors().map(|c| c.time_ms).fold(0, u64::saturating_add)
     }
 
     /// Heap bytes in use after the last GC (sum over heap pools that report it), if any do.
@@ -326,10 +332,7 @@ mod tests {
 
     #[test]
     fn roundtrip_full_tables() {
-        let mut s = Snapshot::default();
-        s.time_ns = 5;
-        s.heap_used = 10;
-        s.thread_states = [1, 2, 3, 4, 5, 6];
+        let mut s = Snapshot { time_ns: 5, heap_used: 10, thread_states: [1, 2, 3, 4, 5, 6], ..Default::default() };
         for i in 0..MAX_POOLS + 2 {
             let added = s.push_pool(Pool {
                 name: Name::new(&format!("pool {i}")),
@@ -342,12 +345,28 @@ mod tests {
             assert_eq!(added, i < MAX_POOLS);
         }
         for i in 0..MAX_COLLECTORS {
-            assert!(s.push_collector(GcCollector { name: Name::new("G1 Young Generation"), count: i as u64, time_ms: 1 }));
+            assert!(s.push_collector(GcCollector {
+                name: Name::new("G1 Young Generation"),
+                count: i as u64,
+                time_ms: 1
+            }));
         }
         let mut buf = [0u8; SNAP_BODY_SIZE];
         s.encode(&mut buf);
         assert_eq!(Snapshot::decode(&buf).unwrap(), s);
         assert_eq!(s.heap_used_after_gc(), Some(3 * (MAX_POOLS as u64 / 2)));
+    }
+
+    #[test]
+    fn concurrent_cycles_are_not_pause_time() {
+        let mut s = Snapshot::default();
+        s.push_collector(GcCollector { name: Name::new("ZGC Cycles"), count: 3, time_ms: 900 });
+        s.push_collector(GcCollector { name: Name::new("ZGC Pauses"), count: 9, time_ms: 2 });
+        assert_eq!((s.gc_count(), s.gc_time_ms()), (9, 2));
+        let mut g = Snapshot::default();
+        g.push_collector(GcCollector { name: Name::new("G1 Young Generation"), count: 3, time_ms: 30 });
+        g.push_collector(GcCollector { name: Name::new("G1 Old Generation"), count: 1, time_ms: 50 });
+        assert_eq!((g.gc_count(), g.gc_time_ms()), (4, 80));
     }
 
     #[test]

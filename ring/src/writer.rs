@@ -228,10 +228,9 @@ impl Writer {
     pub fn create(path: &Path, capacity: u64, id: &Identity) -> Result<Writer, CreateError> {
         let capacity = capacity_for_bytes(capacity.saturating_mul(SLOT_SIZE as u64));
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let file_name = path.file_name().ok_or_else(|| CreateError::UnsafeDir {
-            path: path.to_path_buf(),
-            why: "has no file name".into(),
-        })?;
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| CreateError::UnsafeDir { path: path.to_path_buf(), why: "has no file name".into() })?;
         let tmp = dir.join(format!(".{}.{:08x}.tmp", file_name.to_string_lossy(), random_u32()));
         let file = OpenOptions::new()
             .read(true)
@@ -307,7 +306,7 @@ impl Writer {
     }
 
     fn u64_at(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.map.len());
+        assert!(off.is_multiple_of(8) && off + 8 <= self.map.len());
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the mapping lives as
         // long as `self`; AtomicU64 has u64's layout; every access to this word, in this
         // process or a reader's, is an atomic or a read that tolerates tearing.
@@ -315,7 +314,7 @@ impl Writer {
     }
 
     fn u32_at(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.map.len());
+        assert!(off.is_multiple_of(4) && off + 4 <= self.map.len());
         // SAFETY: as in `u64_at`, for a 4-aligned u32.
         unsafe { &*(self.map.as_mut_ptr().add(off) as *const AtomicU32) }
     }
@@ -469,8 +468,6 @@ fn unsafe_zeroed_statfs() -> libc::statfs {
 
 fn cstr(p: &Path) -> Result<std::ffi::CString, CreateError> {
     use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| CreateError::UnsafeDir {
-        path: p.to_path_buf(),
-        why: "contains a NUL byte".into(),
-    })
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| CreateError::UnsafeDir { path: p.to_path_buf(), why: "contains a NUL byte".into() })
 }

@@ -74,7 +74,9 @@ pub fn run(seconds: u64, dir: &Path) -> Result<PathBuf> {
     };
     eprintln!();
     let _ = std::fs::remove_dir_all(&classes);
-    let path = ring_path.or_else(|| find_ring(dir, &prefix)).context("the demo JVM wrote no ring file (see the agent's message above)")?;
+    let path = ring_path
+        .or_else(|| find_ring(dir, &prefix))
+        .context("the demo JVM wrote no ring file (see the agent's message above)")?;
     if !status.success() {
         eprintln!("jvmwatch demo: the workload exited with {status}");
     }
@@ -82,9 +84,11 @@ pub fn run(seconds: u64, dir: &Path) -> Result<PathBuf> {
 }
 
 fn find_ring(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".ring"))
-    })
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".ring")))
 }
 
 fn progress(path: &Path) -> Result<String> {

@@ -105,7 +105,9 @@ pub fn findings(f: &Facts) -> Vec<&'static str> {
         out.push("oom");
     }
     let full = f.heap_after_gc_ratio.unwrap_or(0.0);
-    if f.gc_share >= GC_THRASH_SHARE || (full >= GC_THRASH_HEAP_AFTER_GC && f.gc_share >= GC_THRASH_SHARE_WITH_FULL_HEAP) {
+    if f.gc_share >= GC_THRASH_SHARE
+        || (full >= GC_THRASH_HEAP_AFTER_GC && f.gc_share >= GC_THRASH_SHARE_WITH_FULL_HEAP)
+    {
         out.push("gc_thrash");
     }
     if full >= HEAP_EXHAUSTED_AFTER_GC {

@@ -55,14 +55,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Demo { seconds, dir } => {
-            match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("jvmwatch: demo: {e:#}");
-                    ExitCode::FAILURE
-                }
+        Cmd::Demo { seconds, dir } => match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jvmwatch: demo: {e:#}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }

@@ -146,9 +146,13 @@ pub fn snapshot_json(s: &Snapshot) -> Value {
             })
         })
         .collect();
-    let collectors: Vec<Value> =
-        s.collectors().iter().map(|c| json!({"name": c.name.as_str(), "count": c.count, "time_ms": c.time_ms})).collect();
-    let states: Map<String, Value> = THREAD_STATES.iter().zip(s.thread_states).map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let collectors: Vec<Value> = s
+        .collectors()
+        .iter()
+        .map(|c| json!({"name": c.name.as_str(), "count": c.count, "time_ms": c.time_ms}))
+        .collect();
+    let states: Map<String, Value> =
+        THREAD_STATES.iter().zip(s.thread_states).map(|(k, v)| (k.to_string(), json!(v))).collect();
     json!({
         "time": rfc3339(s.time_ns),
         "heap_used_bytes": s.heap_used,
@@ -228,7 +232,11 @@ pub fn build(
     let now = jvmwatch_ring::now_ns();
     let facts = Facts {
         writer_alive: alive,
-        heartbeat_age_ns: if live.heartbeat_ns == 0 { now.saturating_sub(h.start_ns) } else { now.saturating_sub(live.heartbeat_ns) },
+        heartbeat_age_ns: if live.heartbeat_ns == 0 {
+            now.saturating_sub(h.start_ns)
+        } else {
+            now.saturating_sub(live.heartbeat_ns)
+        },
         interval_ns: h.interval_ns,
         gc_in_progress: live.gc_pause_start_ns != 0,
         gc_share,

