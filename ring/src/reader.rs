@@ -239,6 +239,13 @@ impl Ring {
         read_exact_at(&self.file, buf, off, self.header.file_size)
     }
 
+    /// Reads just the event cursor (one 8-byte `pread`): the cheap "anything new?" check.
+    pub fn cursor(&self) -> Result<u64, ReadError> {
+        let mut b = [0u8; 8];
+        self.read_at(&mut b, hdr::CURSOR as u64)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// Reads the live part of the header.
     pub fn live(&self) -> Result<Live, ReadError> {
         let mut b = vec![0u8; HEADER_SIZE - hdr::STATE];

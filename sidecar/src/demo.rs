@@ -1,15 +1,17 @@
-//! `jvmwatch demo`: runs the bundled demo workload under the agent, shows progress while it
-//! runs, then prints the inspect report of its ring.
+//! `jvmwatch demo`: runs the bundled demo workload under the agent together with the service,
+//! prints the console URL and progress, and on Ctrl-C (or after `--seconds`) stops both and
+//! prints the inspect report of the demo JVM's ring.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use jvmwatch_ring::Ring;
 
 use crate::report;
+use crate::serve::{self, Server};
 
 static DEMO_CLASS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-classes/JvmwatchDemo.class"));
 
@@ -37,58 +39,30 @@ pub fn agent_path() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Runs the demo for `seconds`, writing its ring into `dir`; returns the ring's path.
-pub fn run(seconds: u64, dir: &Path) -> Result<PathBuf> {
+/// Starts the demo workload under the agent; it writes its ring into `dir`. `seconds` = 0
+/// runs until stopped.
+pub fn spawn_workload(dir: &Path, seconds: u64, classes: &Path) -> Result<Child> {
     let agent = agent_path()?;
-    let classes = std::env::temp_dir().join(format!("jvmwatch-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&classes)?;
+    std::fs::create_dir_all(classes)?;
     std::fs::write(classes.join("JvmwatchDemo.class"), DEMO_CLASS)?;
     jvmwatch_ring::ensure_dir(dir)?;
-    let mut child = Command::new(java_command())
+    Command::new(java_command())
         .arg(format!("-agentpath:{}=dir={}", agent.display(), dir.display()))
         .args(["-Xmx256m", "-XX:+UseG1GC", "-cp"])
-        .arg(&classes)
+        .arg(classes)
         .arg("JvmwatchDemo")
         .arg(seconds.to_string())
         .stdin(Stdio::null())
         .spawn()
-        .with_context(|| format!("cannot run {} (install JDK 17+ or set JAVA_HOME)", java_command().display()))?;
-    let prefix = format!("{}-", child.id());
-    let started = Instant::now();
-    let mut ring_path = None;
-    eprintln!("jvmwatch demo: running a {seconds} s workload (pid {}) under the agent", child.id());
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        if ring_path.is_none() {
-            ring_path = find_ring(dir, &prefix);
-        }
-        if let Some(p) = &ring_path {
-            if let Ok(line) = progress(p) {
-                eprint!("\r  [{:>4.1} s / {seconds} s] {line}    ", started.elapsed().as_secs_f64());
-                let _ = std::io::stderr().flush();
-            }
-        }
-    };
-    eprintln!();
-    let _ = std::fs::remove_dir_all(&classes);
-    let path = ring_path
-        .or_else(|| find_ring(dir, &prefix))
-        .context("the demo JVM wrote no ring file (see the agent's message above)")?;
-    if !status.success() {
-        eprintln!("jvmwatch demo: the workload exited with {status}");
-    }
-    Ok(path)
+        .with_context(|| format!("cannot run {} (install JDK 17+ or set JAVA_HOME)", java_command().display()))
 }
 
-fn find_ring(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix) && n.ends_with(".ring")))
+/// The ring written by process `pid` in `dir`, once it exists.
+pub fn find_ring(dir: &Path, pid: u32) -> Option<PathBuf> {
+    let prefix = format!("{pid}-");
+    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".ring"))
+    })
 }
 
 fn progress(path: &Path) -> Result<String> {
@@ -98,9 +72,68 @@ fn progress(path: &Path) -> Result<String> {
     Ok(format!("heap {heap}, {} GC pauses, {} events", live.gc_pauses, live.cursor))
 }
 
-/// Runs the demo and prints its report.
-pub fn main(seconds: u64, dir: &Path) -> Result<()> {
-    let path = run(seconds, dir)?;
+fn stop_child(child: &mut Child) {
+    // SIGTERM lets the JVM shut down cleanly, so its ring records the exit.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `jvmwatch demo`.
+pub fn main(seconds: u64, dir: &Path, listen: &str) -> Result<()> {
+    let cfg = serve::Config::new(dir.to_path_buf(), listen, None)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let classes = std::env::temp_dir().join(format!("jvmwatch-demo-{}", std::process::id()));
+    let path = rt.block_on(async {
+        jvmwatch_ring::ensure_dir(dir)?;
+        let server = Server::start(cfg).await.context("cannot start the service (try --listen 127.0.0.1:0)")?;
+        let mut child = spawn_workload(dir, seconds, &classes)?;
+        let pid = child.id();
+        eprintln!("jvmwatch demo: workload pid {pid} runs under the agent; {}", match seconds {
+            0 => "Ctrl-C stops it".to_string(),
+            s => format!("stops after {s} s (Ctrl-C stops it sooner)"),
+        });
+        let started = Instant::now();
+        let mut ring = None;
+        let stop = serve::wait_for_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => { eprintln!(); break; }
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("\njvmwatch demo: the workload ended ({status})");
+                break;
+            }
+            if ring.is_none() {
+                ring = find_ring(dir, pid);
+                if let Some(p) = &ring {
+                    let id = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    println!("console: http://{}/?jvm={id}", server.addr);
+                    println!("ring:    {}", p.display());
+                }
+            }
+            if let Some(line) = ring.as_deref().and_then(|p| progress(p).ok()) {
+                eprint!("\r  [{:>5.1} s] {line}    ", started.elapsed().as_secs_f64());
+                let _ = std::io::stderr().flush();
+            }
+        }
+        let mut child = child;
+        tokio::task::spawn_blocking(move || stop_child(&mut child)).await?;
+        server.stop().await;
+        ring.or_else(|| find_ring(dir, pid)).context("the demo JVM wrote no ring file (see the agent's message above)")
+    });
+    let _ = std::fs::remove_dir_all(&classes);
+    let path = path?;
     let r = report::inspect(&path, 15)?;
     println!("{}", crate::text::render(&r));
     println!("Inspect it again any time: jvmwatch inspect {}", path.display());

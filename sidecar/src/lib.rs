@@ -4,4 +4,5 @@
 pub mod demo;
 pub mod findings;
 pub mod report;
+pub mod serve;
 pub mod text;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use jvmwatch_sidecar::{demo, report, text};
+use jvmwatch_sidecar::{demo, report, serve, text};
 
 /// Reads jvmwatch ring files — live, or after the JVM exited, was killed or crashed.
 #[derive(Parser, Debug)]
@@ -27,14 +27,29 @@ enum Cmd {
         #[arg(long, default_value_t = 50, value_name = "N")]
         events: usize,
     },
-    /// Run a bundled demo workload under the agent, then inspect it.
+    /// Follow every ring in a directory; serve JSON, SSE, Prometheus metrics and the console.
+    Serve {
+        /// Directory of ring files (default: the agent's default directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Address to listen on. Beyond loopback only with --token-file.
+        #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: String,
+        /// File holding the bearer token for changes (and for all requests beyond loopback).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
+    /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
     Demo {
-        /// How long the workload runs.
-        #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+        /// Stop after this many seconds (0: run until Ctrl-C).
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
         seconds: u64,
         /// Where the ring file goes (default: the agent's default directory).
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+        /// Address for the console.
+        #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: String,
     },
 }
 
@@ -55,7 +70,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Demo { seconds, dir } => match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir)) {
+        Cmd::Serve { dir, listen, token_file } => {
+            let run =
+                serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file).and_then(serve::main);
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jvmwatch: serve: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Demo { seconds, dir, listen } => match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("jvmwatch: demo: {e:#}");

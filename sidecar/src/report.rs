@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use jvmwatch_ring::{Event, Live, ReadError, Record, Ring, Snapshot, THREAD_STATES, UNKNOWN};
+use jvmwatch_ring::{Event, Header, Live, ReadError, Record, Ring, Snapshot, THREAD_STATES, UNKNOWN};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -100,6 +100,7 @@ pub fn event_json(r: &Record) -> Value {
     m.insert("seq".into(), json!(r.seq));
     m.insert("type".into(), json!(r.event.type_name()));
     m.insert("time".into(), json!(rfc3339(r.time_ns)));
+    m.insert("time_ns".into(), json!(r.time_ns));
     match r.event {
         Event::GcPauseStart { gc_id, collector } => {
             m.insert("gc_id".into(), json!(gc_id));
@@ -206,7 +207,39 @@ pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
     Ok(build(&ring, alive, &live, snapshot.as_ref(), &scan.records, scan.lost(), n_events))
 }
 
-/// Builds a report from parts already read (the HTTP service keeps these per JVM).
+/// The verdict and, for a crash, the crash report's path.
+pub fn verdict_of(h: &Header, live: &Live, alive: bool) -> (Verdict, Option<PathBuf>) {
+    let crash_report = if alive || live.state == Some(jvmwatch_ring::State::Exited) {
+        None
+    } else {
+        find_crash_report(&h.cwd, &h.error_file, h.pid, h.start_ns)
+    };
+    let verdict = findings::verdict(alive, live.state, crash_report.is_some());
+    (verdict, crash_report)
+}
+
+/// The facts the findings are judged on. `records` are the recent events (for the GC
+/// window); `oom_seen` whether any resource-exhausted event was ever read.
+pub fn facts(h: &Header, live: &Live, alive: bool, snapshot: Option<&Snapshot>, records: &[Record], oom_seen: bool) -> Facts {
+    let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
+    let heap_after_gc_ratio = snapshot.and_then(|s| {
+        let after = s.heap_used_after_gc()?;
+        (s.heap_max != UNKNOWN && s.heap_max > 0).then(|| after as f64 / s.heap_max as f64)
+    });
+    let now = jvmwatch_ring::now_ns();
+    let beat = if live.heartbeat_ns == 0 { h.start_ns } else { live.heartbeat_ns };
+    Facts {
+        writer_alive: alive,
+        heartbeat_age_ns: now.saturating_sub(beat),
+        interval_ns: h.interval_ns,
+        gc_in_progress: live.gc_pause_start_ns != 0,
+        gc_share: findings::gc_pause_share(records, last_ns, findings::GC_WINDOW_NS),
+        heap_after_gc_ratio,
+        oom: oom_seen || records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
+    }
+}
+
+/// Builds a report from parts already read.
 pub fn build(
     ring: &Ring,
     alive: bool,
@@ -217,38 +250,14 @@ pub fn build(
     n_events: usize,
 ) -> Report {
     let h = ring.header();
-    let crash_report = if alive || live.state == Some(jvmwatch_ring::State::Exited) {
-        None
-    } else {
-        find_crash_report(&h.cwd, &h.error_file, h.pid, h.start_ns)
-    };
-    let verdict = findings::verdict(alive, live.state, crash_report.is_some());
-    let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
-    let gc_share = findings::gc_pause_share(records, last_ns, findings::GC_WINDOW_NS);
-    let heap_after_gc_ratio = snapshot.and_then(|s| {
-        let after = s.heap_used_after_gc()?;
-        (s.heap_max != UNKNOWN && s.heap_max > 0).then(|| after as f64 / s.heap_max as f64)
-    });
-    let now = jvmwatch_ring::now_ns();
-    let facts = Facts {
-        writer_alive: alive,
-        heartbeat_age_ns: if live.heartbeat_ns == 0 {
-            now.saturating_sub(h.start_ns)
-        } else {
-            now.saturating_sub(live.heartbeat_ns)
-        },
-        interval_ns: h.interval_ns,
-        gc_in_progress: live.gc_pause_start_ns != 0,
-        gc_share,
-        heap_after_gc_ratio,
-        oom: records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
-    };
+    let (verdict, crash_report) = verdict_of(h, live, alive);
+    let facts = facts(h, live, alive, snapshot, records, false);
     let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
     Report {
         file: ring.path().to_path_buf(),
         verdict,
-        crash_report: if verdict == Verdict::Crashed { crash_report } else { None },
+        crash_report,
         findings: findings::findings(&facts),
         pid: h.pid,
         hostname: h.hostname.clone(),
@@ -270,7 +279,7 @@ pub fn build(
             pause_total_ms: live.gc_pause_total_ns as f64 / 1e6,
             pause_max_ms: live.gc_pause_max_ns as f64 / 1e6,
             pause_in_progress: live.gc_pause_start_ns != 0,
-            pause_share_10s: gc_share,
+            pause_share_10s: facts.gc_share,
             callback_mean_ns: (cb_n > 0).then(|| cb_total as f64 / cb_n as f64),
             callback_max_ns: cb_max,
         },

@@ -1,0 +1,55 @@
+/**
+ * GC-heavy allocation workload: {@code threads} threads run {@link Alloc#loop}. After
+ * {@code warmupMs} it counts ops for {@code measureMs} and prints one line
+ * {@code RESULT ops=N nanos=N gcs=N gc_ms=N}, then exits.
+ *
+ * <p>Args: threads warmupMs measureMs [churnMs] [keepPerThread]. {@code measureMs <= 0}: run until
+ * killed (bounded by bench.maxMs). {@code churnMs > 0}: also start a short-lived thread every
+ * churnMs (thread start/end events for the crash-survival runs).
+ */
+public final class GcWork {
+    private GcWork() {}
+
+    public static void main(String[] a) throws Exception {
+        int threads = Integer.parseInt(a[0]);
+        long warmupMs = Long.parseLong(a[1]);
+        long measureMs = Long.parseLong(a[2]);
+        long churnMs = a.length > 3 ? Long.parseLong(a[3]) : 0;
+        int keep = a.length > 4 ? Integer.parseInt(a[4]) : 8192;
+        BenchSupport.start();
+        var counts = Alloc.start(threads, keep);
+        if (churnMs > 0) {
+            Thread churn = new Thread(() -> churn(churnMs), "churn");
+            churn.setDaemon(true);
+            churn.start();
+        }
+        System.out.println("STARTED");
+        System.out.flush();
+        if (measureMs <= 0) {
+            Thread.sleep(Long.MAX_VALUE);
+        }
+        Thread.sleep(warmupMs);
+        long o0 = Alloc.sum(counts);
+        long t0 = System.nanoTime();
+        Thread.sleep(measureMs);
+        long o1 = Alloc.sum(counts);
+        long t1 = System.nanoTime();
+        Alloc.stop = true;
+        System.out.println("RESULT ops=" + (o1 - o0) + " nanos=" + (t1 - t0) + BenchSupport.gcSummary());
+        System.out.flush();
+        System.exit(0);
+    }
+
+    private static void churn(long everyMs) {
+        int n = 0;
+        while (!Alloc.stop) {
+            Thread t = new Thread(() -> Alloc.sink += new byte[4096].length, "churn-" + (n++ % 1000));
+            t.start();
+            try {
+                Thread.sleep(everyMs);
+            } catch (InterruptedException e) {
+                return;
+            }
+        }
+    }
+}

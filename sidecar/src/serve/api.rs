@@ -1,0 +1,377 @@
+//! HTTP routes: JSON API, SSE streams, `/metrics`, probes and the console. `docs/http-api.md`
+//! documents every route; keep both in step.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::registry::{event_msg, Msg, Registry};
+use crate::report;
+
+/// Largest `limit` / `events` a client may ask for.
+pub const MAX_LIMIT: u64 = 10_000;
+/// Concurrent SSE subscribers; more get 503.
+pub const MAX_SSE_CLIENTS: usize = 256;
+
+/// Shared by all handlers.
+pub struct App {
+    /// The followed JVMs.
+    pub registry: Arc<Registry>,
+    /// Bearer token, if configured.
+    pub token: Option<String>,
+    /// Require the token on read endpoints too (listening beyond loopback).
+    pub token_for_reads: bool,
+    /// SSE subscribers now.
+    pub sse_clients: AtomicUsize,
+}
+
+type Shared = Arc<App>;
+
+/// A JSON error response.
+pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// The router.
+pub fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/", get(console))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/jvms", get(list))
+        .route("/api/v1/jvms/{id}", get(detail).delete(forget))
+        .route("/api/v1/jvms/{id}/events", get(events))
+        .route("/api/v1/jvms/{id}/live", get(probe_live))
+        .route("/api/v1/jvms/{id}/ready", get(probe_ready))
+        .route("/api/v1/jvms/{id}/stream", get(stream_one))
+        .route("/api/v1/stream", get(stream_all))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(app.clone(), auth))
+        .with_state(app)
+}
+
+/// Compares in time independent of where the first difference is (only the length, which
+/// is not secret, ends the comparison early).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    let mutating = req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
+    let open_path = req.uri().path() == "/healthz";
+    if !mutating && (!app.token_for_reads || open_path) {
+        return next.run(req).await;
+    }
+    let Some(token) = &app.token else {
+        return error(StatusCode::FORBIDDEN, "changes are disabled: start `jvmwatch serve` with --token-file");
+    };
+    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+            r
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks an id from the path; 400 for a malformed one, 404 for an unknown one.
+fn known(app: &App, id: &str) -> Result<(), Response> {
+    if !valid_id(id) {
+        return Err(error(StatusCode::BAD_REQUEST, "malformed JVM id"));
+    }
+    if !app.registry.lock().contains_key(id) {
+        return Err(error(StatusCode::NOT_FOUND, format!("no such JVM: {id}")));
+    }
+    Ok(())
+}
+
+/// Parses an optional unsigned query parameter within `max`.
+fn param(q: &HashMap<String, String>, name: &str, default: u64, max: u64) -> Result<u64, Response> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(error(StatusCode::BAD_REQUEST, format!("{name}: expected an integer 0..={max}, got {v:?}"))),
+        },
+    }
+}
+
+type QueryResult = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+fn query(q: QueryResult) -> Result<HashMap<String, String>, Response> {
+    q.map(|Query(m)| m).map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+async fn console() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-store")], Html(include_str!("console.html")))
+}
+
+async fn healthz(State(app): State<Shared>) -> Json<Value> {
+    Json(json!({ "status": "ok", "jvms": app.registry.lock().len(), "dir": app.registry.dir }))
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    let text = super::metrics::render(&app.registry.lock());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn list(State(app): State<Shared>) -> Json<Value> {
+    Json(Value::Array(app.registry.lock().values().map(|j| j.summary()).collect()))
+}
+
+async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
+    let (q, path, gone) = match (query(q), known(&app, &id)) {
+        (Ok(q), Ok(())) => {
+            let jvms = app.registry.lock();
+            let j = &jvms[id.as_str()];
+            (q, j.path.clone(), j.gone.as_ref().map(|_| j.summary()))
+        }
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let n = match param(&q, "events", 50, MAX_LIMIT) {
+        Ok(n) => n as usize,
+        Err(e) => return e,
+    };
+    if let Some(summary) = gone {
+        return Json(summary).into_response();
+    }
+    match tokio::task::spawn_blocking(move || report::inspect(&path, n)).await {
+        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Err(e)) => error(StatusCode::GONE, format!("ring unreadable: {e}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "inspect failed"),
+    }
+}
+
+async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
+    let q = match query(q).and_then(|q| known(&app, &id).map(|_| q)) {
+        Ok(q) => q,
+        Err(e) => return e,
+    };
+    let (since, limit) = match (param(&q, "since", 0, u64::MAX >> 2), param(&q, "limit", 100, MAX_LIMIT)) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let jvms = app.registry.lock();
+    let j = &jvms[id.as_str()];
+    let (records, next, lost) = match j.ring() {
+        Some(ring) => match ring.scan_limit(since, j.alive, limit) {
+            Ok(s) => {
+                let lost = s.lost();
+                (s.records, s.next, lost)
+            }
+            Err(e) => return error(StatusCode::GONE, format!("ring unreadable: {e}")),
+        },
+        None => {
+            let recs: Vec<_> = j.window.iter().filter(|r| r.seq >= since).take(limit as usize).copied().collect();
+            let next = recs.last().map(|r| r.seq + 1).unwrap_or(since);
+            (recs, next, 0)
+        }
+    };
+    Json(json!({
+        "events": records.iter().map(report::event_json).collect::<Vec<_>>(),
+        "next": next,
+        "lost": lost,
+    }))
+    .into_response()
+}
+
+async fn probe(app: Shared, id: String, ready: bool) -> Response {
+    if let Err(e) = known(&app, &id) {
+        return e;
+    }
+    let jvms = app.registry.lock();
+    let j = &jvms[id.as_str()];
+    let ok = if ready { j.is_ready() } else { j.is_live() };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ok": ok, "verdict": j.verdict, "findings": j.findings }))).into_response()
+}
+
+async fn probe_live(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    probe(app, id, false).await
+}
+
+async fn probe_ready(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    probe(app, id, true).await
+}
+
+async fn forget(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    if let Err(e) = known(&app, &id) {
+        return e;
+    }
+    let path = {
+        let jvms = app.registry.lock();
+        let j = &jvms[id.as_str()];
+        if j.alive {
+            return error(StatusCode::CONFLICT, "the JVM is running; only a dead JVM's ring can be forgotten");
+        }
+        j.path.clone()
+    };
+    let archive = app.registry.dir.join("archive");
+    let moved = jvmwatch_ring::ensure_dir(&archive).map_err(|e| e.to_string()).and_then(|()| {
+        let to: PathBuf = archive.join(path.file_name().unwrap_or_default());
+        match std::fs::rename(&path, &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    match moved {
+        Ok(to) => {
+            app.registry.forget(&id);
+            Json(json!({ "forgotten": id, "archived_to": to })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot archive {}: {e}", path.display())),
+    }
+}
+
+/// Decrements the SSE client count when a stream ends.
+struct SseSlot(Shared);
+
+impl Drop for SseSlot {
+    fn drop(&mut self) {
+        self.0.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn to_sse(m: &Msg, global: bool) -> SseEvent {
+    let e = SseEvent::default().event(m.kind).data(&m.data);
+    match m.seq {
+        Some(s) if global => e.id(format!("{}/{s}", m.jvm)),
+        Some(s) => e.id(s.to_string()),
+        None => e,
+    }
+}
+
+/// Resume point from `Last-Event-ID`: `SEQ` (one JVM's stream) or `JVM/SEQ` (global stream).
+fn last_event_id(h: &HeaderMap) -> Option<(Option<String>, u64)> {
+    let v = h.get("last-event-id")?.to_str().ok()?.trim();
+    match v.rsplit_once('/') {
+        Some((jvm, seq)) => Some((Some(jvm.to_string()), seq.parse().ok()?)),
+        None => Some((None, v.parse().ok()?)),
+    }
+}
+
+fn sse_response(
+    app: Shared,
+    filter: Option<Arc<str>>,
+    initial: Vec<Arc<Msg>>,
+) -> Response {
+    if app.sse_clients.fetch_add(1, Ordering::Relaxed) >= MAX_SSE_CLIENTS {
+        app.sse_clients.fetch_sub(1, Ordering::Relaxed);
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients");
+    }
+    let slot = SseSlot(app.clone());
+    let global = filter.is_none();
+    let rx = app.registry.tx.subscribe();
+    // Replayed and initial messages first, then live ones. A subscriber that falls more than
+    // the broadcast buffer behind is dropped (it can reconnect with Last-Event-ID).
+    let replay_last: HashMap<Arc<str>, u64> =
+        initial.iter().filter_map(|m| m.seq.map(|s| (m.jvm.clone(), s))).collect();
+    let head = stream::iter(initial.into_iter().map(move |m| Ok::<_, Infallible>(to_sse(&m, global))));
+    let live = stream::unfold((rx, slot, replay_last), move |(mut rx, slot, seen)| {
+        let filter = filter.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(m) => {
+                        if filter.as_ref().is_some_and(|f| *f != m.jvm) {
+                            continue;
+                        }
+                        // Skip what the replay already sent.
+                        if let (Some(s), Some(&last)) = (m.seq, seen.get(&m.jvm)) {
+                            if s <= last {
+                                continue;
+                            }
+                        }
+                        return Some((Ok(to_sse(&m, global)), (rx, slot, seen)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(head.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+/// Events after `after` of one JVM, read back from its ring file, plus its snapshot.
+fn replay(app: &App, id: &str, after: Option<u64>) -> Vec<Arc<Msg>> {
+    let jvms = app.registry.lock();
+    let Some(j) = jvms.get(id) else { return Vec::new() };
+    let mut out = vec![Arc::new(j.snapshot_msg())];
+    if let (Some(after), Some(ring)) = (after, j.ring()) {
+        if let Ok(s) = ring.scan_limit(after + 1, j.alive, j.next_seq.saturating_sub(after + 1)) {
+            out.extend(s.records.iter().map(|r| Arc::new(event_msg(&j.id, r))));
+        }
+    }
+    out
+}
+
+async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(e) = known(&app, &id) {
+        return e;
+    }
+    let after = last_event_id(&headers).and_then(|(j, s)| (j.is_none() || j.as_deref() == Some(&id)).then_some(s));
+    let initial = replay(&app, &id, after);
+    let key: Arc<str> = app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.into());
+    sse_response(app, Some(key), initial)
+}
+
+async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let ids: Vec<Arc<str>> = app.registry.lock().keys().cloned().collect();
+    let resume = last_event_id(&headers);
+    let mut initial = Vec::new();
+    for id in ids {
+        let after = match &resume {
+            Some((Some(j), s)) if **j == *id => Some(*s),
+            _ => None,
+        };
+        initial.extend(replay(&app, &id, after));
+    }
+    sse_response(app, None, initial)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("4258-1795611809072-14aae3a5"));
+        assert!(!valid_id("../etc/passwd"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(""));
+        assert!(!valid_id(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(!constant_time_eq(&[0u8; 256], &[]));
+    }
+}

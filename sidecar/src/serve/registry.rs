@@ -1,0 +1,345 @@
+//! The JVMs the service follows: discovery of ring files in the watched directory, and the
+//! follower thread that tails each ring (cursor, events, snapshot, liveness) and publishes
+//! what is new to SSE subscribers.
+//!
+//! The follower is one plain thread polling with `pread`: mapped-file writes raise no inotify
+//! events, and a poll keeps a truncated or vanished file an error rather than a SIGBUS.
+//! Per tick it reads each live ring's 8-byte cursor; only when it moved does it read events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jvmwatch_ring::{Event, Header, Live, Record, Ring, Snapshot};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::findings::{self, Verdict};
+use crate::report::{self, rfc3339};
+
+/// Events kept in memory per JVM (for findings and SSE resume; older ones are re-read from
+/// the ring file on demand).
+pub const WINDOW: usize = 4096;
+/// How often live rings are checked for new events.
+pub const TICK: Duration = Duration::from_millis(5);
+/// How often liveness, snapshot and findings are refreshed.
+pub const REFRESH: Duration = Duration::from_millis(100);
+/// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
+pub const SNAPSHOT_PUSH: Duration = Duration::from_secs(1);
+/// SSE messages buffered for all subscribers together; a subscriber further behind is dropped.
+pub const BROADCAST_CAPACITY: usize = 2048;
+
+/// One message for SSE subscribers.
+#[derive(Debug)]
+pub struct Msg {
+    /// The JVM it is about.
+    pub jvm: Arc<str>,
+    /// Event sequence number (`None` for snapshots).
+    pub seq: Option<u64>,
+    /// SSE event name: the event type, or `snapshot`.
+    pub kind: &'static str,
+    /// JSON data.
+    pub data: String,
+}
+
+/// What the service knows of one JVM.
+pub struct Jvm {
+    /// Id: the ring file's stem.
+    pub id: Arc<str>,
+    /// The ring file.
+    pub path: PathBuf,
+    ring: Option<Ring>,
+    /// Validated header.
+    pub header: Header,
+    /// Live header part, as of the last refresh.
+    pub live: Live,
+    /// Writer alive at the last refresh.
+    pub alive: bool,
+    /// Latest snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// Recent events.
+    pub window: VecDeque<Record>,
+    /// Next sequence number to read.
+    pub next_seq: u64,
+    /// Events lost (overwritten/torn) since the service started following.
+    pub lost: u64,
+    /// A resource-exhausted event was seen.
+    pub oom_seen: bool,
+    /// Current verdict.
+    pub verdict: Verdict,
+    /// Crash report, when crashed.
+    pub crash_report: Option<PathBuf>,
+    /// Current findings.
+    pub findings: Vec<&'static str>,
+    /// Why the file can no longer be read, once it vanished or broke.
+    pub gone: Option<String>,
+    /// Writer gone and everything read: nothing more will change.
+    pub settled: bool,
+}
+
+impl Jvm {
+    fn open(path: &Path) -> Result<Jvm, jvmwatch_ring::ReadError> {
+        let ring = Ring::open(path)?;
+        let id: Arc<str> = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default().into();
+        let header = ring.header().clone();
+        let cursor = ring.cursor()?;
+        let mut j = Jvm {
+            id,
+            path: path.to_path_buf(),
+            header,
+            live: Live::default(),
+            alive: false,
+            snapshot: None,
+            window: VecDeque::new(),
+            // Start with the last WINDOW events; older ones stay readable from the file.
+            next_seq: cursor.saturating_sub(WINDOW as u64),
+            lost: 0,
+            oom_seen: false,
+            verdict: Verdict::Running,
+            crash_report: None,
+            findings: Vec::new(),
+            gone: None,
+            settled: false,
+            ring: Some(ring),
+        };
+        j.refresh();
+        j.read_events(|_| {});
+        j.judge();
+        Ok(j)
+    }
+
+    /// The open ring, unless the file is gone.
+    pub fn ring(&self) -> Option<&Ring> {
+        self.ring.as_ref()
+    }
+
+    fn fail(&mut self, why: String) {
+        self.gone = Some(why);
+        self.ring = None;
+        self.alive = false;
+        self.settled = true;
+    }
+
+    /// Re-reads liveness, the live header part and the snapshot.
+    fn refresh(&mut self) {
+        let Some(ring) = &self.ring else { return };
+        if !self.path.exists() {
+            return self.fail("ring file removed".into());
+        }
+        let alive = ring.writer_alive();
+        match (ring.live(), ring.snapshot()) {
+            (Ok(live), Ok(snap)) => {
+                self.alive = alive;
+                self.live = live;
+                if snap.is_some() {
+                    self.snapshot = snap;
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => self.fail(e.to_string()),
+        }
+    }
+
+    /// Reads new events, handing each to `publish`.
+    fn read_events(&mut self, mut publish: impl FnMut(&Record)) {
+        let Some(ring) = &self.ring else { return };
+        let scan = match ring.cursor().and_then(|c| {
+            if c == self.next_seq {
+                Ok(None)
+            } else {
+                ring.scan_limit(self.next_seq, self.alive, 65_536).map(Some)
+            }
+        }) {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => return self.fail(e.to_string()),
+        };
+        self.lost += scan.lost();
+        self.next_seq = scan.next;
+        for r in scan.records {
+            if matches!(r.event, Event::ResourceExhausted { .. }) {
+                self.oom_seen = true;
+            }
+            publish(&r);
+            if self.window.len() == WINDOW {
+                self.window.pop_front();
+            }
+            self.window.push_back(r);
+        }
+    }
+
+    /// Recomputes verdict and findings.
+    fn judge(&mut self) {
+        if self.gone.is_none() {
+            let (v, crash) = report::verdict_of(&self.header, &self.live, self.alive);
+            self.verdict = v;
+            self.crash_report = crash;
+        }
+        let recent: Vec<Record> = self.window.iter().copied().collect();
+        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &recent, self.oom_seen);
+        self.findings = findings::findings(&facts);
+        if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
+            self.settled = true;
+        }
+    }
+
+    /// The list entry: `id`, `pid`, `verdict`, `findings`, times, app, host, file.
+    pub fn summary(&self) -> Value {
+        json!({
+            "id": &*self.id,
+            "pid": self.header.pid,
+            "verdict": self.verdict,
+            "findings": self.findings,
+            "started_at": rfc3339(self.header.start_ns),
+            "last_heartbeat_at": rfc3339(self.live.heartbeat_ns),
+            "app": (!self.live.app_name.is_empty()).then(|| self.live.app_name.clone()),
+            "hostname": self.header.hostname,
+            "jvm_version": self.header.jvm_version,
+            "collector": self.live.collector.name(),
+            "crash_report": self.crash_report,
+            "file": self.path,
+            "gone": self.gone,
+        })
+    }
+
+    /// The snapshot message for SSE: the summary plus the snapshot and GC pause totals.
+    pub fn snapshot_msg(&self) -> Msg {
+        let mut v = self.summary();
+        v["jvm"] = json!(&*self.id);
+        v["snapshot"] = self.snapshot.as_ref().map(report::snapshot_json).unwrap_or(Value::Null);
+        v["gc"] = json!({
+            "pauses": self.live.gc_pauses,
+            "pause_total_ms": self.live.gc_pause_total_ns as f64 / 1e6,
+            "pause_max_ms": self.live.gc_pause_max_ns as f64 / 1e6,
+        });
+        v["events_total"] = json!(self.live.cursor);
+        Msg { jvm: self.id.clone(), seq: None, kind: "snapshot", data: v.to_string() }
+    }
+
+    /// Live probe: the JVM process is alive and its sampler is not stuck.
+    pub fn is_live(&self) -> bool {
+        self.alive && !self.findings.contains(&"hung")
+    }
+
+    /// Ready probe: live, initialised, no resource exhaustion.
+    pub fn is_ready(&self) -> bool {
+        self.is_live() && self.live.state == Some(jvmwatch_ring::State::Running) && !self.oom_seen
+    }
+}
+
+/// One event record as an SSE message.
+pub fn event_msg(jvm: &Arc<str>, r: &Record) -> Msg {
+    let mut v = report::event_json(r);
+    v["jvm"] = json!(&**jvm);
+    Msg { jvm: jvm.clone(), seq: Some(r.seq), kind: r.event.type_name(), data: v.to_string() }
+}
+
+/// All followed JVMs.
+pub struct Registry {
+    /// The watched directory.
+    pub dir: PathBuf,
+    jvms: Mutex<BTreeMap<Arc<str>, Jvm>>,
+    /// SSE fan-out.
+    pub tx: broadcast::Sender<Arc<Msg>>,
+    stop: AtomicBool,
+}
+
+impl Registry {
+    /// A registry for `dir` (nothing read yet).
+    pub fn new(dir: PathBuf) -> Arc<Registry> {
+        let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Arc::new(Registry { dir, jvms: Mutex::new(BTreeMap::new()), tx, stop: AtomicBool::new(false) })
+    }
+
+    /// Locks the map (a poisoned lock is taken over: the data is plain state).
+    pub fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Jvm>> {
+        self.jvms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Picks up ring files that appeared in the directory.
+    pub fn discover(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let known: Vec<PathBuf> = self.lock().values().map(|j| j.path.clone()).collect();
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".ring") || known.contains(&p) {
+                continue;
+            }
+            if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                continue;
+            }
+            match Jvm::open(&p) {
+                Ok(j) => {
+                    let msg = Arc::new(j.snapshot_msg());
+                    self.lock().insert(j.id.clone(), j);
+                    let _ = self.tx.send(msg);
+                }
+                Err(e) => eprintln!("jvmwatch serve: skipping {}: {e}", p.display()),
+            }
+        }
+    }
+
+    /// Forgets a JVM (after its file was archived).
+    pub fn forget(&self, id: &str) -> Option<Jvm> {
+        self.lock().remove(id)
+    }
+
+    /// One follower tick: new events from every live ring; every `refresh` also liveness,
+    /// snapshot and findings; every `push` a snapshot message per JVM.
+    pub fn tick(&self, refresh: bool, push: bool) {
+        let tx = &self.tx;
+        let mut jvms = self.lock();
+        for j in jvms.values_mut() {
+            if j.settled && !push {
+                continue;
+            }
+            if refresh {
+                j.refresh();
+            }
+            let id = j.id.clone();
+            j.read_events(|r| {
+                let _ = tx.send(Arc::new(event_msg(&id, r)));
+            });
+            if refresh {
+                j.judge();
+            }
+            if push && j.gone.is_none() {
+                let _ = tx.send(Arc::new(j.snapshot_msg()));
+            }
+        }
+    }
+
+    /// Runs the follower until [`Registry::stop`].
+    pub fn follow(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("jvmwatch-follower".into())
+            .spawn(move || {
+                me.discover();
+                let (mut last_refresh, mut last_push) = (Instant::now(), Instant::now());
+                while !me.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    let now = Instant::now();
+                    let refresh = now - last_refresh >= REFRESH;
+                    let push = now - last_push >= SNAPSHOT_PUSH;
+                    if refresh {
+                        last_refresh = now;
+                    }
+                    if push {
+                        last_push = now;
+                        me.discover();
+                    }
+                    me.tick(refresh, push);
+                }
+            })
+            .expect("spawn follower thread")
+    }
+
+    /// Stops the follower.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
