@@ -5,3 +5,4 @@ mod bad_options;
 mod collectors;
 mod hostile_files;
 mod lifecycle;
+mod serve;

@@ -144,3 +144,87 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 pub fn now_ns() -> u64 {
     jvmwatch_ring::now_ns()
 }
+
+pub mod http;
+
+/// A running `jvmwatch serve` on 127.0.0.1 with an OS-chosen port; killed on drop.
+pub struct Service {
+    child: Child,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Service {
+    /// Starts `jvmwatch serve --dir DIR --listen 127.0.0.1:0 EXTRA...` and waits until it listens.
+    pub fn start(dir: &Path, extra: &[&str]) -> Service {
+        use std::io::BufRead;
+        let mut child = Command::new(jvmwatch())
+            .arg("serve")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jvmwatch serve");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("http://").nth(1) {
+                addr = Some(rest.trim_end_matches('/').parse().expect("address"));
+                break;
+            }
+        }
+        // Keep draining stderr so the service never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(|l| eprintln!("[serve] {}", l.unwrap_or_default())));
+        Service { child, addr: addr.expect("serve printed its address") }
+    }
+
+    /// The service process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The JVM list entry with id starting `pid-`, once the service shows it.
+pub fn wait_for_jvm(svc: &Service, pid: u32, verdict: &str) -> Value {
+    wait_for(Duration::from_secs(30), || {
+        let list = http::get(svc.addr, "/api/v1/jvms").json();
+        list.as_array()?.iter().find(|j| j["pid"] == pid && j["verdict"] == verdict).cloned()
+    })
+    .unwrap_or_else(|| panic!("JVM {pid} never showed as {verdict}: {}", http::get(svc.addr, "/api/v1/jvms").text()))
+}
+
+/// Runs `promtool check metrics` on `text`; `None` when promtool is not installed.
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Some(if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    })
+}

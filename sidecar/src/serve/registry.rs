@@ -323,8 +323,8 @@ impl Registry {
                 while !me.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
                     let now = Instant::now();
-                    let refresh = now - last_refresh >= REFRESH;
                     let push = now - last_push >= SNAPSHOT_PUSH;
+                    let refresh = push || now - last_refresh >= REFRESH;
                     if refresh {
                         last_refresh = now;
                     }

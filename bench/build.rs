@@ -1,0 +1,28 @@
+//! Compiles the Java workloads (java/bench) and embeds their class files in the harness
+//! (`$OUT_DIR/classes.rs`), so the binary runs from anywhere: it writes them to a scratch
+//! directory at start.
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let classes = out.join("bench-classes");
+    // Start clean so a class whose source was removed is not embedded any more.
+    let _ = std::fs::remove_dir_all(&classes);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../java/bench");
+    javac_build::compile(&[&src], &classes);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&classes)
+        .expect("read class directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "class"))
+        .collect();
+    files.sort();
+    let mut rs = String::from("/// The Java workloads' class files: (file name, bytes).\npub static CLASSES: &[(&str, &[u8])] = &[\n");
+    for f in &files {
+        let name = f.file_name().expect("file name").to_string_lossy();
+        writeln!(rs, "    ({name:?}, include_bytes!({:?})),", f.display().to_string()).expect("write to string");
+    }
+    rs.push_str("];\n");
+    std::fs::write(out.join("classes.rs"), rs).expect("write classes.rs");
+}

@@ -1,0 +1,148 @@
+//! Child processes: the JVM workloads and the sidecar. Standard output is read line by line on
+//! a thread (so waiting for a line has a deadline); standard error goes to a file whose tail is
+//! quoted when something fails. Every child is killed and reaped when its handle drops.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// A running child with its output lines.
+pub struct Proc {
+    child: Child,
+    what: String,
+    lines: Receiver<String>,
+    stderr_path: PathBuf,
+    /// The child's standard input (piped); dropping it closes it.
+    pub stdin: Option<ChildStdin>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with stdin piped, stdout read into lines, stderr into `stderr_path`.
+    pub fn spawn(mut cmd: Command, what: &str, stderr_path: &Path) -> Result<Proc> {
+        let err = File::create(stderr_path).with_context(|| format!("cannot create {}", stderr_path.display()))?;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .with_context(|| format!("cannot start {what}: {cmd:?}"))?;
+        let out = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Ok(Proc { child, what: what.to_string(), lines, stderr_path: stderr_path.to_path_buf(), stdin })
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for a stdout line starting with `prefix`; returns the rest of it.
+    pub fn expect_line(&mut self, prefix: &str, limit: Duration) -> Result<String> {
+        let end = Instant::now() + limit;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some(rest) = l.strip_prefix(prefix) {
+                        return Ok(rest.trim().to_string());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("{} printed no {prefix:?} line within {limit:?}{}", self.what, self.stderr_tail())
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().ok();
+                    bail!("{} ended ({status:?}) without a {prefix:?} line{}", self.what, self.stderr_tail())
+                }
+            }
+        }
+    }
+
+    /// Waits up to `limit` for the child to exit by itself; kills it after that.
+    pub fn wait(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{} did not exit within {limit:?}; killed{}", self.what, self.stderr_tail());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL now, then reap.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let _ = self.child.kill();
+        Ok(self.child.wait()?)
+    }
+
+    /// SIGTERM, then SIGKILL if still there after `grace`; reaps.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on our own child's pid, which is not reaped yet (try_wait said
+            // it is running), so the pid cannot have been reused.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        let _ = self.wait(grace);
+    }
+
+    /// `: <last lines of stderr>` for error messages, or nothing.
+    pub fn stderr_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.stderr_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.is_empty() {
+            return String::new();
+        }
+        format!(": stderr: {}", lines[lines.len().saturating_sub(6)..].join(" | "))
+    }
+
+    /// CPU time (user + system) the child used so far, ns (from /proc/<pid>/stat).
+    pub fn cpu_ns(&self) -> Option<u64> {
+        cpu_ns(self.pid())
+    }
+
+    /// Resident set size of the child, KiB (from /proc/<pid>/status).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of `pid` in ns.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks * 1_000_000_000 / hz as u64)
+}

@@ -1,0 +1,86 @@
+//! Summaries of repeated measurements: min/median/max and percentiles.
+
+use serde::Serialize;
+
+/// min / median / max (and count) of a set of measurements.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Number of measurements.
+    pub n: usize,
+    /// Smallest.
+    pub min: f64,
+    /// Median (mean of the middle two for an even count).
+    pub median: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Summarises `values`; `None` when there are none.
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Summary { n, min: v[0], median, max: v[n - 1] })
+}
+
+/// Latency percentiles of a sample.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Sample size.
+    pub n: usize,
+    /// 50th percentile.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Nearest-rank percentiles of `values`; `None` when there are none.
+pub fn percentiles(values: &[f64]) -> Option<Percentiles> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    Some(Percentiles { n: v.len(), p50: rank(&v, 50.0), p99: rank(&v, 99.0), max: v[v.len() - 1] })
+}
+
+/// Nearest-rank percentile `p` (0..=100) of sorted `v` (non-empty).
+pub fn rank(v: &[f64], p: f64) -> f64 {
+    let idx = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[idx.clamp(1, v.len()) - 1]
+}
+
+/// Rounds to `digits` significant decimals for output (keeps JSON readable).
+pub fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_of_odd_and_even_counts() {
+        let s = summarize(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.n, s.min, s.median, s.max), (3, 1.0, 2.0, 3.0));
+        let s = summarize(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(s.median, 2.5);
+        assert!(summarize(&[]).is_none());
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = percentiles(&v).unwrap();
+        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        let p = percentiles(&[7.0]).unwrap();
+        assert_eq!((p.p50, p.p99, p.max), (7.0, 7.0, 7.0));
+    }
+}
