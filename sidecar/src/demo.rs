@@ -97,10 +97,13 @@ pub fn main(seconds: u64, dir: &Path, listen: &str) -> Result<()> {
         let server = Server::start(cfg).await.context("cannot start the service (try --listen 127.0.0.1:0)")?;
         let mut child = spawn_workload(dir, seconds, &classes)?;
         let pid = child.id();
-        eprintln!("jvmwatch demo: workload pid {pid} runs under the agent; {}", match seconds {
-            0 => "Ctrl-C stops it".to_string(),
-            s => format!("stops after {s} s (Ctrl-C stops it sooner)"),
-        });
+        eprintln!(
+            "jvmwatch demo: workload pid {pid} runs under the agent; {}",
+            match seconds {
+                0 => "Ctrl-C stops it".to_string(),
+                s => format!("stops after {s} s (Ctrl-C stops it sooner)"),
+            }
+        );
         let started = Instant::now();
         let mut ring = None;
         let stop = serve::wait_for_signal();

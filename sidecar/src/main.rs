@@ -71,8 +71,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Serve { dir, listen, token_file } => {
-            let run =
-                serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file).and_then(serve::main);
+            let run = serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file)
+                .and_then(serve::main);
             match run {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -81,12 +81,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Demo { seconds, dir, listen } => match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("jvmwatch: demo: {e:#}");
-                ExitCode::FAILURE
+        Cmd::Demo { seconds, dir, listen } => {
+            match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jvmwatch: demo: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }

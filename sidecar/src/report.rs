@@ -220,7 +220,14 @@ pub fn verdict_of(h: &Header, live: &Live, alive: bool) -> (Verdict, Option<Path
 
 /// The facts the findings are judged on. `records` are the recent events (for the GC
 /// window); `oom_seen` whether any resource-exhausted event was ever read.
-pub fn facts(h: &Header, live: &Live, alive: bool, snapshot: Option<&Snapshot>, records: &[Record], oom_seen: bool) -> Facts {
+pub fn facts(
+    h: &Header,
+    live: &Live,
+    alive: bool,
+    snapshot: Option<&Snapshot>,
+    records: &[Record],
+    oom_seen: bool,
+) -> Facts {
     let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
     let heap_after_gc_ratio = snapshot.and_then(|s| {
         let after = s.heap_used_after_gc()?;

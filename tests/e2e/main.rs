@@ -3,6 +3,7 @@
 
 mod bad_options;
 mod collectors;
+mod console;
 mod hostile_files;
 mod lifecycle;
 mod serve;

@@ -43,7 +43,9 @@ fn follows_a_jvm_while_it_runs_after_kill_and_after_exit() {
     assert_eq!(ev["next"], 5);
     // Probes.
     assert_eq!(get(svc.addr, &format!("/api/v1/jvms/{id}/live")).status, 200);
-    let ready = wait_for(Duration::from_secs(10), || (get(svc.addr, &format!("/api/v1/jvms/{id}/ready")).status == 200).then_some(()));
+    let ready = wait_for(Duration::from_secs(10), || {
+        (get(svc.addr, &format!("/api/v1/jvms/{id}/ready")).status == 200).then_some(())
+    });
     assert!(ready.is_some());
     // Metrics.
     let m = get(svc.addr, "/metrics");
@@ -60,10 +62,13 @@ fn follows_a_jvm_while_it_runs_after_kill_and_after_exit() {
     // The stream pushes ring events as they happen.
     let mut sse = Sse::open(svc.addr, &format!("/api/v1/jvms/{id}/stream"), None);
     assert_eq!(sse.status, 200);
-    let first = sse.next().unwrap();
+    let first = sse.next_msg().unwrap();
     assert_eq!(first.event, "snapshot");
     assert_eq!(first.json()["jvm"], id.as_str());
-    let live_event = (0..1000).filter_map(|_| sse.next()).find(|m| m.event == "thread_start" || m.event == "gc_pause_end").expect("live events");
+    let live_event = (0..1000)
+        .filter_map(|_| sse.next_msg())
+        .find(|m| m.event == "thread_start" || m.event == "gc_pause_end")
+        .expect("live events");
     assert!(live_event.id.unwrap().parse::<u64>().is_ok());
 
     kill9(&mut jvm);
@@ -95,20 +100,21 @@ fn sse_resumes_after_last_event_id() {
     let id = wait_for_jvm(&svc, jvm.id(), "running")["id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/jvms/{id}/stream");
     let mut sse = Sse::open(svc.addr, &path, None);
-    let ids: Vec<u64> = (0..500).filter_map(|_| sse.next()).filter_map(|m| m.id?.parse().ok()).take(20).collect();
+    let ids: Vec<u64> = (0..500).filter_map(|_| sse.next_msg()).filter_map(|m| m.id?.parse().ok()).take(20).collect();
     assert_eq!(ids.len(), 20);
     assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "consecutive: {ids:?}");
     drop(sse);
     std::thread::sleep(Duration::from_millis(300)); // events keep coming while disconnected
     let resume_after = ids[9];
     let mut again = Sse::open(svc.addr, &path, Some(&resume_after.to_string()));
-    let next: Vec<u64> = (0..500).filter_map(|_| again.next()).filter_map(|m| m.id?.parse().ok()).take(30).collect();
+    let next: Vec<u64> =
+        (0..500).filter_map(|_| again.next_msg()).filter_map(|m| m.id?.parse().ok()).take(30).collect();
     assert_eq!(next.len(), 30);
     let expected: Vec<u64> = (resume_after + 1..resume_after + 31).collect();
     assert_eq!(next, expected, "resumed exactly after Last-Event-ID with nothing skipped or repeated");
     // The global stream resumes with JVM/SEQ ids.
     let mut global = Sse::open(svc.addr, "/api/v1/stream", Some(&format!("{id}/{resume_after}")));
-    let g: Vec<String> = (0..500).filter_map(|_| global.next()).filter_map(|m| m.id).take(3).collect();
+    let g: Vec<String> = (0..500).filter_map(|_| global.next_msg()).filter_map(|m| m.id).take(3).collect();
     assert_eq!(g[0], format!("{id}/{}", resume_after + 1));
     kill9(&mut jvm);
 }
@@ -170,10 +176,20 @@ fn bad_requests_get_json_errors_and_do_not_block_others() {
     let out = run(java_cmd(jdk, &format!("dir={}", dir.path().display()), &[], "Hello", &[], dir.path()));
     assert!(out.status.success());
     let second = wait_for(Duration::from_secs(30), || {
-        get(svc.addr, "/api/v1/jvms").json().as_array()?.iter().find(|j| j["id"] != id.as_str()).map(|j| j["id"].as_str().unwrap().to_string())
+        get(svc.addr, "/api/v1/jvms")
+            .json()
+            .as_array()?
+            .iter()
+            .find(|j| j["id"] != id.as_str())
+            .map(|j| j["id"].as_str().unwrap().to_string())
     })
     .unwrap();
-    std::fs::OpenOptions::new().write(true).open(dir.path().join(format!("{second}.ring"))).unwrap().set_len(5000).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join(format!("{second}.ring")))
+        .unwrap()
+        .set_len(5000)
+        .unwrap();
     let r = get(svc.addr, &format!("/api/v1/jvms/{second}/events?since=0"));
     assert!(r.status == 410 || r.status == 200, "{}", r.status);
     let mut svc = svc;
@@ -211,7 +227,11 @@ fn changes_need_the_bearer_token() {
     // Without a token file, changes are refused outright; and no listening beyond loopback.
     let plain = Service::start(&rings, &[]);
     assert_eq!(request(plain.addr, "DELETE", "/api/v1/jvms/x", &[("Authorization", &auth)]).status, 403);
-    let out = std::process::Command::new(jvmwatch()).args(["serve", "--listen", "0.0.0.0:0", "--dir"]).arg(&rings).output().unwrap();
+    let out = std::process::Command::new(jvmwatch())
+        .args(["serve", "--listen", "0.0.0.0:0", "--dir"])
+        .arg(&rings)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without --token-file"));
 }

@@ -33,14 +33,20 @@ impl Resp {
 
 /// Sends one request (`Connection: close`) and reads the whole response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    request_body(addr, method, path, headers, b"")
+}
+
+/// Like [`request`], with a body.
+pub fn request_body(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body_out: &[u8]) -> Resp {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("Content-Length: 0\r\n\r\n");
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body_out.len()));
     s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body_out).unwrap();
     let mut r = BufReader::new(s);
     let (status, headers) = read_head(&mut r);
     let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
@@ -57,6 +63,9 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
             r.read_exact(&mut chunk).unwrap();
             body.extend_from_slice(&chunk[..n]);
         }
+    } else if let Some(n) = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()) {
+        body = vec![0u8; n];
+        r.read_exact(&mut body).unwrap();
     } else {
         r.read_to_end(&mut body).unwrap();
     }
@@ -71,7 +80,11 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
 fn read_head(r: &mut impl BufRead) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
-    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
     let mut headers = Vec::new();
     loop {
         let mut l = String::new();
@@ -157,7 +170,7 @@ impl Sse {
     }
 
     /// Reads the next message (skipping comments); `None` at end of stream or timeout.
-    pub fn next(&mut self) -> Option<SseMsg> {
+    pub fn next_msg(&mut self) -> Option<SseMsg> {
         let mut msg = SseMsg::default();
         let mut any = false;
         loop {
@@ -176,7 +189,8 @@ impl Sse {
             if line.starts_with(':') {
                 continue;
             }
-            let (k, v) = line.split_once(':').map(|(k, v)| (k, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((&line, ""));
+            let (k, v) =
+                line.split_once(':').map(|(k, v)| (k, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((&line, ""));
             any = true;
             match k {
                 "id" => msg.id = Some(v.to_string()),
@@ -191,4 +205,27 @@ impl Sse {
             }
         }
     }
+}
+
+/// Decodes standard base64 (for WebDriver screenshots).
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for v in s.bytes().filter_map(val) {
+        acc = acc << 6 | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -46,6 +46,16 @@ pub fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
+/// An error from request checking; becomes a JSON error response.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
 /// The router.
 pub fn router(app: Shared) -> Router {
     Router::new()
@@ -79,7 +89,8 @@ async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
         return error(StatusCode::FORBIDDEN, "changes are disabled: start `jvmwatch serve` with --token-file");
     };
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => {
@@ -98,31 +109,31 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// Checks an id from the path; 400 for a malformed one, 404 for an unknown one.
-fn known(app: &App, id: &str) -> Result<(), Response> {
+fn known(app: &App, id: &str) -> Result<(), ApiError> {
     if !valid_id(id) {
-        return Err(error(StatusCode::BAD_REQUEST, "malformed JVM id"));
+        return Err(ApiError(StatusCode::BAD_REQUEST, "malformed JVM id".into()));
     }
     if !app.registry.lock().contains_key(id) {
-        return Err(error(StatusCode::NOT_FOUND, format!("no such JVM: {id}")));
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no such JVM: {id}")));
     }
     Ok(())
 }
 
 /// Parses an optional unsigned query parameter within `max`.
-fn param(q: &HashMap<String, String>, name: &str, default: u64, max: u64) -> Result<u64, Response> {
+fn param(q: &HashMap<String, String>, name: &str, default: u64, max: u64) -> Result<u64, ApiError> {
     match q.get(name) {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(error(StatusCode::BAD_REQUEST, format!("{name}: expected an integer 0..={max}, got {v:?}"))),
+            _ => Err(ApiError(StatusCode::BAD_REQUEST, format!("{name}: expected an integer 0..={max}, got {v:?}"))),
         },
     }
 }
 
 type QueryResult = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn query(q: QueryResult) -> Result<HashMap<String, String>, Response> {
-    q.map(|Query(m)| m).map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))
+fn query(q: QueryResult) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))
 }
 
 async fn console() -> impl IntoResponse {
@@ -149,11 +160,11 @@ async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
             let j = &jvms[id.as_str()];
             (q, j.path.clone(), j.gone.as_ref().map(|_| j.summary()))
         }
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     let n = match param(&q, "events", 50, MAX_LIMIT) {
         Ok(n) => n as usize,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if let Some(summary) = gone {
         return Json(summary).into_response();
@@ -168,11 +179,11 @@ async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
 async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
     let q = match query(q).and_then(|q| known(&app, &id).map(|_| q)) {
         Ok(q) => q,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let (since, limit) = match (param(&q, "since", 0, u64::MAX >> 2), param(&q, "limit", 100, MAX_LIMIT)) {
         (Ok(s), Ok(l)) => (s, l),
-        (Err(e), _) | (_, Err(e)) => return e,
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     let jvms = app.registry.lock();
     let j = &jvms[id.as_str()];
@@ -200,7 +211,7 @@ async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
 
 async fn probe(app: Shared, id: String, ready: bool) -> Response {
     if let Err(e) = known(&app, &id) {
-        return e;
+        return e.into_response();
     }
     let jvms = app.registry.lock();
     let j = &jvms[id.as_str()];
@@ -219,7 +230,7 @@ async fn probe_ready(State(app): State<Shared>, Path(id): Path<String>) -> Respo
 
 async fn forget(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     if let Err(e) = known(&app, &id) {
-        return e;
+        return e.into_response();
     }
     let path = {
         let jvms = app.registry.lock();
@@ -274,11 +285,7 @@ fn last_event_id(h: &HeaderMap) -> Option<(Option<String>, u64)> {
     }
 }
 
-fn sse_response(
-    app: Shared,
-    filter: Option<Arc<str>>,
-    initial: Vec<Arc<Msg>>,
-) -> Response {
+fn sse_response(app: Shared, filter: Option<Arc<str>>, initial: Vec<Arc<Msg>>) -> Response {
     if app.sse_clients.fetch_add(1, Ordering::Relaxed) >= MAX_SSE_CLIENTS {
         app.sse_clients.fetch_sub(1, Ordering::Relaxed);
         return error(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients");
@@ -308,7 +315,9 @@ fn sse_response(
                         }
                         return Some((Ok(to_sse(&m, global)), (rx, slot, seen)));
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return None,
+                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
+                        return None
+                    }
                 }
             }
         }
@@ -331,11 +340,12 @@ fn replay(app: &App, id: &str, after: Option<u64>) -> Vec<Arc<Msg>> {
 
 async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(e) = known(&app, &id) {
-        return e;
+        return e.into_response();
     }
     let after = last_event_id(&headers).and_then(|(j, s)| (j.is_none() || j.as_deref() == Some(&id)).then_some(s));
     let initial = replay(&app, &id, after);
-    let key: Arc<str> = app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.into());
+    let key: Arc<str> =
+        app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.into());
     sse_response(app, Some(key), initial)
 }
 

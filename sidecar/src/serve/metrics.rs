@@ -81,22 +81,29 @@ pub fn render(jvms: &BTreeMap<Arc<str>, Jvm>) -> String {
     let up = o.family("jvm_up", "gauge", "1 while the JVM process holds its ring (alive), else 0.");
     let info = o.family("jvm_info", "gauge", "JVM identity; always 1.");
     let verdict = o.family("jvmwatch_jvms", "gauge", "Followed JVMs by verdict.");
-    let finding = o.family("jvm_finding", "gauge", "1 for each current finding (oom, gc_thrash, heap_exhausted, hung).");
+    let finding =
+        o.family("jvm_finding", "gauge", "1 for each current finding (oom, gc_thrash, heap_exhausted, hung).");
     let mem_used = o.family("jvm_memory_used_bytes", "gauge", "Used bytes of a memory pool.");
     let mem_comm = o.family("jvm_memory_committed_bytes", "gauge", "Committed bytes of a memory pool.");
     let mem_max = o.family("jvm_memory_max_bytes", "gauge", "Maximum bytes of a memory pool (absent when unbounded).");
     let heap_after = o.family("jvm_memory_used_after_gc_bytes", "gauge", "Heap bytes in use after the last GC.");
-    let pause = o.family("jvm_gc_pause_seconds", "summary", "Stop-the-world GC pauses seen by the agent's JVMTI callbacks.");
+    let pause =
+        o.family("jvm_gc_pause_seconds", "summary", "Stop-the-world GC pauses seen by the agent's JVMTI callbacks.");
     let pause_max = o.family("jvm_gc_pause_max_seconds", "gauge", "Longest stop-the-world GC pause.");
     let gc_count = o.family("jvm_gc_collections_total", "counter", "Collections per GC bean.");
-    let gc_time = o.family("jvm_gc_collection_seconds_total", "counter", "Collection time per GC bean (for ZGC/Shenandoah cycle beans: concurrent time).");
+    let gc_time = o.family(
+        "jvm_gc_collection_seconds_total",
+        "counter",
+        "Collection time per GC bean (for ZGC/Shenandoah cycle beans: concurrent time).",
+    );
     let states = o.family("jvm_threads_states", "gauge", "Java threads by state.");
     let live = o.family("jvm_threads_live", "gauge", "Live Java threads.");
     let daemon = o.family("jvm_threads_daemon", "gauge", "Live daemon threads.");
     let cpu = o.family("process_cpu_seconds_total", "counter", "CPU time of the JVM process.");
     let classes = o.family("jvm_classes_loaded", "gauge", "Classes currently loaded.");
     let events = o.family("jvmwatch_events_total", "counter", "Events written to the ring.");
-    let lost = o.family("jvmwatch_events_lost_total", "counter", "Events the service could not read (overwritten or torn).");
+    let lost =
+        o.family("jvmwatch_events_lost_total", "counter", "Events the service could not read (overwritten or torn).");
     let beat = o.family("jvmwatch_heartbeat_age_seconds", "gauge", "Age of the agent's last heartbeat.");
 
     let mut by_verdict: BTreeMap<&str, u64> = BTreeMap::new();

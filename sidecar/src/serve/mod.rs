@@ -53,7 +53,8 @@ impl Config {
             listen.parse().with_context(|| format!("--listen {listen:?}: expected an address like 127.0.0.1:7457"))?;
         let token = match token_file {
             Some(f) => {
-                let t = std::fs::read_to_string(&f).with_context(|| format!("cannot read token file {}", f.display()))?;
+                let t =
+                    std::fs::read_to_string(&f).with_context(|| format!("cannot read token file {}", f.display()))?;
                 let t = t.trim().to_string();
                 if t.len() < 16 {
                     bail!("token in {} is shorter than 16 characters", f.display());
@@ -91,7 +92,8 @@ impl Server {
             token: cfg.token,
             sse_clients: AtomicUsize::new(0),
         });
-        let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        let listener =
+            TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, api::router(app), rx));
