@@ -48,6 +48,11 @@ pub fn java_sources(dir: &Path) -> Vec<PathBuf> {
 /// rerun the build script when any of them changes. Panics with javac's own message on a
 /// compile error (this runs in a build script, where a panic is the error report).
 pub fn compile(src_dirs: &[&Path], out_dir: &Path) {
+    compile_with(src_dirs, &[], out_dir)
+}
+
+/// Like [`compile`], with class directories or jars on the class path.
+pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
     let mut sources = Vec::new();
     for dir in src_dirs {
         println!("cargo:rerun-if-changed={}", dir.display());
@@ -61,9 +66,13 @@ pub fn compile(src_dirs: &[&Path], out_dir: &Path) {
     if sources.is_empty() {
         return;
     }
-    let status = Command::new(javac())
-        .args(["--release", "17", "-encoding", "UTF-8", "-Xlint:-options", "-d"])
-        .arg(out_dir)
+    let mut cmd = Command::new(javac());
+    cmd.args(["--release", "17", "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
+    if !classpath.is_empty() {
+        let cp = std::env::join_paths(classpath).expect("class path");
+        cmd.arg("-cp").arg(cp);
+    }
+    let status = cmd
         .args(&sources)
         .status()
         .unwrap_or_else(|e| panic!("could not run javac ({e}); install JDK 17+ or set JAVA_HOME"));

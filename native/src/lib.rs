@@ -13,6 +13,7 @@ pub mod agent;
 #[allow(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 #[rustfmt::skip]
 pub mod bindings;
+pub mod bridge;
 pub mod callbacks;
 pub mod identity;
 pub mod jvmti;

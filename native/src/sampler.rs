@@ -143,19 +143,8 @@ impl Probe {
     /// # Safety
     /// `jni` must be the current thread's JNIEnv.
     unsafe fn load(jni: *mut sys::JNIEnv) -> Result<Probe, String> {
-        let local = jni!(
-            jni,
-            DefineClass,
-            c"io/jvmwatch/internal/Probe".as_ptr(),
-            ptr::null_mut(),
-            PROBE_CLASS.as_ptr().cast(),
-            PROBE_CLASS.len() as sys::jsize
-        )
-        .unwrap_or(ptr::null_mut());
         // SAFETY: forwarded.
-        if local.is_null() || unsafe { clear_exception(jni) } {
-            return Err("cannot define probe class".into());
-        }
+        let local = unsafe { crate::bridge::define(jni, c"io/jvmwatch/internal/Probe", PROBE_CLASS) }?;
         let class = jni!(jni, NewGlobalRef, local).unwrap_or(ptr::null_mut());
         let mid = |name: &CStr, sig: &CStr| {
             jni!(jni, GetStaticMethodID, class, name.as_ptr(), sig.as_ptr()).unwrap_or(ptr::null_mut())

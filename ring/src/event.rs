@@ -155,6 +155,53 @@ pub enum Event {
         /// What went wrong, truncated to 40 bytes.
         text: Text,
     },
+    /// A collection as the JVM's GC notification reports it (from the in-VM monitor): pauses
+    /// and concurrent cycles (ZGC, Shenandoah, G1 concurrent marking) alike.
+    GcCycle {
+        /// The collector bean's collection number.
+        gc_number: u32,
+        /// Duration as the notification reports it, µs.
+        duration_us: u32,
+        /// Collector bean name (string-table id).
+        collector: u16,
+        /// GC cause, e.g. "System.gc()" (string-table id).
+        cause: u16,
+        /// GC action, e.g. "end of minor GC" (string-table id).
+        action: u16,
+        /// A concurrent cycle (its duration is not a pause).
+        concurrent: bool,
+        /// Heap used before, bytes.
+        before: u64,
+        /// Heap used after, bytes.
+        after: u64,
+    },
+    /// One heap pool before and after the collection `gc_number` (follows its `GcCycle`).
+    GcPool {
+        /// The collection number.
+        gc_number: u32,
+        /// Pool name (string-table id).
+        pool: u16,
+        /// Used before, bytes.
+        before: u64,
+        /// Used after, bytes.
+        after: u64,
+    },
+    /// A deadlock found by the in-VM monitor: one event per deadlocked thread.
+    Deadlock {
+        /// Threads in the deadlock.
+        threads: u8,
+        /// This thread's index among them.
+        index: u8,
+        /// "thread > lock owner", truncated to 38 bytes.
+        text: Text,
+    },
+    /// An application event (`Jvmwatch.event(name, detail)`).
+    AppEvent {
+        /// Event name (string-table id).
+        name: u16,
+        /// Detail, truncated to 38 bytes.
+        detail: Text,
+    },
     /// A type this version does not know (from a newer writer); kept, not interpreted.
     Unknown {
         /// Raw type code.
@@ -182,6 +229,14 @@ pub mod kind {
     pub const DATA_DUMP: u16 = 8;
     /// [`super::Event::AgentWarning`].
     pub const AGENT_WARNING: u16 = 9;
+    /// [`super::Event::GcCycle`].
+    pub const GC_CYCLE: u16 = 10;
+    /// [`super::Event::GcPool`].
+    pub const GC_POOL: u16 = 11;
+    /// [`super::Event::Deadlock`].
+    pub const DEADLOCK: u16 = 12;
+    /// [`super::Event::AppEvent`].
+    pub const APP_EVENT: u16 = 13;
 }
 
 /// Payload words of a slot, plus the type code and bytes used.
@@ -211,6 +266,10 @@ impl Event {
             Event::ResourceExhausted { .. } => "resource_exhausted",
             Event::DataDump => "data_dump",
             Event::AgentWarning { .. } => "agent_warning",
+            Event::GcCycle { .. } => "gc_cycle",
+            Event::GcPool { .. } => "gc_pool",
+            Event::Deadlock { .. } => "deadlock",
+            Event::AppEvent { .. } => "app_event",
             Event::Unknown { .. } => "unknown",
         }
     }
@@ -244,6 +303,33 @@ impl Event {
                 (kind::RESOURCE_EXHAUSTED, text_into(&mut p, 5, detail))
             }
             Event::AgentWarning { ref text } => (kind::AGENT_WARNING, text_into(&mut p, 0, text)),
+            Event::GcCycle { gc_number, duration_us, collector, cause, action, concurrent, before, after } => {
+                p[0..4].copy_from_slice(&gc_number.to_le_bytes());
+                p[4..8].copy_from_slice(&duration_us.to_le_bytes());
+                p[8..10].copy_from_slice(&collector.to_le_bytes());
+                p[10..12].copy_from_slice(&cause.to_le_bytes());
+                p[12..14].copy_from_slice(&action.to_le_bytes());
+                p[14] = concurrent as u8;
+                p[16..24].copy_from_slice(&before.to_le_bytes());
+                p[24..32].copy_from_slice(&after.to_le_bytes());
+                (kind::GC_CYCLE, 32)
+            }
+            Event::GcPool { gc_number, pool, before, after } => {
+                p[0..4].copy_from_slice(&gc_number.to_le_bytes());
+                p[4..6].copy_from_slice(&pool.to_le_bytes());
+                p[8..16].copy_from_slice(&before.to_le_bytes());
+                p[16..24].copy_from_slice(&after.to_le_bytes());
+                (kind::GC_POOL, 24)
+            }
+            Event::Deadlock { threads, index, ref text } => {
+                p[0] = threads;
+                p[1] = index;
+                (kind::DEADLOCK, text_into(&mut p, 2, text))
+            }
+            Event::AppEvent { name, ref detail } => {
+                p[0..2].copy_from_slice(&name.to_le_bytes());
+                (kind::APP_EVENT, text_into(&mut p, 2, detail))
+            }
             Event::Unknown { kind: k } => (k, 0),
         };
         Encoded { kind, len: len as u16, payload: p }
@@ -254,6 +340,7 @@ impl Event {
         let len = (len as usize).min(slot::PAYLOAD_LEN);
         let u64_at = |at: usize| u64::from_le_bytes(p[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(p[at..at + 4].try_into().expect("4 bytes"));
+        let u16_at = |at: usize| u16::from_le_bytes(p[at..at + 2].try_into().expect("2 bytes"));
         let text = |at: usize| Text::from_bytes(&p[at.min(len)..len]);
         match kind {
             kind::VM_INIT => Event::VmInit,
@@ -273,6 +360,21 @@ impl Event {
                 Event::ResourceExhausted { flags: u32_at(0), kind: OomKind::from_u8(p[4]), detail: text(5) }
             }
             kind::AGENT_WARNING => Event::AgentWarning { text: text(0) },
+            kind::GC_CYCLE => Event::GcCycle {
+                gc_number: u32_at(0),
+                duration_us: u32_at(4),
+                collector: u16_at(8),
+                cause: u16_at(10),
+                action: u16_at(12),
+                concurrent: p[14] != 0,
+                before: u64_at(16),
+                after: u64_at(24),
+            },
+            kind::GC_POOL => {
+                Event::GcPool { gc_number: u32_at(0), pool: u16_at(4), before: u64_at(8), after: u64_at(16) }
+            }
+            kind::DEADLOCK => Event::Deadlock { threads: p[0], index: p[1], text: text(2) },
+            kind::APP_EVENT => Event::AppEvent { name: u16_at(0), detail: text(2) },
             k => Event::Unknown { kind: k },
         }
     }
@@ -314,6 +416,19 @@ mod tests {
         roundtrip(Event::ThreadEnd { tid: 42, name: Text::new("worker-1", 36) });
         roundtrip(Event::ResourceExhausted { kind: OomKind::Heap, flags: 3, detail: Text::new("Java heap space", 35) });
         roundtrip(Event::AgentWarning { text: Text::new("sampler fell behind", 40) });
+        roundtrip(Event::GcCycle {
+            gc_number: 3,
+            duration_us: 1500,
+            collector: 1,
+            cause: 2,
+            action: 3,
+            concurrent: true,
+            before: 10,
+            after: 5,
+        });
+        roundtrip(Event::GcPool { gc_number: 3, pool: 4, before: 9, after: 1 });
+        roundtrip(Event::Deadlock { threads: 2, index: 1, text: Text::new("a > b", 38) });
+        roundtrip(Event::AppEvent { name: 7, detail: Text::new("v1.2.3", 38) });
     }
 
     #[test]

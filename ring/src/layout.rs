@@ -19,7 +19,7 @@ pub const SNAPSHOT_SIZE: usize = 2 * SNAPSHOT_BUF_SIZE;
 /// Metrics region (application counters, gauges, histograms).
 pub const METRICS_OFFSET: usize = SNAPSHOT_OFFSET + SNAPSHOT_SIZE;
 /// Size of the metrics region.
-pub const METRICS_SIZE: usize = 64 * 1024;
+pub const METRICS_SIZE: usize = 256 * 1024;
 /// Event ring: `capacity` slots of [`SLOT_SIZE`] bytes.
 pub const EVENTS_OFFSET: usize = METRICS_OFFSET + METRICS_SIZE;
 /// One event slot: a cache line.

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod layout;
+pub mod metrics;
 pub mod reader;
 pub mod snapshot;
 pub mod writer;

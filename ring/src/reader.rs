@@ -239,6 +239,26 @@ impl Ring {
         read_exact_at(&self.file, buf, off, self.header.file_size)
     }
 
+    /// The metrics region: instruments and the string table. Reads only the region header and
+    /// the registered instruments.
+    pub fn metrics(&self) -> Result<(Vec<crate::metrics::Instrument>, Vec<String>), ReadError> {
+        use crate::metrics::{HEADER, INSTRUMENT_SIZE, MAX_INSTRUMENTS};
+        let mut b = vec![0u8; METRICS_SIZE];
+        self.read_at(&mut b[..HEADER], METRICS_OFFSET as u64)?;
+        let count = (u32_at(&b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
+        let end = HEADER + count * INSTRUMENT_SIZE;
+        self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
+        Ok(crate::metrics::decode(&b))
+    }
+
+    /// Just the string table of the metrics region (one 4 KiB read).
+    pub fn strings(&self) -> Result<Vec<String>, ReadError> {
+        let mut b = vec![0u8; METRICS_SIZE];
+        self.read_at(&mut b[..crate::metrics::HEADER], METRICS_OFFSET as u64)?;
+        b[crate::metrics::COUNT..crate::metrics::COUNT + 4].fill(0); // no instruments
+        Ok(crate::metrics::decode(&b).1)
+    }
+
     /// Reads just the event cursor (one 8-byte `pread`): the cheap "anything new?" check.
     pub fn cursor(&self) -> Result<u64, ReadError> {
         let mut b = [0u8; 8];

@@ -19,6 +19,7 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::event::{check, Event};
 use crate::layout::*;
+use crate::metrics;
 use crate::snapshot::Snapshot;
 
 /// Who is writing: stored in the header once, at creation, and covered by the header CRC.
@@ -206,6 +207,8 @@ pub struct Writer {
     snap_gen: AtomicU64,
     /// Guards [`Writer::write_snapshot`] against concurrent use (Acquire/Release: a busy flag).
     snap_busy: AtomicBool,
+    /// Serialises registration of instruments and strings (rare; never on a hot path).
+    registry: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -287,6 +290,7 @@ impl Writer {
             on_tmpfs,
             snap_gen: AtomicU64::new(0),
             snap_busy: AtomicBool::new(false),
+            registry: std::sync::Mutex::new(()),
         })
     }
 
@@ -401,6 +405,118 @@ impl Writer {
             self.u64_at(hdr::APP_NAME + 8 * i).store(u64::from_le_bytes(chunk.try_into().expect("8")), ord);
         }
         true
+    }
+
+    /// Registers (or finds) an instrument by kind and name; returns its index, or `None` when
+    /// the table is full or the name too long. Takes a lock: call once per instrument.
+    pub fn register(&self, kind: metrics::Kind, name: &str) -> Option<usize> {
+        let name = name.as_bytes();
+        if name.is_empty() || name.len() > metrics::ins::NAME_MAX {
+            return None;
+        }
+        let _guard = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let count_word = self.u32_at(METRICS_OFFSET + metrics::COUNT);
+        let count = count_word.load(Ordering::Acquire) as usize;
+        for i in 0..count.min(metrics::MAX_INSTRUMENTS) {
+            let base = self.instrument(i);
+            let k = self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire);
+            if k == kind as u32
+                && self.read_bytes(
+                    base + metrics::ins::NAME,
+                    self.u32_at(base + metrics::ins::NAME_LEN).load(Ordering::Relaxed) as usize,
+                ) == name
+            {
+                return Some(i);
+            }
+        }
+        if count >= metrics::MAX_INSTRUMENTS {
+            return None;
+        }
+        let base = self.instrument(count);
+        self.write_bytes(base + metrics::ins::NAME, name);
+        self.u32_at(base + metrics::ins::NAME_LEN).store(name.len() as u32, Ordering::Relaxed);
+        // Release: the name is visible before the kind that marks the entry in use.
+        self.u32_at(base + metrics::ins::KIND).store(kind as u32, Ordering::Release);
+        count_word.store(count as u32 + 1, Ordering::Release);
+        Some(count)
+    }
+
+    /// Interns a short string (≤ 63 bytes, longer is truncated) into the string table; returns
+    /// its id, or `u16::MAX` when the table is full. Takes a lock: not for GC callbacks.
+    pub fn intern(&self, s: &str) -> u16 {
+        let mut end = s.len().min(metrics::STRING_SIZE - 1);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let s = &s.as_bytes()[..end];
+        let _guard = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let count_word = self.u32_at(METRICS_OFFSET + metrics::STRING_COUNT);
+        let count = (count_word.load(Ordering::Acquire) as usize).min(metrics::MAX_STRINGS);
+        for i in 0..count {
+            let at = METRICS_OFFSET + metrics::STRINGS + i * metrics::STRING_SIZE;
+            let n = self.read_bytes(at, 1)[0] as usize;
+            if self.read_bytes(at + 1, n) == s {
+                return i as u16;
+            }
+        }
+        if count == metrics::MAX_STRINGS {
+            return u16::MAX;
+        }
+        let at = METRICS_OFFSET + metrics::STRINGS + count * metrics::STRING_SIZE;
+        let mut entry = vec![s.len() as u8];
+        entry.extend_from_slice(s);
+        self.write_bytes(at, &entry);
+        count_word.store(count as u32 + 1, Ordering::Release);
+        count as u16
+    }
+
+    fn instrument(&self, i: usize) -> usize {
+        METRICS_OFFSET + metrics::HEADER + i * metrics::INSTRUMENT_SIZE
+    }
+
+    fn stripe(&self, index: usize, stripe: usize, word: usize) -> &AtomicU64 {
+        let s = stripe & (metrics::ins::STRIPE_COUNT - 1);
+        self.u64_at(self.instrument(index) + metrics::ins::STRIPES + s * metrics::ins::STRIPE_SIZE + 8 * word)
+    }
+
+    /// Adds to a counter (Relaxed: a statistic; readers sum the stripes).
+    pub fn counter_add(&self, index: usize, stripe: usize, delta: u64) {
+        self.stripe(index, stripe, 0).fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn gauge_set(&self, index: usize, value: i64) {
+        self.stripe(index, 0, 0).store(value as u64, Ordering::Relaxed);
+    }
+
+    /// Records one duration into a timer.
+    pub fn timer_record(&self, index: usize, stripe: usize, ns: u64) {
+        self.stripe(index, stripe, 0).fetch_add(1, Ordering::Relaxed);
+        self.stripe(index, stripe, 1).fetch_add(ns, Ordering::Relaxed);
+        self.stripe(index, stripe, 2).fetch_max(ns, Ordering::Relaxed);
+        let b = metrics::bucket_of(ns);
+        self.u64_at(self.instrument(index) + metrics::ins::BUCKETS + 8 * b).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The metrics region as a raw pointer and length, for the Java API's direct buffer.
+    /// Every access through it must be atomic (Java VarHandle `getAndAdd` / `setVolatile`).
+    pub fn metrics_region(&self) -> (*mut u8, usize) {
+        // SAFETY: METRICS_OFFSET + METRICS_SIZE is inside the mapping (checked by the layout).
+        (unsafe { self.map.as_mut_ptr().add(METRICS_OFFSET) }, METRICS_SIZE)
+    }
+
+    fn read_bytes(&self, off: usize, n: usize) -> Vec<u8> {
+        assert!(off + n <= self.map.len());
+        // SAFETY: in bounds; these bytes (names, strings) are only written under `registry`,
+        // which the caller holds, before they are published.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(off), n) }.to_vec()
+    }
+
+    fn write_bytes(&self, off: usize, b: &[u8]) {
+        assert!(off + b.len() <= self.map.len());
+        // SAFETY: in bounds; the caller holds `registry` and the entry is not yet published,
+        // so no one else writes these bytes, and readers ignore them until the count/kind says so.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.map.as_mut_ptr().add(off), b.len()) };
     }
 
     /// A stop-the-world pause begins at `now`; returns its pause number. GC-callback safe.

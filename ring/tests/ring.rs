@@ -215,3 +215,53 @@ fn create_in_names_files_uniquely_and_refuses_foreign_dirs() {
     std::os::unix::fs::symlink(d.path(), &link).unwrap();
     assert!(Writer::create_in(&link, 1024, &id).unwrap_err().to_string().contains("symlink"));
 }
+
+#[test]
+fn metrics_region_roundtrips_counters_gauges_timers_and_strings() {
+    use jvmwatch_ring::metrics::{bucket_of, quantile, Kind, MAX_INSTRUMENTS};
+    let d = dir();
+    let w = Arc::new(writer(&d, 1024));
+    let c = w.register(Kind::Counter, "requests{route=/a}").unwrap();
+    assert_eq!(w.register(Kind::Counter, "requests{route=/a}"), Some(c), "registration is idempotent");
+    let g = w.register(Kind::Gauge, "queue.depth").unwrap();
+    let t = w.register(Kind::Timer, "latency").unwrap();
+    assert_ne!(c, g);
+    assert_eq!(w.register(Kind::Gauge, ""), None);
+    assert_eq!(w.register(Kind::Gauge, &"x".repeat(200)), None);
+    let handles: Vec<_> = (0..4)
+        .map(|th| {
+            let w = Arc::clone(&w);
+            std::thread::spawn(move || {
+                for i in 0..10_000u64 {
+                    w.counter_add(c, th, 1);
+                    w.timer_record(t, th, (i % 100 + 1) * 1000);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    w.gauge_set(g, -5);
+    let a = w.intern("System.gc()");
+    assert_eq!(w.intern("System.gc()"), a);
+    let b = w.intern("G1 Young Generation");
+    assert_ne!(a, b);
+    let (ins, strings) = Ring::open(w.path()).unwrap().metrics().unwrap();
+    assert_eq!(strings[a as usize], "System.gc()");
+    assert_eq!(strings[b as usize], "G1 Young Generation");
+    let get = |n: &str| ins.iter().find(|i| i.name == n).unwrap().clone();
+    assert_eq!(get("requests{route=/a}").value, 40_000);
+    assert_eq!(get("queue.depth").gauge(), -5);
+    let lat = get("latency");
+    assert_eq!(lat.value, 40_000);
+    assert_eq!(lat.sum, 4 * 100 * (1..=100u64).map(|v| v * 1000).sum::<u64>());
+    assert_eq!(lat.max, 100_000);
+    assert_eq!(lat.buckets.iter().sum::<u64>(), 40_000);
+    assert_eq!(bucket_of(quantile(&lat.buckets, 0.5, lat.max).unwrap()), bucket_of(50_000));
+    // The table fills up cleanly.
+    for i in 0..MAX_INSTRUMENTS {
+        let _ = w.register(Kind::Counter, &format!("c{i}"));
+    }
+    assert_eq!(w.register(Kind::Counter, "one too many"), None);
+}

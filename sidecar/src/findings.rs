@@ -91,6 +91,8 @@ pub struct Facts {
     pub heap_after_gc_ratio: Option<f64>,
     /// A resource-exhausted event is in the ring.
     pub oom: bool,
+    /// A deadlock event is in the ring.
+    pub deadlock: bool,
 }
 
 /// `hung` when the live writer's heartbeat is older than this many intervals...
@@ -103,6 +105,9 @@ pub fn findings(f: &Facts) -> Vec<&'static str> {
     let mut out = Vec::new();
     if f.oom {
         out.push("oom");
+    }
+    if f.deadlock {
+        out.push("deadlock");
     }
     let full = f.heap_after_gc_ratio.unwrap_or(0.0);
     if f.gc_share >= GC_THRASH_SHARE
@@ -155,6 +160,7 @@ mod tests {
         let base = Facts { interval_ns: 100_000_000, ..Facts::default() };
         assert!(findings(&base).is_empty());
         assert_eq!(findings(&Facts { oom: true, ..base }), ["oom"]);
+        assert_eq!(findings(&Facts { deadlock: true, oom: true, ..base }), ["oom", "deadlock"]);
         assert_eq!(findings(&Facts { gc_share: 0.3, ..base }), ["gc_thrash"]);
         assert_eq!(findings(&Facts { gc_share: 0.06, heap_after_gc_ratio: Some(0.92), ..base }), ["gc_thrash"]);
         assert_eq!(findings(&Facts { gc_share: 0.01, heap_after_gc_ratio: Some(0.97), ..base }), ["heap_exhausted"]);

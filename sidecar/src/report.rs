@@ -92,10 +92,14 @@ pub struct Report {
     pub lost_events: u64,
     /// Ring capacity in events.
     pub ring_capacity: u64,
+    /// Application (and agent) metrics, lifetime figures.
+    pub metrics: Vec<Value>,
 }
 
-/// One event as JSON: `seq`, `type`, `time` and its fields.
-pub fn event_json(r: &Record) -> Value {
+/// One event as JSON: `seq`, `type`, `time` and its fields. `strings` is the ring's string
+/// table, which compact events refer to.
+pub fn event_json(r: &Record, strings: &[String]) -> Value {
+    let s = |id: u16| strings.get(id as usize).map(String::as_str).unwrap_or("?");
     let mut m = Map::new();
     m.insert("seq".into(), json!(r.seq));
     m.insert("type".into(), json!(r.event.type_name()));
@@ -125,6 +129,31 @@ pub fn event_json(r: &Record) -> Value {
         }
         Event::Unknown { kind } => {
             m.insert("code".into(), json!(kind));
+        }
+        Event::GcCycle { gc_number, duration_us, collector, cause, action, concurrent, before, after } => {
+            m.insert("gc_number".into(), json!(gc_number));
+            m.insert("collector".into(), json!(s(collector)));
+            m.insert("cause".into(), json!(s(cause)));
+            m.insert("action".into(), json!(s(action)));
+            m.insert("concurrent".into(), json!(concurrent));
+            m.insert("duration_ms".into(), json!(duration_us as f64 / 1e3));
+            m.insert("heap_before_bytes".into(), json!(before));
+            m.insert("heap_after_bytes".into(), json!(after));
+        }
+        Event::GcPool { gc_number, pool, before, after } => {
+            m.insert("gc_number".into(), json!(gc_number));
+            m.insert("pool".into(), json!(s(pool)));
+            m.insert("before_bytes".into(), json!(before));
+            m.insert("after_bytes".into(), json!(after));
+        }
+        Event::Deadlock { threads, index, text } => {
+            m.insert("threads".into(), json!(threads));
+            m.insert("index".into(), json!(index));
+            m.insert("text".into(), json!(text.as_str()));
+        }
+        Event::AppEvent { name, detail } => {
+            m.insert("name".into(), json!(s(name)));
+            m.insert("detail".into(), json!(detail.as_str()));
         }
         Event::VmInit | Event::VmDeath | Event::DataDump => {}
     }
@@ -204,7 +233,17 @@ pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
     let live = ring.live()?;
     let snapshot = ring.snapshot()?;
     let scan = ring.scan(0, alive)?;
-    Ok(build(&ring, alive, &live, snapshot.as_ref(), &scan.records, scan.lost(), n_events))
+    let (instruments, strings) = ring.metrics()?;
+    let parts = Parts {
+        alive,
+        live: &live,
+        snapshot: snapshot.as_ref(),
+        records: &scan.records,
+        lost: scan.lost(),
+        instruments: &instruments,
+        strings: &strings,
+    };
+    Ok(build(&ring, &parts, n_events))
 }
 
 /// The verdict and, for a crash, the crash report's path.
@@ -219,14 +258,14 @@ pub fn verdict_of(h: &Header, live: &Live, alive: bool) -> (Verdict, Option<Path
 }
 
 /// The facts the findings are judged on. `records` are the recent events (for the GC
-/// window); `oom_seen` whether any resource-exhausted event was ever read.
+/// window); `seen` what was read before them.
 pub fn facts(
     h: &Header,
     live: &Live,
     alive: bool,
     snapshot: Option<&Snapshot>,
     records: &[Record],
-    oom_seen: bool,
+    seen: Seen,
 ) -> Facts {
     let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
     let heap_after_gc_ratio = snapshot.and_then(|s| {
@@ -242,23 +281,44 @@ pub fn facts(
         gc_in_progress: live.gc_pause_start_ns != 0,
         gc_share: findings::gc_pause_share(records, last_ns, findings::GC_WINDOW_NS),
         heap_after_gc_ratio,
-        oom: oom_seen || records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
+        oom: seen.oom || records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
+        deadlock: seen.deadlock || records.iter().any(|r| matches!(r.event, Event::Deadlock { .. })),
     }
 }
 
+/// Events seen earlier than the records at hand (the service keeps these across its window).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    /// A resource-exhausted event.
+    pub oom: bool,
+    /// A deadlock event.
+    pub deadlock: bool,
+}
+
+/// What a report is built from.
+pub struct Parts<'a> {
+    /// Writer alive.
+    pub alive: bool,
+    /// Live header part.
+    pub live: &'a Live,
+    /// Latest snapshot.
+    pub snapshot: Option<&'a Snapshot>,
+    /// Events read.
+    pub records: &'a [Record],
+    /// Events lost.
+    pub lost: u64,
+    /// Metrics region instruments.
+    pub instruments: &'a [jvmwatch_ring::metrics::Instrument],
+    /// String table.
+    pub strings: &'a [String],
+}
+
 /// Builds a report from parts already read.
-pub fn build(
-    ring: &Ring,
-    alive: bool,
-    live: &Live,
-    snapshot: Option<&Snapshot>,
-    records: &[Record],
-    lost: u64,
-    n_events: usize,
-) -> Report {
+pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize) -> Report {
+    let (alive, live, snapshot, records) = (p.alive, p.live, p.snapshot, p.records);
     let h = ring.header();
     let (verdict, crash_report) = verdict_of(h, live, alive);
-    let facts = facts(h, live, alive, snapshot, records, false);
+    let facts = facts(h, live, alive, snapshot, records, Seen::default());
     let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
     Report {
@@ -290,9 +350,10 @@ pub fn build(
             callback_mean_ns: (cb_n > 0).then(|| cb_total as f64 / cb_n as f64),
             callback_max_ns: cb_max,
         },
-        events: records[skip..].iter().map(event_json).collect(),
+        events: records[skip..].iter().map(|r| event_json(r, p.strings)).collect(),
         events_total: live.cursor,
-        lost_events: lost,
+        lost_events: p.lost,
         ring_capacity: h.capacity,
+        metrics: crate::appmetrics::lifetime(p.instruments),
     }
 }

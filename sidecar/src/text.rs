@@ -29,7 +29,7 @@ fn event_line(e: &Value) -> String {
     let mut extra = String::new();
     if let Some(m) = e.as_object() {
         for (k, v) in m {
-            if matches!(k.as_str(), "seq" | "type" | "time") {
+            if matches!(k.as_str(), "seq" | "type" | "time" | "time_ns") {
                 continue;
             }
             let v = match v {
@@ -130,6 +130,21 @@ pub fn render(r: &Report) -> String {
         r.gc.pause_max_ms,
         r.gc.pause_share_10s * 100.0
     );
+    if !r.metrics.is_empty() {
+        let _ = writeln!(o, "metrics:");
+        for m in &r.metrics {
+            let name = m["name"].as_str().unwrap_or("?");
+            let line = match m["kind"].as_str() {
+                Some("timer") => {
+                    let f = |k: &str| m[k].as_f64().map(|v| format!("{v:.3} ms")).unwrap_or_else(|| "-".into());
+                    let (mean, p50, p95, p99, max) = (f("mean_ms"), f("p50_ms"), f("p95_ms"), f("p99_ms"), f("max_ms"));
+                    format!("count {}  mean {mean}  p50 {p50}  p95 {p95}  p99 {p99}  max {max}", m["count"])
+                }
+                _ => format!("{}", m["value"]),
+            };
+            let _ = writeln!(o, "  {:<7} {name:<40} {line}", m["kind"].as_str().unwrap_or(""));
+        }
+    }
     let _ = writeln!(
         o,
         "events:    last {} of {} written, {} lost, ring holds {}",

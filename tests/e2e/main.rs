@@ -1,6 +1,7 @@
 //! End-to-end tests: real JVMs with the real agent, the real `jvmwatch` binary, real files.
 //! Run after `cargo build --release` (scripts/test.sh does both).
 
+mod app_metrics;
 mod bad_options;
 mod collectors;
 mod console;

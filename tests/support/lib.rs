@@ -9,6 +9,8 @@ use serde_json::Value;
 
 /// Directory holding the compiled scenario classes.
 pub const SCENARIOS: &str = env!("SCENARIO_CLASSES");
+/// The io.jvmwatch API jar (target/<profile>/jvmwatch-api.jar).
+pub const API_JAR: &str = env!("API_JAR");
 
 /// `target/<profile>` of this build: the test binary lives in `target/<profile>/deps`.
 pub fn target_dir() -> PathBuf {
@@ -84,15 +86,30 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("jvmwatch-e2e-").tempdir().expect("tempdir")
 }
 
-/// `java -agentpath:<agent>=<opts> <jvm_args> -cp <scenarios> <main> <args>`, run in `cwd`.
+/// `java -agentpath:<agent>=<opts> <jvm_args> -cp <scenarios>:<api jar> <main> <args>`, run in
+/// `cwd`. `agent_opts` = `None` runs without the agent.
 pub fn java_cmd(jdk: &Jdk, agent_opts: &str, jvm_args: &[&str], main: &str, args: &[&str], cwd: &Path) -> Command {
+    java_cmd_opt(jdk, Some(agent_opts), jvm_args, main, args, cwd)
+}
+
+/// Like [`java_cmd`]; `None` runs without the agent.
+pub fn java_cmd_opt(
+    jdk: &Jdk,
+    agent_opts: Option<&str>,
+    jvm_args: &[&str],
+    main: &str,
+    args: &[&str],
+    cwd: &Path,
+) -> Command {
     let mut c = Command::new(&jdk.java);
-    c.current_dir(cwd)
-        .arg(format!("-agentpath:{}={agent_opts}", agent().display()))
-        .args(["-XX:-CreateCoredumpOnCrash", "-Xshare:auto"])
+    c.current_dir(cwd);
+    if let Some(opts) = agent_opts {
+        c.arg(format!("-agentpath:{}={opts}", agent().display()));
+    }
+    c.args(["-XX:-CreateCoredumpOnCrash", "-Xshare:auto"])
         .args(jvm_args)
         .arg("-cp")
-        .arg(SCENARIOS)
+        .arg(format!("{SCENARIOS}:{API_JAR}"))
         .arg(main)
         .args(args)
         .stdin(Stdio::null());

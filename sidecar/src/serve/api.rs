@@ -65,6 +65,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/jvms", get(list))
         .route("/api/v1/jvms/{id}", get(detail).delete(forget))
         .route("/api/v1/jvms/{id}/events", get(events))
+        .route("/api/v1/jvms/{id}/metrics", get(app_metrics))
         .route("/api/v1/jvms/{id}/live", get(probe_live))
         .route("/api/v1/jvms/{id}/ready", get(probe_ready))
         .route("/api/v1/jvms/{id}/stream", get(stream_one))
@@ -187,6 +188,7 @@ async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
     };
     let jvms = app.registry.lock();
     let j = &jvms[id.as_str()];
+    let strings = &j.strings;
     let (records, next, lost) = match j.ring() {
         Some(ring) => match ring.scan_limit(since, j.alive, limit) {
             Ok(s) => {
@@ -202,11 +204,26 @@ async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
         }
     };
     Json(json!({
-        "events": records.iter().map(report::event_json).collect::<Vec<_>>(),
+        "events": records.iter().map(|r| report::event_json(r, strings)).collect::<Vec<_>>(),
         "next": next,
         "lost": lost,
     }))
     .into_response()
+}
+
+async fn app_metrics(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
+    let q = match query(q).and_then(|q| known(&app, &id).map(|_| q)) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let window = match param(&q, "window", super::registry::DEFAULT_WINDOW_S, super::registry::METRICS_HISTORY as u64) {
+        Ok(w) if w > 0 => w,
+        Ok(_) => return error(StatusCode::BAD_REQUEST, "window: must be at least 1 second"),
+        Err(e) => return e.into_response(),
+    };
+    let jvms = app.registry.lock();
+    let j = &jvms[id.as_str()];
+    Json(json!({ "window_s": window, "metrics": j.metrics_window(window) })).into_response()
 }
 
 async fn probe(app: Shared, id: String, ready: bool) -> Response {
@@ -332,7 +349,7 @@ fn replay(app: &App, id: &str, after: Option<u64>) -> Vec<Arc<Msg>> {
     let mut out = vec![Arc::new(j.snapshot_msg())];
     if let (Some(after), Some(ring)) = (after, j.ring()) {
         if let Ok(s) = ring.scan_limit(after + 1, j.alive, j.next_seq.saturating_sub(after + 1)) {
-            out.extend(s.records.iter().map(|r| Arc::new(event_msg(&j.id, r))));
+            out.extend(s.records.iter().map(|r| Arc::new(event_msg(&j.id, r, &j.strings))));
         }
     }
     out

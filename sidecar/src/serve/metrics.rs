@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use jvmwatch_ring::{THREAD_STATES, UNKNOWN};
 
+use jvmwatch_ring::metrics::{quantile, Instrument, Kind};
+
 use super::registry::Jvm;
+use crate::appmetrics::split_name;
 
 /// Escapes a label value (backslash, double quote, newline).
 fn esc(v: &str) -> String {
@@ -27,9 +30,9 @@ fn esc(v: &str) -> String {
 }
 
 struct Family {
-    name: &'static str,
+    name: String,
     kind: &'static str,
-    help: &'static str,
+    help: String,
     lines: String,
 }
 
@@ -38,18 +41,18 @@ struct Out {
 }
 
 impl Out {
-    fn family(&mut self, name: &'static str, kind: &'static str, help: &'static str) -> usize {
+    fn family(&mut self, name: &str, kind: &'static str, help: &str) -> usize {
         if let Some(i) = self.families.iter().position(|f| f.name == name) {
             return i;
         }
-        self.families.push(Family { name, kind, help, lines: String::new() });
+        self.families.push(Family { name: name.to_string(), kind, help: help.to_string(), lines: String::new() });
         self.families.len() - 1
     }
 
     /// Adds one sample; `suffix` is appended to the family name (`_sum`, `_count`).
     fn sample(&mut self, fam: usize, suffix: &str, labels: &[(&str, &str)], value: f64) {
         let f = &mut self.families[fam];
-        f.lines.push_str(f.name);
+        f.lines.push_str(&f.name);
         f.lines.push_str(suffix);
         if !labels.is_empty() {
             f.lines.push('{');
@@ -173,11 +176,75 @@ pub fn render(jvms: &BTreeMap<Arc<str>, Jvm>) -> String {
         if j.live.heartbeat_ns != 0 {
             o.sample(beat, "", &l, now.saturating_sub(j.live.heartbeat_ns) as f64 / 1e9);
         }
+        app_metrics(&mut o, id, j.instruments());
     }
     for v in ["running", "exited", "killed", "crashed"] {
         o.sample(verdict, "", &[("verdict", v)], by_verdict.get(v).copied().unwrap_or(0) as f64);
     }
     o.render()
+}
+
+/// A Prometheus metric name for an instrument name: `http.requests` → `app_http_requests`;
+/// names the agent itself registers (`jvm.…`) keep their own prefix.
+fn prom_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    if !name.starts_with("jvm.") {
+        out.push_str("app_");
+    }
+    for c in name.chars() {
+        out.push(if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' });
+    }
+    out
+}
+
+fn label_name(k: &str) -> String {
+    let mut s: String = k.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    if s.is_empty()
+        || s.starts_with(|c: char| c.is_ascii_digit())
+        || s.starts_with("__")
+        || s == "jvm"
+        || s == "quantile"
+    {
+        s.insert_str(0, "tag_");
+    }
+    s
+}
+
+fn app_metrics(o: &mut Out, jvm: &str, instruments: &[Instrument]) {
+    for i in instruments {
+        let (name, tags) = split_name(&i.name);
+        let base = prom_name(name);
+        let keys: Vec<String> = tags.iter().map(|(k, _)| label_name(k)).collect();
+        let mut labels: Vec<(&str, &str)> = vec![("jvm", jvm)];
+        labels.extend(keys.iter().map(String::as_str).zip(tags.iter().map(|(_, v)| *v)));
+        match i.kind {
+            Kind::Counter => {
+                let f = o.family(&format!("{base}_total"), "counter", &format!("Application counter {name}."));
+                o.sample(f, "", &labels, i.value as f64);
+            }
+            Kind::Gauge => {
+                let f = o.family(&base, "gauge", &format!("Gauge {name}."));
+                o.sample(f, "", &labels, i.gauge() as f64);
+            }
+            Kind::Timer => {
+                let f = o.family(
+                    &format!("{base}_seconds"),
+                    "summary",
+                    &format!("Application timer {name} (lifetime quantiles from log-linear buckets)."),
+                );
+                for q in [0.5, 0.95, 0.99] {
+                    if let Some(v) = quantile(&i.buckets, q, i.max) {
+                        let qs = q.to_string();
+                        let mut l = labels.clone();
+                        l.push(("quantile", &qs));
+                        o.sample(f, "", &l, v as f64 / 1e9);
+                    }
+                }
+                o.sample(f, "_sum", &labels, i.sum as f64 / 1e9);
+                o.sample(f, "_count", &labels, i.value as f64);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +255,15 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(esc(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(esc("x\ny"), "x\\ny");
+    }
+
+    #[test]
+    fn instrument_names_become_prometheus_names() {
+        assert_eq!(prom_name("http.requests"), "app_http_requests");
+        assert_eq!(prom_name("jvm.buffer.used_bytes"), "jvm_buffer_used_bytes");
+        assert_eq!(label_name("route"), "route");
+        assert_eq!(label_name("jvm"), "tag_jvm");
+        assert_eq!(label_name("1x"), "tag_1x");
     }
 
     #[test]

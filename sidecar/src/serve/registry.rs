@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use jvmwatch_ring::metrics::Instrument;
 use jvmwatch_ring::{Event, Header, Live, Record, Ring, Snapshot};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -28,6 +29,10 @@ pub const TICK: Duration = Duration::from_millis(5);
 pub const REFRESH: Duration = Duration::from_millis(100);
 /// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
 pub const SNAPSHOT_PUSH: Duration = Duration::from_secs(1);
+/// Metrics reads kept per JVM (one per second: five minutes).
+pub const METRICS_HISTORY: usize = 300;
+/// Window of the metrics in snapshot messages, seconds.
+pub const DEFAULT_WINDOW_S: u64 = 60;
 /// SSE messages buffered for all subscribers together; a subscriber further behind is dropped.
 pub const BROADCAST_CAPACITY: usize = 2048;
 
@@ -65,8 +70,12 @@ pub struct Jvm {
     pub next_seq: u64,
     /// Events lost (overwritten/torn) since the service started following.
     pub lost: u64,
-    /// A resource-exhausted event was seen.
-    pub oom_seen: bool,
+    /// Resource-exhaustion or deadlock events seen (they may have left the window).
+    pub seen: report::Seen,
+    /// The ring's string table (names that compact events refer to).
+    pub strings: Vec<String>,
+    /// Metrics region reads, one per second, newest last (for windows up to 5 minutes).
+    pub metrics_hist: VecDeque<(u64, Vec<Instrument>)>,
     /// Current verdict.
     pub verdict: Verdict,
     /// Crash report, when crashed.
@@ -96,7 +105,9 @@ impl Jvm {
             // Start with the last WINDOW events; older ones stay readable from the file.
             next_seq: cursor.saturating_sub(WINDOW as u64),
             lost: 0,
-            oom_seen: false,
+            seen: report::Seen::default(),
+            strings: Vec::new(),
+            metrics_hist: VecDeque::new(),
             verdict: Verdict::Running,
             crash_report: None,
             findings: Vec::new(),
@@ -105,7 +116,8 @@ impl Jvm {
             ring: Some(ring),
         };
         j.refresh();
-        j.read_events(|_| {});
+        j.read_events(|_, _| {});
+        j.sample_metrics();
         j.judge();
         Ok(j)
     }
@@ -142,7 +154,7 @@ impl Jvm {
     }
 
     /// Reads new events, handing each to `publish`.
-    fn read_events(&mut self, mut publish: impl FnMut(&Record)) {
+    fn read_events(&mut self, mut publish: impl FnMut(&Record, &[String])) {
         let Some(ring) = &self.ring else { return };
         let scan = match ring.cursor().and_then(|c| {
             if c == self.next_seq {
@@ -157,11 +169,22 @@ impl Jvm {
         };
         self.lost += scan.lost();
         self.next_seq = scan.next;
-        for r in scan.records {
-            if matches!(r.event, Event::ResourceExhausted { .. }) {
-                self.oom_seen = true;
+        let refers_to_strings = scan
+            .records
+            .iter()
+            .any(|r| matches!(r.event, Event::GcCycle { .. } | Event::GcPool { .. } | Event::AppEvent { .. }));
+        if refers_to_strings {
+            if let Ok(s) = ring.strings() {
+                self.strings = s;
             }
-            publish(&r);
+        }
+        for r in scan.records {
+            match r.event {
+                Event::ResourceExhausted { .. } => self.seen.oom = true,
+                Event::Deadlock { .. } => self.seen.deadlock = true,
+                _ => {}
+            }
+            publish(&r, &self.strings);
             if self.window.len() == WINDOW {
                 self.window.pop_front();
             }
@@ -177,11 +200,40 @@ impl Jvm {
             self.crash_report = crash;
         }
         let recent: Vec<Record> = self.window.iter().copied().collect();
-        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &recent, self.oom_seen);
+        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &recent, self.seen);
         self.findings = findings::findings(&facts);
         if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
             self.settled = true;
         }
+    }
+
+    /// Reads the metrics region into the history (once per second).
+    fn sample_metrics(&mut self) {
+        let Some(ring) = &self.ring else { return };
+        if let Ok((ins, strings)) = ring.metrics() {
+            self.strings = strings;
+            if self.metrics_hist.len() > METRICS_HISTORY {
+                self.metrics_hist.pop_front();
+            }
+            self.metrics_hist.push_back((jvmwatch_ring::now_ns(), ins));
+        }
+    }
+
+    /// Application metrics over (up to) the last `secs` seconds: rates, averages, percentiles.
+    pub fn metrics_window(&self, secs: u64) -> Value {
+        let Some((t1, now)) = self.metrics_hist.back() else { return json!([]) };
+        let cutoff = t1.saturating_sub(secs * 1_000_000_000);
+        let (t0, then) = self.metrics_hist.iter().find(|(t, _)| *t >= cutoff).expect("non-empty");
+        let span = (t1 - t0) as f64 / 1e9;
+        if span <= 0.0 {
+            return json!(crate::appmetrics::lifetime(now));
+        }
+        json!(crate::appmetrics::window(now, then, span))
+    }
+
+    /// The latest metrics read.
+    pub fn instruments(&self) -> &[Instrument] {
+        self.metrics_hist.back().map(|(_, i)| i.as_slice()).unwrap_or(&[])
     }
 
     /// The list entry: `id`, `pid`, `verdict`, `findings`, times, app, host, file.
@@ -214,6 +266,7 @@ impl Jvm {
             "pause_max_ms": self.live.gc_pause_max_ns as f64 / 1e6,
         });
         v["events_total"] = json!(self.live.cursor);
+        v["metrics"] = self.metrics_window(DEFAULT_WINDOW_S);
         Msg { jvm: self.id.clone(), seq: None, kind: "snapshot", data: v.to_string() }
     }
 
@@ -224,13 +277,13 @@ impl Jvm {
 
     /// Ready probe: live, initialised, no resource exhaustion.
     pub fn is_ready(&self) -> bool {
-        self.is_live() && self.live.state == Some(jvmwatch_ring::State::Running) && !self.oom_seen
+        self.is_live() && self.live.state == Some(jvmwatch_ring::State::Running) && !self.seen.oom
     }
 }
 
 /// One event record as an SSE message.
-pub fn event_msg(jvm: &Arc<str>, r: &Record) -> Msg {
-    let mut v = report::event_json(r);
+pub fn event_msg(jvm: &Arc<str>, r: &Record, strings: &[String]) -> Msg {
+    let mut v = report::event_json(r, strings);
     v["jvm"] = json!(&**jvm);
     Msg { jvm: jvm.clone(), seq: Some(r.seq), kind: r.event.type_name(), data: v.to_string() }
 }
@@ -300,9 +353,12 @@ impl Registry {
                 j.refresh();
             }
             let id = j.id.clone();
-            j.read_events(|r| {
-                let _ = tx.send(Arc::new(event_msg(&id, r)));
+            j.read_events(|r, strings| {
+                let _ = tx.send(Arc::new(event_msg(&id, r, strings)));
             });
+            if push {
+                j.sample_metrics();
+            }
             if refresh {
                 j.judge();
             }

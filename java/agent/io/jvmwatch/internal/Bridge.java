@@ -1,0 +1,45 @@
+package io.jvmwatch.internal;
+
+import java.nio.ByteBuffer;
+
+/**
+ * The natives of the jvmwatch agent. Defined by the agent in the bootstrap class loader at VM
+ * init, with every method registered through JNI RegisterNatives (native/src/bridge.rs), so
+ * any class loader finds it with {@code Class.forName("io.jvmwatch.internal.Bridge", true,
+ * null)}. When the agent is not loaded the class does not exist, and the io.jvmwatch API runs
+ * as a no-op.
+ */
+public final class Bridge {
+    private Bridge() {}
+
+    /** A direct buffer over the ring's metrics region; use only atomic VarHandle access. */
+    public static native ByteBuffer metrics();
+
+    /** Registers (or finds) an instrument: kind 1 counter, 2 gauge, 3 timer. -1 if full. */
+    public static native int register(int kind, String name);
+
+    /** Interns a short string in the ring's string table; its id, or 65535 when full. */
+    public static native int intern(String s);
+
+    /** Writes an application event: name (string id) and detail. */
+    public static native void event(int name, String detail);
+
+    /** Sets the application name in the ring header (first call wins). */
+    public static native void app(String name);
+
+    /** Writes a gc_cycle event. */
+    public static native void gcCycle(int gcNumber, long durationUs, int collector, int cause, int action,
+            boolean concurrent, long before, long after);
+
+    /** Writes a gc_pool event. */
+    public static native void gcPool(int gcNumber, int pool, long before, long after);
+
+    /** Writes a deadlock event for one thread of a deadlock. */
+    public static native void deadlock(int threads, int index, String text);
+
+    /** Writes an agent_warning event. */
+    public static native void warn(String text);
+
+    /** Sets a gauge registered with {@link #register}. */
+    public static native void gaugeSet(int index, long value);
+}

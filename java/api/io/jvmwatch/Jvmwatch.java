@@ -1,0 +1,168 @@
+package io.jvmwatch;
+
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+
+/**
+ * Application metrics into the jvmwatch ring file — the same crash-surviving file the agent
+ * writes GC, heap and thread status into.
+ *
+ * <pre>{@code
+ * Counter requests = Jvmwatch.counter("http.requests", "route", "/orders");
+ * Timer latency = Jvmwatch.timer("http.latency", "route", "/orders");
+ * Gauge queue = Jvmwatch.gauge("queue.depth");
+ * long t0 = System.nanoTime();
+ * handle(request);
+ * latency.record(System.nanoTime() - t0);
+ * requests.increment();
+ * queue.set(workQueue.size());
+ * Jvmwatch.event("deploy", "v1.4.2");
+ * }</pre>
+ *
+ * Instruments are registered once by name and tags and then recorded lock-free, straight into
+ * the mapped file (atomic adds through a VarHandle; no JNI on the recording path). Without the
+ * agent every call is a no-op costing one branch. Names plus tags are at most 120 bytes; the
+ * file holds up to 126 instruments (beyond that, new instruments are no-ops).
+ */
+public final class Jvmwatch {
+    private Jvmwatch() {}
+
+    static final VarHandle LONGS = MethodHandles.byteBufferViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
+    /** The metrics region, or null when the agent is not loaded. */
+    static final ByteBuffer BUF;
+    private static final MethodHandle REGISTER;
+    private static final MethodHandle INTERN;
+    private static final MethodHandle EVENT;
+    private static final MethodHandle APP;
+
+    // Layout of the metrics region (ring/src/metrics.rs; docs/ring-format.md).
+    static final int HEADER = 4096;
+    static final int INSTRUMENT_SIZE = 2048;
+    static final int STRIPES = 128;
+    static final int STRIPE_SHIFT = 6; // 64-byte stripes
+    static final int STRIPE_MASK = 7; // 8 stripes
+    static final int BUCKETS = STRIPES + 8 * 64;
+    static final int BUCKET_COUNT = 116;
+
+    static {
+        ByteBuffer buf = null;
+        MethodHandle register = null, intern = null, event = null, app = null;
+        try {
+            Class<?> bridge = Class.forName("io.jvmwatch.internal.Bridge", true, null);
+            MethodHandles.Lookup l = MethodHandles.publicLookup();
+            buf = (ByteBuffer) l.findStatic(bridge, "metrics", MethodType.methodType(ByteBuffer.class)).invoke();
+            register = l.findStatic(bridge, "register", MethodType.methodType(int.class, int.class, String.class));
+            intern = l.findStatic(bridge, "intern", MethodType.methodType(int.class, String.class));
+            event = l.findStatic(bridge, "event", MethodType.methodType(void.class, int.class, String.class));
+            app = l.findStatic(bridge, "app", MethodType.methodType(void.class, String.class));
+        } catch (Throwable noAgent) {
+            buf = null;
+        }
+        BUF = buf;
+        REGISTER = register;
+        INTERN = intern;
+        EVENT = event;
+        APP = app;
+    }
+
+    /** True when the agent is loaded and metrics reach the ring file. */
+    public static boolean active() {
+        return BUF != null;
+    }
+
+    /** A counter (requests, bytes, errors, tasks done). {@code tags} are key, value pairs. */
+    public static Counter counter(String name, String... tags) {
+        return new Counter(register(1, name, tags));
+    }
+
+    /** A gauge (queue depth, pool size). */
+    public static Gauge gauge(String name, String... tags) {
+        return new Gauge(register(2, name, tags));
+    }
+
+    /** A latency histogram in nanoseconds (request latency, query time). */
+    public static Timer timer(String name, String... tags) {
+        return new Timer(register(3, name, tags));
+    }
+
+    /** Records a notable moment (deploy, config reload, slow query); detail is cut to 38 bytes. */
+    public static void event(String name, String detail) {
+        if (BUF == null) {
+            return;
+        }
+        // Typed locals: invokeExact takes the static types of its arguments as the call type.
+        String d = detail == null ? "" : detail;
+        String n = name == null ? "event" : name;
+        try {
+            int id = (int) INTERN.invokeExact(n);
+            EVENT.invokeExact(id, d);
+        } catch (Throwable t) {
+            // never let monitoring break the application
+        }
+    }
+
+    /** Sets the application name (or instance id) in the ring header; the first call wins. */
+    public static void setApp(String name) {
+        if (BUF == null || name == null) {
+            return;
+        }
+        try {
+            APP.invokeExact(name);
+        } catch (Throwable t) {
+            // never let monitoring break the application
+        }
+    }
+
+    /** The full name with tags: {@code name{k=v,k2=v2}}. */
+    static String fullName(String name, String... tags) {
+        if (tags == null || tags.length == 0) {
+            return name;
+        }
+        if (tags.length % 2 != 0) {
+            throw new IllegalArgumentException("tags are key, value pairs: " + tags.length + " strings given");
+        }
+        StringBuilder sb = new StringBuilder(name).append('{');
+        for (int i = 0; i < tags.length; i += 2) {
+            if (i > 0) {
+                sb.append(',');
+            }
+            sb.append(tags[i]).append('=').append(tags[i + 1]);
+        }
+        return sb.append('}').toString();
+    }
+
+    /** Byte offset of the instrument's stripe 0, or -1 (no agent, table full, name too long). */
+    private static int register(int kind, String name, String... tags) {
+        String full = fullName(name, tags);
+        if (BUF == null) {
+            return -1;
+        }
+        try {
+            int index = (int) REGISTER.invokeExact(kind, full);
+            return index < 0 ? -1 : HEADER + index * INSTRUMENT_SIZE + STRIPES;
+        } catch (Throwable t) {
+            return -1;
+        }
+    }
+
+    /** This thread's stripe offset: spreads concurrent writers over 8 cache lines. */
+    @SuppressWarnings("deprecation") // Thread.getId: threadId() needs Java 19
+    static int stripe() {
+        return ((int) Thread.currentThread().getId() & STRIPE_MASK) << STRIPE_SHIFT;
+    }
+
+    /** Timer bucket of a duration in ns: four log-linear buckets per power of two from 1 µs. */
+    public static int bucketOf(long ns) {
+        if (ns < 1024) {
+            return 0;
+        }
+        int e = 63 - Long.numberOfLeadingZeros(ns);
+        int sub = (int) ((ns >>> (e - 2)) & 3);
+        return Math.min(1 + (e - 10) * 4 + sub, BUCKET_COUNT - 1);
+    }
+}
