@@ -1,0 +1,139 @@
+import io.jvmwatch.Counter;
+import io.jvmwatch.Jvmwatch;
+import io.jvmwatch.Timer;
+import java.lang.management.ManagementFactory;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * Cost of io.jvmwatch Counter.increment() and Timer.record(nanos) against a LongAdder.increment()
+ * baseline measured in the same JVM, interleaved, single-threaded and with 8 threads. JMH is not
+ * available offline, so this is a careful small harness: every variant is warmed up (JIT) before
+ * measurement, variants are interleaved in rounds, the driver repeats the whole thing in several
+ * forked JVMs, each operation has a real side effect (an atomic add that the JIT cannot remove)
+ * and the loop result goes into a volatile sink.
+ *
+ * Usage: ApiBench [forks] [seconds per measurement]      (driver; forks the JVM it runs in)
+ *        ApiBench --fork SECONDS                          (one fork; prints result lines)
+ * Output (driver): one line per variant: "result <variant> <threads> <ops_per_s median> <min> <max>"
+ */
+public final class ApiBench {
+    static volatile boolean stop;
+    static volatile long sink;
+
+    interface Op {
+        void run(long i);
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length > 0 && args[0].equals("--fork")) {
+            fork(Double.parseDouble(args[1]));
+            return;
+        }
+        int forks = args.length > 0 ? Integer.parseInt(args[0]) : 3;
+        String seconds = args.length > 1 ? args[1] : "1";
+        List<String> cmd = new ArrayList<>();
+        cmd.add(ProcessHandle.current().info().command().orElse("java"));
+        cmd.addAll(ManagementFactory.getRuntimeMXBean().getInputArguments());
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add("ApiBench");
+        cmd.add("--fork");
+        cmd.add(seconds);
+        java.util.Map<String, List<Double>> results = new java.util.TreeMap<>();
+        for (int f = 0; f < forks; f++) {
+            System.err.println("fork " + (f + 1) + "/" + forks);
+            Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
+            try (var r = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream()))) {
+                String line;
+                while ((line = r.readLine()) != null) {
+                    String[] w = line.split(" ");
+                    if (w[0].equals("fork")) {
+                        results.computeIfAbsent(w[1] + " " + w[2], k -> new ArrayList<>()).add(Double.parseDouble(w[3]));
+                    } else {
+                        System.out.println(line);
+                    }
+                }
+            }
+            if (p.waitFor() != 0) {
+                throw new IllegalStateException("fork failed");
+            }
+        }
+        for (var e : results.entrySet()) {
+            List<Double> v = e.getValue();
+            v.sort(null);
+            System.out.printf("result %s %.0f %.0f %.0f%n", e.getKey(), v.get(v.size() / 2), v.get(0), v.get(v.size() - 1));
+        }
+    }
+
+    static void fork(double seconds) throws Exception {
+        LongAdder adder = new LongAdder();
+        Counter counter = Jvmwatch.counter("bench.counter");
+        Timer timer = Jvmwatch.timer("bench.timer");
+        String[] names = {"longadder", "counter", "timer"};
+        Op[] ops = {i -> adder.increment(), i -> counter.increment(), i -> timer.record(1000 + (i & 0xfffff))};
+        System.out.println("active " + Jvmwatch.active());
+        // Warm-up: every variant, both thread counts, until the JIT has settled.
+        for (int round = 0; round < 2; round++) {
+            for (int v = 0; v < ops.length; v++) {
+                measure(ops[v], 1, 0.3);
+                measure(ops[v], 8, 0.3);
+            }
+        }
+        // Measurement: three interleaved rounds, rotating the order.
+        for (int round = 0; round < 3; round++) {
+            for (int k = 0; k < ops.length; k++) {
+                int v = (k + round) % ops.length;
+                for (int threads : new int[] {1, 8}) {
+                    double opsPerS = measure(ops[v], threads, seconds);
+                    System.out.printf("fork %s %d %.0f%n", names[v], threads, opsPerS);
+                }
+            }
+        }
+        sink += adder.sum();
+    }
+
+    /** Runs `op` on `threads` threads for `seconds`; returns total operations per second. */
+    static double measure(Op op, int threads, double seconds) throws Exception {
+        stop = false;
+        long[] counts = new long[threads * 16]; // padded: one slot per 128 bytes
+        Thread[] ts = new Thread[threads];
+        java.util.concurrent.CountDownLatch start = new java.util.concurrent.CountDownLatch(1);
+        for (int t = 0; t < threads; t++) {
+            final int slot = t * 16;
+            ts[t] = new Thread(() -> {
+                try {
+                    start.await();
+                } catch (InterruptedException e) {
+                    return;
+                }
+                long n = 0;
+                long acc = 0;
+                while (!stop) {
+                    for (int i = 0; i < 1000; i++) {
+                        op.run(n + i);
+                    }
+                    n += 1000;
+                    acc ^= n;
+                }
+                counts[slot] = n;
+                sink += acc;
+            });
+            ts[t].start();
+        }
+        long t0 = System.nanoTime();
+        start.countDown();
+        Thread.sleep((long) (seconds * 1000));
+        stop = true;
+        for (Thread t : ts) {
+            t.join();
+        }
+        long elapsed = System.nanoTime() - t0;
+        long total = 0;
+        for (int t = 0; t < threads; t++) {
+            total += counts[t * 16];
+        }
+        return total * 1e9 / elapsed;
+    }
+}
