@@ -1,20 +1,32 @@
+import io.jvmwatch.Counter;
+import io.jvmwatch.Gauge;
+import io.jvmwatch.Jvmwatch;
+import io.jvmwatch.Timer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.ThreadLocalRandom;
 
 /**
- * The workload `jvmwatch demo` runs under the agent: a few worker threads that allocate
- * garbage and keep a sliding cache, so there are GC pauses, heap movement and threads in
- * several states to look at. Usage: JvmwatchDemo [seconds] (0 = until killed).
+ * The workload `jvmwatch demo` runs under the agent: worker threads that "serve requests"
+ * (allocate garbage, keep a sliding cache, take a few ms each) and record what an application
+ * would through the io.jvmwatch API — request count, latency, errors, queue depth — so there
+ * are GC pauses, heap movement, threads in several states and app metrics to look at.
+ * Usage: JvmwatchDemo [seconds] (0 = until stopped).
  */
 public final class JvmwatchDemo {
+    static final Counter REQUESTS = Jvmwatch.counter("http.requests", "route", "/orders");
+    static final Counter ERRORS = Jvmwatch.counter("http.errors", "route", "/orders");
+    static final Timer LATENCY = Jvmwatch.timer("http.latency", "route", "/orders");
+    static final Gauge QUEUE = Jvmwatch.gauge("queue.depth");
+
     public static void main(String[] args) throws Exception {
         long seconds = args.length > 0 ? Long.parseLong(args[0]) : 5;
         long end = seconds == 0 ? Long.MAX_VALUE : System.nanoTime() + seconds * 1_000_000_000L;
+        Jvmwatch.event("deploy", "demo v1");
         Object lock = new Object();
         List<Thread> workers = new ArrayList<>();
         for (int t = 0; t < 3; t++) {
-            Thread w = new Thread(() -> churn(end), "demo-worker-" + t);
+            Thread w = new Thread(() -> serve(end), "demo-worker-" + t);
             w.start();
             workers.add(w);
         }
@@ -34,11 +46,13 @@ public final class JvmwatchDemo {
         }
     }
 
-    private static void churn(long end) {
+    private static void serve(long end) {
         List<byte[]> cache = new ArrayList<>();
         ThreadLocalRandom rnd = ThreadLocalRandom.current();
         while (System.nanoTime() < end) {
-            for (int i = 0; i < 2000; i++) {
+            long t0 = System.nanoTime();
+            int work = rnd.nextInt(200, 3000);
+            for (int i = 0; i < work; i++) {
                 byte[] b = new byte[rnd.nextInt(64, 4096)];
                 if (i % 50 == 0) {
                     cache.add(b);
@@ -47,11 +61,17 @@ public final class JvmwatchDemo {
             if (cache.size() > 20_000) {
                 cache.subList(0, 10_000).clear();
             }
+            QUEUE.set(rnd.nextInt(0, 20));
             try {
-                Thread.sleep(1);
+                Thread.sleep(rnd.nextInt(0, 3));
             } catch (InterruptedException e) {
                 return;
             }
+            REQUESTS.increment();
+            if (rnd.nextInt(100) == 0) {
+                ERRORS.increment();
+            }
+            LATENCY.record(System.nanoTime() - t0);
         }
     }
 }

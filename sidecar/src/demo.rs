@@ -13,7 +13,7 @@ use jvmwatch_ring::Ring;
 use crate::report;
 use crate::serve::{self, Server};
 
-static DEMO_CLASS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-classes/JvmwatchDemo.class"));
+include!(concat!(env!("OUT_DIR"), "/demo_classes.rs"));
 
 /// The `java` to launch: `$JAVA_HOME/bin/java` if it exists, else `java` from `PATH`.
 pub fn java_command() -> PathBuf {
@@ -43,12 +43,15 @@ pub fn agent_path() -> Result<PathBuf> {
 /// runs until stopped.
 pub fn spawn_workload(dir: &Path, seconds: u64, classes: &Path) -> Result<Child> {
     let agent = agent_path()?;
-    std::fs::create_dir_all(classes)?;
-    std::fs::write(classes.join("JvmwatchDemo.class"), DEMO_CLASS)?;
+    for (rel, bytes) in DEMO_CLASSES {
+        let p = classes.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(classes))?;
+        std::fs::write(p, bytes)?;
+    }
     jvmwatch_ring::ensure_dir(dir)?;
     Command::new(java_command())
         .arg(format!("-agentpath:{}=dir={}", agent.display(), dir.display()))
-        .args(["-Xmx256m", "-XX:+UseG1GC", "-cp"])
+        .args(["-Xmx256m", "-XX:+UseG1GC", "-Djvmwatch.app=demo-shop", "-cp"])
         .arg(classes)
         .arg("JvmwatchDemo")
         .arg(seconds.to_string())
