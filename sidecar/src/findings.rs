@@ -58,11 +58,18 @@ pub const GC_THRASH_SHARE_WITH_FULL_HEAP: f64 = 0.05;
 pub const HEAP_EXHAUSTED_AFTER_GC: f64 = 0.95;
 
 /// Share of the `window_ns` ending at `end_ns` spent in GC pauses, from pause-end events
-/// (a pause that began before the window counts only its part inside it).
-pub fn gc_pause_share(records: &[Record], end_ns: u64, window_ns: u64) -> f64 {
+/// (a pause that began before the window counts only its part inside it). `records` are in
+/// sequence order; they are walked from the newest back to the window's start only.
+pub fn gc_pause_share<'a, I>(records: I, end_ns: u64, window_ns: u64) -> f64
+where
+    I: IntoIterator<Item = &'a Record>,
+    I::IntoIter: DoubleEndedIterator,
+{
     let start = end_ns.saturating_sub(window_ns);
     let mut paused = 0u64;
-    for r in records {
+    // Event times are taken before the sequence is reserved, so neighbours may be a little out
+    // of order: stop only well before the window (one extra second of slack).
+    for r in records.into_iter().rev().take_while(|r| r.time_ns.saturating_add(1_000_000_000) >= start) {
         if let Event::GcPauseEnd { duration_ns, .. } = r.event {
             if r.time_ns < start || r.time_ns > end_ns {
                 continue;
@@ -149,7 +156,7 @@ mod tests {
 
     #[test]
     fn pause_share_clips_to_window() {
-        let recs = [pause(20_000, 1000), pause(15_000, 2000), pause(10_500, 1000), pause(5_000, 4000)];
+        let recs = [pause(5_000, 4000), pause(10_500, 1000), pause(15_000, 2000), pause(20_000, 1000)];
         // Window 10 s..20 s: 1000 + 2000 + 500 (clipped) = 3.5 s.
         let share = gc_pause_share(&recs, 20_000_000_000, GC_WINDOW_NS);
         assert!((share - 0.35).abs() < 1e-9, "{share}");

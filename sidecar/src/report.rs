@@ -259,21 +259,30 @@ pub fn verdict_of(h: &Header, live: &Live, alive: bool) -> (Verdict, Option<Path
 
 /// The facts the findings are judged on. `records` are the recent events (for the GC
 /// window); `seen` what was read before them.
-pub fn facts(
-    h: &Header,
-    live: &Live,
-    alive: bool,
-    snapshot: Option<&Snapshot>,
-    records: &[Record],
-    seen: Seen,
-) -> Facts {
-    let last_ns = records.last().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
+pub fn facts<'a, I>(h: &Header, live: &Live, alive: bool, snapshot: Option<&Snapshot>, records: I, seen: Seen) -> Facts
+where
+    I: IntoIterator<Item = &'a Record>,
+    I::IntoIter: DoubleEndedIterator + Clone,
+{
+    let records = records.into_iter();
+    let last_ns = records.clone().next_back().map(|r| r.time_ns).unwrap_or(0).max(live.heartbeat_ns);
     let heap_after_gc_ratio = snapshot.and_then(|s| {
         let after = s.heap_used_after_gc()?;
         (s.heap_max != UNKNOWN && s.heap_max > 0).then(|| after as f64 / s.heap_max as f64)
     });
     let now = jvmwatch_ring::now_ns();
     let beat = if live.heartbeat_ns == 0 { h.start_ns } else { live.heartbeat_ns };
+    let mut oom = seen.oom;
+    let mut deadlock = seen.deadlock;
+    if !seen.covers_records {
+        for r in records.clone() {
+            match r.event {
+                Event::ResourceExhausted { .. } => oom = true,
+                Event::Deadlock { .. } => deadlock = true,
+                _ => {}
+            }
+        }
+    }
     Facts {
         writer_alive: alive,
         heartbeat_age_ns: now.saturating_sub(beat),
@@ -281,8 +290,8 @@ pub fn facts(
         gc_in_progress: live.gc_pause_start_ns != 0,
         gc_share: findings::gc_pause_share(records, last_ns, findings::GC_WINDOW_NS),
         heap_after_gc_ratio,
-        oom: seen.oom || records.iter().any(|r| matches!(r.event, Event::ResourceExhausted { .. })),
-        deadlock: seen.deadlock || records.iter().any(|r| matches!(r.event, Event::Deadlock { .. })),
+        oom,
+        deadlock,
     }
 }
 
@@ -293,6 +302,8 @@ pub struct Seen {
     pub oom: bool,
     /// A deadlock event.
     pub deadlock: bool,
+    /// These flags already cover the records passed along (no need to look through them).
+    pub covers_records: bool,
 }
 
 /// What a report is built from.

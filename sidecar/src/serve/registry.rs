@@ -199,8 +199,9 @@ impl Jvm {
             self.verdict = v;
             self.crash_report = crash;
         }
-        let recent: Vec<Record> = self.window.iter().copied().collect();
-        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &recent, self.seen);
+        // `seen` already holds the flags from every event read, so no full walk of the window.
+        let seen = report::Seen { covers_records: true, ..self.seen };
+        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
         self.findings = findings::findings(&facts);
         if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
             self.settled = true;
