@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use jvmwatch_ring::Ring;
 use jvmwatch_tests::*;
+use serde_json::Value;
 
 #[test]
 fn clean_exit_is_exited_with_full_story() {
@@ -65,6 +66,9 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
             (live.heartbeat_ns != 0 && live.cursor > 200).then_some(())
         });
         assert!(seen.is_some(), "JDK {}: the JVM never got going", jdk.label);
+        // A thread-dump request (SIGQUIT) is recorded as a data_dump event.
+        // SAFETY: kill(2) on our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) }, 0);
         std::thread::sleep(Duration::from_millis(300));
         let kill_ns = now_ns();
         // SAFETY: plain kill(2) on our own child process.
@@ -91,6 +95,35 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
             assert_eq!(e["seq"].as_u64(), Some(i as u64));
         }
         assert!(!event_types(&r).contains(&"vm_death".to_string()));
+        assert!(event_types(&r).contains(&"data_dump".to_string()), "JDK {}: SIGQUIT recorded", jdk.label);
+    }
+}
+
+#[test]
+fn without_java_management_the_agent_keeps_its_jvmti_data_and_warns() {
+    for jdk in jdks() {
+        let dir = tempdir();
+        let ring = dir.path().join("base.ring");
+        // Only java.base: the embedded probe and monitor cannot use java.lang.management.
+        let out = run(java_cmd(
+            &jdk,
+            &format!("path={}", ring.display()),
+            &["--limit-modules", "java.base"],
+            "GcChurn",
+            &["300"],
+            dir.path(),
+        ));
+        assert!(out.status.success(), "JDK {}: {}", jdk.label, String::from_utf8_lossy(&out.stderr));
+        let r = inspect(&ring, 100_000);
+        assert_eq!(r["verdict"], "exited");
+        let warnings: Vec<&Value> =
+            r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "agent_warning").collect();
+        assert!(!warnings.is_empty(), "JDK {}: a warning event says what is missing", jdk.label);
+        let types = event_types(&r);
+        assert!(types.contains(&"gc_pause_end".to_string()) && types.contains(&"thread_start".to_string()));
+        let s = &r["snapshot"];
+        assert!(s["threads_live"].as_u64().unwrap() >= 1, "thread states still come from JVMTI");
+        assert!(s["cpu_time_ms"].as_u64().unwrap() > 0);
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jvmwatch_tests::http::{get, request, Sse};
 use jvmwatch_tests::*;
 
-fn start_sleeper(jdk: &Jdk, dir: &std::path::Path) -> std::process::Child {
+fn start_sleeper(jdk: &Jdk, dir: &std::path::Path) -> Proc {
     spawn(java_cmd(jdk, &format!("dir={}", dir.display()), &["-Xmx64m"], "Sleeper", &[], dir))
 }
 

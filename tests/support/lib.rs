@@ -121,9 +121,35 @@ pub fn run(mut c: Command) -> Output {
     c.output().expect("spawn java")
 }
 
-/// Spawns with piped stdout/stderr.
-pub fn spawn(mut c: Command) -> Child {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn java")
+/// A child process that is killed (SIGKILL) and reaped when dropped, so a failing test never
+/// leaves a JVM behind.
+pub struct Proc(pub Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Spawns with piped stdout/stderr; the process is killed when the guard drops.
+pub fn spawn(mut c: Command) -> Proc {
+    Proc(c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn java"))
 }
 
 /// `jvmwatch inspect --json --events N FILE`, parsed.

@@ -146,8 +146,8 @@ async fn healthz(State(app): State<Shared>) -> Json<Value> {
 }
 
 async fn metrics(State(app): State<Shared>) -> Response {
-    let text = super::metrics::render(&app.registry.lock());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    let text = app.registry.metrics_text();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text.to_string()).into_response()
 }
 
 async fn list(State(app): State<Shared>) -> Json<Value> {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ use crate::report::{self, rfc3339};
 pub const WINDOW: usize = 4096;
 /// How often live rings are checked for new events.
 pub const TICK: Duration = Duration::from_millis(5);
+/// A ring without events for a second is polled every this many ticks (20 ms).
+pub const QUIET_EVERY: u64 = 4;
 /// How often liveness, snapshot and findings are refreshed.
 pub const REFRESH: Duration = Duration::from_millis(100);
 /// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
@@ -86,6 +88,8 @@ pub struct Jvm {
     pub gone: Option<String>,
     /// Writer gone and everything read: nothing more will change.
     pub settled: bool,
+    /// When events last arrived (a quiet ring's cursor is polled less often).
+    last_events: Instant,
 }
 
 impl Jvm {
@@ -113,9 +117,10 @@ impl Jvm {
             findings: Vec::new(),
             gone: None,
             settled: false,
+            last_events: Instant::now(),
             ring: Some(ring),
         };
-        j.refresh();
+        j.refresh(true);
         j.read_events(|_, _| {});
         j.sample_metrics();
         j.judge();
@@ -134,23 +139,30 @@ impl Jvm {
         self.settled = true;
     }
 
-    /// Re-reads liveness, the live header part and the snapshot.
-    fn refresh(&mut self) {
+    /// Re-reads the live header part; the snapshot only when the heartbeat moved (the sampler
+    /// writes the snapshot before the heartbeat); liveness (two `flock` calls) when the
+    /// heartbeat did not move, and on `full` refreshes, which also check that the file exists.
+    fn refresh(&mut self, full: bool) {
         let Some(ring) = &self.ring else { return };
-        if !self.path.exists() {
+        if full && !self.path.exists() {
             return self.fail("ring file removed".into());
         }
-        let alive = ring.writer_alive();
-        match (ring.live(), ring.snapshot()) {
-            (Ok(live), Ok(snap)) => {
-                self.alive = alive;
-                self.live = live;
-                if snap.is_some() {
-                    self.snapshot = snap;
-                }
+        let live = match ring.live() {
+            Ok(l) => l,
+            Err(e) => return self.fail(e.to_string()),
+        };
+        let beat_moved = live.heartbeat_ns != self.live.heartbeat_ns;
+        if beat_moved || full {
+            match ring.snapshot() {
+                Ok(Some(s)) => self.snapshot = Some(s),
+                Ok(None) => {}
+                Err(e) => return self.fail(e.to_string()),
             }
-            (Err(e), _) | (_, Err(e)) => self.fail(e.to_string()),
         }
+        if full || !beat_moved {
+            self.alive = ring.writer_alive();
+        }
+        self.live = live;
     }
 
     /// Reads new events, handing each to `publish`.
@@ -169,6 +181,9 @@ impl Jvm {
         };
         self.lost += scan.lost();
         self.next_seq = scan.next;
+        if !scan.records.is_empty() {
+            self.last_events = Instant::now();
+        }
         let refers_to_strings = scan
             .records
             .iter()
@@ -297,13 +312,24 @@ pub struct Registry {
     /// SSE fan-out.
     pub tx: broadcast::Sender<Arc<Msg>>,
     stop: AtomicBool,
+    /// Counts refreshes: what the service shows changes only when this moves.
+    generation: AtomicU64,
+    /// The rendered `/metrics` text and the generation it shows.
+    metrics_text: Mutex<(u64, Arc<String>)>,
 }
 
 impl Registry {
     /// A registry for `dir` (nothing read yet).
     pub fn new(dir: PathBuf) -> Arc<Registry> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Arc::new(Registry { dir, jvms: Mutex::new(BTreeMap::new()), tx, stop: AtomicBool::new(false) })
+        Arc::new(Registry {
+            dir,
+            jvms: Mutex::new(BTreeMap::new()),
+            tx,
+            stop: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
+            metrics_text: Mutex::new((0, Arc::new(String::new()))),
+        })
     }
 
     /// Locks the map (a poisoned lock is taken over: the data is plain state).
@@ -336,14 +362,29 @@ impl Registry {
         }
     }
 
-    /// Forgets a JVM (after its file was archived).
-    pub fn forget(&self, id: &str) -> Option<Jvm> {
-        self.lock().remove(id)
+    /// The Prometheus text, rendered at most once per refresh (every 100 ms) however often
+    /// it is scraped.
+    pub fn metrics_text(&self) -> Arc<String> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cache = self.metrics_text.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != generation {
+            *cache = (generation, Arc::new(super::metrics::render(&self.lock())));
+        }
+        cache.1.clone()
     }
 
-    /// One follower tick: new events from every live ring; every `refresh` also liveness,
-    /// snapshot and findings; every `push` a snapshot message per JVM.
-    pub fn tick(&self, refresh: bool, push: bool) {
+    /// Forgets a JVM (after its file was archived).
+    pub fn forget(&self, id: &str) -> Option<Jvm> {
+        let j = self.lock().remove(id);
+        self.generation.fetch_add(1, Ordering::Release);
+        j
+    }
+
+    /// One follower tick (number `n`): new events from every live ring — each tick for rings
+    /// that had events in the last second, every [`QUIET_EVERY`]th tick for quiet ones; every
+    /// `refresh` also the live header, snapshot and findings; every `push` a full refresh,
+    /// the metrics region and a snapshot message per JVM.
+    pub fn tick(&self, n: u64, refresh: bool, push: bool) {
         let tx = &self.tx;
         let mut jvms = self.lock();
         for j in jvms.values_mut() {
@@ -351,7 +392,11 @@ impl Registry {
                 continue;
             }
             if refresh {
-                j.refresh();
+                j.refresh(push);
+            }
+            let quiet = j.last_events.elapsed() > Duration::from_secs(1);
+            if quiet && !refresh && n % QUIET_EVERY != 0 {
+                continue;
             }
             let id = j.id.clone();
             j.read_events(|r, strings| {
@@ -377,8 +422,10 @@ impl Registry {
             .spawn(move || {
                 me.discover();
                 let (mut last_refresh, mut last_push) = (Instant::now(), Instant::now());
+                let mut n = 0u64;
                 while !me.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
+                    n += 1;
                     let now = Instant::now();
                     let push = now - last_push >= SNAPSHOT_PUSH;
                     let refresh = push || now - last_refresh >= REFRESH;
@@ -389,7 +436,10 @@ impl Registry {
                         last_push = now;
                         me.discover();
                     }
-                    me.tick(refresh, push);
+                    me.tick(n, refresh, push);
+                    if refresh {
+                        me.generation.fetch_add(1, Ordering::Release);
+                    }
                 }
             })
             .expect("spawn follower thread")
