@@ -10,19 +10,7 @@ fn main() {
     let classes = out.join("demo-classes");
     let _ = std::fs::remove_dir_all(&classes);
     javac_build::compile(&[&root.join("java/demo"), &root.join("java/api")], &classes);
-    let mut files = Vec::new();
-    let mut stack = vec![classes.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("class dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "class") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = javac_build::files_with_extension(&classes, "class");
     let mut src = String::from("/// The demo's class files: (path relative to the class directory, bytes).\n");
     src.push_str("pub static DEMO_CLASSES: &[(&str, &[u8])] = &[\n");
     for f in &files {

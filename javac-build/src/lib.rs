@@ -25,6 +25,11 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// All `.java` files below `dir`, sorted so builds are reproducible.
 pub fn java_sources(dir: &Path) -> Vec<PathBuf> {
+    files_with_extension(dir, "java")
+}
+
+/// All files below `dir` whose extension is `ext`, sorted.
+pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -35,7 +40,7 @@ pub fn java_sources(dir: &Path) -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "java") {
+            } else if p.extension().is_some_and(|x| x == ext) {
                 out.push(p);
             }
         }
