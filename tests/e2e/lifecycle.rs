@@ -53,7 +53,7 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
         let ring = dir.path().join("sleeper.ring");
         let mut child = spawn(java_cmd(
             &jdk,
-            &format!("path={},interval=50ms", ring.display()),
+            &format!("path={},interval=100ms", ring.display()),
             &["-Xmx64m"],
             "Sleeper",
             &[],
@@ -81,9 +81,9 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
         let live = ring_r.live().unwrap();
         let r = inspect(&ring, 1_000_000);
         assert_eq!(r["verdict"], "killed", "JDK {}", jdk.label);
-        // The last heartbeat is at most two intervals (2 × 50 ms) older than the kill.
+        // The last heartbeat is at most two intervals (2 × 100 ms) older than the kill.
         let age = kill_ns.saturating_sub(live.heartbeat_ns);
-        assert!(age <= 100_000_000, "JDK {}: last heartbeat {age} ns before the kill", jdk.label);
+        assert!(age <= 200_000_000, "JDK {}: last heartbeat {age} ns before the kill", jdk.label);
         // Every committed event is there: the sequence is gap-free up to the cursor (the
         // ring is large enough not to wrap); nothing torn.
         let events = r["events"].as_array().unwrap();
