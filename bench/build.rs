@@ -18,7 +18,9 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "class"))
         .collect();
     files.sort();
-    let mut rs = String::from("/// The Java workloads' class files: (file name, bytes).\npub static CLASSES: &[(&str, &[u8])] = &[\n");
+    let mut rs = String::from(
+        "/// The Java workloads' class files: (file name, bytes).\npub static CLASSES: &[(&str, &[u8])] = &[\n",
+    );
     for f in &files {
         let name = f.file_name().expect("file name").to_string_lossy();
         writeln!(rs, "    ({name:?}, include_bytes!({:?})),", f.display().to_string()).expect("write to string");

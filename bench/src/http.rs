@@ -145,7 +145,10 @@ pub fn open_stream(addr: SocketAddr, path: &str, read_timeout: Duration) -> io::
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(s);
-    write!(r.get_mut(), "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n")?;
+    write!(
+        r.get_mut(),
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+    )?;
     let head = read_head(&mut r)?;
     r.get_ref().set_read_timeout(Some(read_timeout))?;
     let body = if head.chunked { Body::Chunked(Chunked::new(r)) } else { Body::Identity(r) };

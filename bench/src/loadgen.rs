@@ -77,11 +77,8 @@ pub fn run(addr: SocketAddr, path: &str, conns: usize, warmup: Duration, measure
         stop.store(true, Ordering::Relaxed);
         (c0, c1, t0, t1)
     });
-    let load = Load {
-        requests: c1 - c0,
-        window_ns: (t1 - t0).as_nanos() as u64,
-        errors: errors.load(Ordering::Relaxed),
-    };
+    let load =
+        Load { requests: c1 - c0, window_ns: (t1 - t0).as_nanos() as u64, errors: errors.load(Ordering::Relaxed) };
     if load.requests == 0 {
         bail!("no request succeeded in the measured window ({} errors)", load.errors);
     }

@@ -1,1 +1,278 @@
-fn main() {}
+//! `jvmwatch-bench`: what jvmwatch costs a Java service, measured side by side with the tools
+//! users would pick instead, in one run on one machine. See bench/README.md.
+//!
+//! Sections: `throughput` (overhead on two workloads under eight configurations), `micro` (ring
+//! writes, snapshot, full scan, GC callback), `latency` (GC end → consumer), `crash` (SIGKILL
+//! survival). `all` runs the four in that order.
+
+mod crash;
+mod http;
+mod jvm;
+mod latency;
+mod loadgen;
+mod micro;
+mod noise;
+mod plan;
+mod process;
+mod report;
+mod rng;
+mod sidecar;
+mod sse;
+mod stats;
+mod throughput;
+mod timefmt;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use jvmwatch_ring::now_ns;
+use serde::Serialize;
+
+use crate::plan::Plan;
+use crate::tools::{Machine, Scratch, Tools};
+
+/// Measures jvmwatch's overhead and latency against the tools users would pick instead.
+#[derive(Parser, Debug)]
+#[command(name = "jvmwatch-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Tiny sizes, one run each (seconds per section): for CI.
+    #[arg(long, global = true)]
+    smoke: bool,
+    /// Print the results as JSON on stdout (progress goes to stderr either way).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Throughput rounds (default 5; smoke 1).
+    #[arg(long, global = true, value_name = "N")]
+    rounds: Option<usize>,
+    /// Throughput: measured window per run, seconds (default 5).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    measure: Option<f64>,
+    /// Throughput: warm-up per run, seconds (default 2).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    warmup: Option<f64>,
+    /// Throughput: only these configurations (comma-separated; the baseline `none` always runs).
+    #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
+    configs: Option<Vec<String>>,
+    /// Latency rounds (default 5; smoke 1).
+    #[arg(long, global = true, value_name = "N")]
+    latency_rounds: Option<usize>,
+    /// Crash-survival runs (default 200; smoke 5).
+    #[arg(long, global = true, value_name = "N")]
+    crash_runs: Option<usize>,
+    /// Seed for run orders and kill moments (default: from the clock; recorded in the results).
+    #[arg(long, global = true)]
+    seed: Option<u64>,
+    /// Write the results JSON here (default: bench/results/<date>.json for full runs; smoke runs
+    /// save nothing unless this is given).
+    #[arg(long, global = true, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Do not save the results file.
+    #[arg(long, global = true)]
+    no_save: bool,
+    /// Also write the Markdown tables into the Results section of bench/README.md.
+    #[arg(long, global = true)]
+    readme: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+enum Cmd {
+    /// Every section: throughput, micro, latency, crash.
+    All,
+    /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
+    Throughput,
+    /// 2. Micro costs: ring writes, snapshot update, full scan, GC callback.
+    Micro,
+    /// 3. Visibility latency: GC pause end → SSE client, ring reader, JFR stream.
+    Latency,
+    /// 4. Crash survival: SIGKILL at random moments, committed events lost.
+    Crash,
+    /// Render a saved results file as Markdown (with --readme: into bench/README.md).
+    Report {
+        /// A results JSON file.
+        file: PathBuf,
+    },
+}
+
+/// Everything one invocation measured.
+#[derive(Serialize)]
+struct Results {
+    harness: &'static str,
+    version: &'static str,
+    date: String,
+    started_at: String,
+    duration_s: f64,
+    mode: &'static str,
+    command: String,
+    machine: Machine,
+    loadavg_end: String,
+    plan: Plan,
+    sidecar_serve: String,
+    results_file: Option<String>,
+    notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throughput: Option<throughput::Throughput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    micro: Option<micro::Micro>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency: Option<latency::Latency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crash: Option<crash::Crash>,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.05))
+}
+
+fn plan_of(cli: &Cli) -> Plan {
+    let seed = cli.seed.unwrap_or_else(|| now_ns() % 1_000_000_007);
+    let mut p = Plan::new(cli.smoke, seed);
+    if let Some(n) = cli.rounds {
+        p.rounds = n.max(1);
+    }
+    if let Some(s) = cli.measure {
+        p.measure = secs(s);
+    }
+    if let Some(s) = cli.warmup {
+        p.warmup = secs(s);
+    }
+    if let Some(n) = cli.latency_rounds {
+        p.latency_rounds = n.max(1);
+    }
+    if let Some(n) = cli.crash_runs {
+        p.crash_runs = n.max(1);
+    }
+    p
+}
+
+fn bench_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// bench/results/<date>.json, or <date>-2.json, ... when taken.
+fn default_results_path(date: &str) -> PathBuf {
+    let dir = bench_dir().join("results");
+    (1..)
+        .map(|i| dir.join(if i == 1 { format!("{date}.json") } else { format!("{date}-{i}.json") }))
+        .find(|p| !p.exists())
+        .expect("some free name")
+}
+
+fn save(path: &Path, json: &str) -> Result<()> {
+    if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(d)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))?;
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    if let Cmd::Report { file } = &cli.cmd {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file)?).context("not a results JSON file")?;
+        let md = report::markdown(&v);
+        if cli.readme {
+            report::update_readme(&bench_dir().join("README.md"), &md)?;
+        }
+        print!("{md}");
+        return Ok(());
+    }
+    let plan = plan_of(cli);
+    let started = Instant::now();
+    let start_ns = now_ns();
+    let scratch = Scratch::new()?;
+    let tools = Tools::find(&scratch)?;
+    let machine = Machine::describe(&tools);
+    let serve = sidecar::available(&tools);
+    eprintln!(
+        "jvmwatch-bench {}: {} on {} ({} cores); agent {}, sidecar {}; jvmwatch serve: {}",
+        if plan.smoke { "smoke" } else { "full" },
+        format!("{:?}", cli.cmd).to_lowercase(),
+        machine.cpu,
+        machine.cpus,
+        tools.agent.display(),
+        tools.jvmwatch.display(),
+        serve.as_ref().map_or_else(|e| e.as_str(), |_| "available")
+    );
+    let wants = |c: Cmd| cli.cmd == Cmd::All || cli.cmd == c;
+    let mut notes = vec![
+        "Every monitored configuration adds its tool to the baseline flags (-XX:-UsePerfData), so each ratio is \
+         that tool's own cost; `hsperfdata` is the JVM as it comes."
+            .to_string(),
+        "Figures are from one run on a shared 2-core machine; other processes (e.g. compiles) may have run at the \
+         same time. Interleaving spreads such noise over all configurations; the baseline spread says how much \
+         there was."
+            .to_string(),
+    ];
+    if let Err(why) = &serve {
+        notes.push(format!("jvmwatch+sidecar and jvmwatch-sse were skipped: {why}."));
+    }
+    let throughput = wants(Cmd::Throughput)
+        .then(|| throughput::run(&plan, &tools, &scratch, &serve, cli.configs.as_deref()))
+        .transpose()?;
+    let micro = wants(Cmd::Micro).then(|| micro::run(&plan, &tools, &scratch)).transpose()?;
+    let latency = wants(Cmd::Latency).then(|| latency::run(&plan, &tools, &scratch, &serve)).transpose()?;
+    let crash = wants(Cmd::Crash).then(|| crash::run(&plan, &tools, &scratch)).transpose()?;
+    let date = timefmt::date(start_ns);
+    let out = match &cli.out {
+        _ if cli.no_save => None,
+        Some(p) => Some(p.clone()),
+        None if !cli.smoke => Some(default_results_path(&date)),
+        None => None,
+    };
+    let results = Results {
+        harness: "jvmwatch-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        date,
+        started_at: timefmt::rfc3339(start_ns),
+        duration_s: stats::round(started.elapsed().as_secs_f64(), 1),
+        mode: if plan.smoke { "smoke" } else { "full" },
+        command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        machine,
+        loadavg_end: tools::loadavg(),
+        plan,
+        sidecar_serve: serve.as_ref().map_or_else(|e| format!("skipped: {e}"), |_| "available".into()),
+        results_file: out.as_ref().map(|p| {
+            let root = bench_dir().parent().unwrap_or(bench_dir());
+            p.strip_prefix(root).unwrap_or(p).display().to_string()
+        }),
+        notes,
+        throughput,
+        micro,
+        latency,
+        crash,
+    };
+    let json = serde_json::to_string_pretty(&results)?;
+    if let Some(p) = &out {
+        save(p, &json)?;
+        eprintln!("results: {}", p.display());
+    }
+    let value: serde_json::Value = serde_json::from_str(&json)?;
+    let md = report::markdown(&value);
+    if cli.readme {
+        report::update_readme(&bench_dir().join("README.md"), &md)?;
+        eprintln!("updated {}", bench_dir().join("README.md").display());
+    }
+    if cli.json {
+        println!("{json}");
+    } else {
+        print!("{md}");
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jvmwatch-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -15,9 +15,16 @@ pub struct Plan {
     /// Throughput: interleaved rounds (each runs every configuration once).
     pub rounds: usize,
     /// Throughput: warm-up before the measured window.
+    #[serde(rename = "warmup_ms", serialize_with = "ms")]
     pub warmup: Duration,
     /// Throughput: the measured window.
+    #[serde(rename = "measure_ms", serialize_with = "ms")]
     pub measure: Duration,
+    /// Throughput: a run during which other processes used more than this much CPU (% of one
+    /// core) is discarded and repeated...
+    pub noise_limit_pct: f64,
+    /// ... at most this many attempts per run in all (the last attempt is kept whatever it saw).
+    pub max_attempts: usize,
     /// GC workload: allocating threads.
     pub gc_threads: usize,
     /// GC workload: fixed heap (-Xms = -Xmx).
@@ -39,17 +46,24 @@ pub struct Plan {
     /// Micro: JVM runs that measure the GC callback.
     pub callback_runs: usize,
     /// Micro: length of each of those runs.
+    #[serde(rename = "callback_run_ms", serialize_with = "ms")]
     pub callback_run: Duration,
     /// Latency: rounds (each runs every method once).
     pub latency_rounds: usize,
     /// Latency: workload length per run.
+    #[serde(rename = "latency_run_ms", serialize_with = "ms")]
     pub latency_run: Duration,
     /// Latency: GC events in the first part of a run are not counted (discovery, JIT warm-up).
+    #[serde(rename = "latency_warmup_ms", serialize_with = "ms")]
     pub latency_warmup: Duration,
     /// Crash survival: runs.
     pub crash_runs: usize,
     /// Crash survival: the SIGKILL comes uniformly in this range after the JVM starts, ms.
     pub crash_kill_ms: (u64, u64),
+}
+
+fn ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 impl Plan {
@@ -63,6 +77,8 @@ impl Plan {
                 rounds: 1,
                 warmup: ms(300),
                 measure: ms(700),
+                noise_limit_pct: 10.0,
+                max_attempts: 1,
                 gc_threads: 8,
                 gc_heap: "512m",
                 http_heap: "256m",
@@ -87,6 +103,8 @@ impl Plan {
                 rounds: 5,
                 warmup: ms(2000),
                 measure: ms(5000),
+                noise_limit_pct: 10.0,
+                max_attempts: 3,
                 gc_threads: 8,
                 gc_heap: "512m",
                 http_heap: "256m",

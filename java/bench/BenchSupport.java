@@ -8,6 +8,7 @@ final class BenchSupport {
     /**
      * {@code -Dbench.maxMs=N}: halt after N ms whatever happens (default 120 s), so a workload
      * whose harness died never runs on. {@code -Dbench.mxpoll=MS}: start {@link MxPoller}.
+     * {@code -Dbench.gcnotify=true}: see {@link #listenToGc}.
      */
     static void start() {
         long maxMs = Long.getLong("bench.maxMs", 120_000L);
@@ -26,16 +27,32 @@ final class BenchSupport {
         if (poll > 0) {
             MxPoller.start(poll);
         }
+        if (Boolean.getBoolean("bench.gcnotify")) {
+            listenToGc();
+        }
     }
 
-    /** " gcs=N gc_ms=N" from the GC beans (read once, after the measurement). */
-    static String gcSummary() {
+    /**
+     * {@code -Dbench.gcnotify=true}: a no-op listener on every GC bean, as Micrometer's
+     * JvmGcMetrics registers; with a listener the JVM builds a GcInfo notification per collection.
+     * A diagnostic (not one of the harness's configurations).
+     */
+    private static void listenToGc() {
+        for (GarbageCollectorMXBean b : ManagementFactory.getGarbageCollectorMXBeans()) {
+            if (b instanceof javax.management.NotificationEmitter) {
+                ((javax.management.NotificationEmitter) b).addNotificationListener((n, h) -> { }, null, null);
+            }
+        }
+    }
+
+    /** {collections, collection ms} summed over the GC beans. */
+    static long[] gcCounts() {
         long n = 0;
         long ms = 0;
         for (GarbageCollectorMXBean b : ManagementFactory.getGarbageCollectorMXBeans()) {
             n += Math.max(0, b.getCollectionCount());
             ms += Math.max(0, b.getCollectionTime());
         }
-        return " gcs=" + n + " gc_ms=" + ms;
+        return new long[] {n, ms};
     }
 }

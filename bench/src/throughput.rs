@@ -1,0 +1,528 @@
+//! Section 1: throughput overhead. Two workloads, each under every monitoring configuration,
+//! in interleaved rounds (a fresh shuffled order per round, so drift on the machine hits every
+//! configuration alike); ops/s (or requests/s) as min/median/max and as a ratio to the median
+//! of the unmonitored baseline.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+
+use crate::jvm::{self, AgentStats, GcResult};
+use crate::loadgen;
+use crate::noise::CpuMeter;
+use crate::plan::Plan;
+use crate::process::Proc;
+use crate::rng::Rng;
+use crate::sidecar::{Serve, Subscriber};
+use crate::stats::{round, summarize, Summary};
+use crate::tools::{Scratch, Tools};
+
+/// What watches the JVM in one configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Monitor {
+    /// `-XX:-UsePerfData`: nothing at all (the baseline).
+    None,
+    /// The JVM as it comes: hsperfdata on.
+    Hsperfdata,
+    /// The jvmwatch agent with default options.
+    Jvmwatch,
+    /// The agent plus `jvmwatch serve` on its directory with one SSE client.
+    JvmwatchSidecar,
+    /// JFR, `settings=default`.
+    JfrDefault,
+    /// JFR, `settings=profile`.
+    JfrProfile,
+    /// Unified GC logging to a file.
+    GcLog,
+    /// An in-process MXBean poller at 10 Hz (what Prometheus JVM exporters read per scrape).
+    MxBean,
+}
+
+impl Monitor {
+    /// Every configuration, baseline first.
+    pub const ALL: [Monitor; 8] = [
+        Monitor::None,
+        Monitor::Hsperfdata,
+        Monitor::Jvmwatch,
+        Monitor::JvmwatchSidecar,
+        Monitor::JfrDefault,
+        Monitor::JfrProfile,
+        Monitor::GcLog,
+        Monitor::MxBean,
+    ];
+
+    /// Name in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Monitor::None => "none",
+            Monitor::Hsperfdata => "hsperfdata",
+            Monitor::Jvmwatch => "jvmwatch",
+            Monitor::JvmwatchSidecar => "jvmwatch+sidecar",
+            Monitor::JfrDefault => "jfr-default",
+            Monitor::JfrProfile => "jfr-profile",
+            Monitor::GcLog => "gc-log",
+            Monitor::MxBean => "mxbean-10hz",
+        }
+    }
+
+    /// The JVM flags (and what runs beside the JVM), for the results.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Monitor::None => "-XX:-UsePerfData",
+            Monitor::Hsperfdata => "(JVM defaults: hsperfdata in /tmp/hsperfdata_<user>)",
+            Monitor::Jvmwatch => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir> (default size and interval)",
+            Monitor::JvmwatchSidecar => {
+                "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>; jvmwatch serve --dir <that dir> with one SSE client"
+            }
+            Monitor::JfrDefault => "-XX:-UsePerfData -XX:StartFlightRecording=settings=default,filename=<tmp>/rec.jfr",
+            Monitor::JfrProfile => "-XX:-UsePerfData -XX:StartFlightRecording=settings=profile,filename=<tmp>/rec.jfr",
+            Monitor::GcLog => "-XX:-UsePerfData -Xlog:gc*:file=<tmp>/gc.log",
+            Monitor::MxBean => "-XX:-UsePerfData -Dbench.mxpoll=100 (in-process MXBean poller, 10 Hz)",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Monitor> {
+        Monitor::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    fn flags(self, tools: &Tools, ring_dir: &Path, disk_dir: &Path) -> Vec<String> {
+        let mut f = Vec::new();
+        if self != Monitor::Hsperfdata {
+            f.push("-XX:-UsePerfData".to_string());
+        }
+        let jfr = |settings: &str| {
+            format!("-XX:StartFlightRecording=settings={settings},filename={}", disk_dir.join("rec.jfr").display())
+        };
+        match self {
+            Monitor::None | Monitor::Hsperfdata => {}
+            Monitor::Jvmwatch | Monitor::JvmwatchSidecar => {
+                f.push(jvm::agent_flag(tools, &format!("dir={}", ring_dir.display())));
+            }
+            Monitor::JfrDefault => f.push(jfr("default")),
+            Monitor::JfrProfile => f.push(jfr("profile")),
+            Monitor::GcLog => f.push(format!("-Xlog:gc*:file={}", disk_dir.join("gc.log").display())),
+            Monitor::MxBean => f.push("-Dbench.mxpoll=100".to_string()),
+        }
+        f
+    }
+}
+
+/// A workload whose throughput is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// GcWork: G1, fixed heap, 8 allocating threads.
+    Gc,
+    /// HttpWork: com.sun.net.httpserver driven over loopback by [`loadgen`].
+    Http,
+}
+
+impl Workload {
+    /// Both.
+    pub const ALL: [Workload; 2] = [Workload::Gc, Workload::Http];
+
+    /// Name in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Gc => "gc-alloc",
+            Workload::Http => "http-server",
+        }
+    }
+
+    /// Unit of the figures.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Workload::Gc => "ops/s",
+            Workload::Http => "requests/s",
+        }
+    }
+
+    fn describe(self, plan: &Plan) -> String {
+        match self {
+            Workload::Gc => format!(
+                "GcWork: G1, -Xms{h} -Xmx{h}, {} threads allocating short-lived lists and replacing a retained \
+                 set (~150 MB); op = 16 small objects + every 8th op one 256..4096-byte array kept",
+                plan.gc_threads,
+                h = plan.gc_heap
+            ),
+            Workload::Http => format!(
+                "HttpWork: com.sun.net.httpserver on 127.0.0.1 (-Dsun.net.httpserver.nodelay=true), G1, \
+                 -Xms{h} -Xmx{h}, {} handler threads; \
+                 GET /work?n=40 builds, sorts and renders 40 records as JSON (~3 KB); {} keep-alive client \
+                 connections in a closed loop from this harness",
+                plan.http_pool,
+                plan.http_conns,
+                h = plan.http_heap
+            ),
+        }
+    }
+
+    fn flags(self, plan: &Plan) -> Vec<String> {
+        let heap = match self {
+            Workload::Gc => plan.gc_heap,
+            Workload::Http => plan.http_heap,
+        };
+        let mut f = vec![format!("-Xms{heap}"), format!("-Xmx{heap}"), "-XX:+AlwaysPreTouch".to_string()];
+        if self == Workload::Http {
+            // The server writes headers and body separately: without TCP_NODELAY every
+            // response waits for the client's delayed ACK (~40 ms).
+            f.push("-Dsun.net.httpserver.nodelay=true".to_string());
+        }
+        f
+    }
+}
+
+/// The sidecar's cost during one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SidecarStats {
+    /// CPU used by `jvmwatch serve` over the run, % of one core.
+    pub cpu_pct: f64,
+    /// Its resident memory at the end, KiB.
+    pub rss_kib: Option<u64>,
+    /// Events the SSE client received.
+    pub sse_events: u64,
+    /// Why the stream ended early, if it did.
+    pub stream_error: Option<String>,
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    /// Round (0-based).
+    pub round: usize,
+    /// ops/s or requests/s.
+    pub value: f64,
+    /// Collections per second in the window (GC workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_per_s: Option<f64>,
+    /// Share of the window spent in collections, % (GC workload, from the GC beans).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_time_pct: Option<f64>,
+    /// Failed requests (HTTP workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_errors: Option<u64>,
+    /// The agent's ring after the run (jvmwatch configurations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentStats>,
+    /// The sidecar's cost (jvmwatch+sidecar).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<SidecarStats>,
+    /// CPU other processes used during the run, % of one core (see `noise.rs`).
+    pub foreign_cpu_pct: f64,
+}
+
+/// One configuration of one workload over all rounds.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigResult {
+    /// Configuration name.
+    pub name: &'static str,
+    /// Its flags.
+    pub flags: &'static str,
+    /// `ok`, `skipped: ...` or `failed: ...`.
+    pub status: String,
+    /// Every successful run.
+    pub runs: Vec<Run>,
+    /// Every failed run's error.
+    pub errors: Vec<String>,
+    /// Runs discarded (and repeated) because other processes used too much CPU meanwhile.
+    pub discarded: Vec<Run>,
+    /// min/median/max of the runs' values.
+    pub summary: Option<Summary>,
+    /// median / baseline median.
+    pub ratio: Option<f64>,
+    /// (1 − ratio) × 100: throughput lost to the monitor, %.
+    pub overhead_pct: Option<f64>,
+    /// min/median/max over rounds of (this run / the baseline run of the same round).
+    pub paired_ratio: Option<Summary>,
+}
+
+/// The section's goal: jvmwatch ≤ 0.5 % and below JFR default.
+#[derive(Clone, Debug, Serialize)]
+pub struct Goal {
+    /// The target overhead, %.
+    pub target_overhead_pct: f64,
+    /// jvmwatch's overhead, %.
+    pub jvmwatch_overhead_pct: Option<f64>,
+    /// JFR default's overhead, %.
+    pub jfr_default_overhead_pct: Option<f64>,
+    /// (max − min) / median of the baseline, %: differences smaller than this are noise.
+    pub baseline_spread_pct: Option<f64>,
+    /// jvmwatch's overhead ≤ target.
+    pub within_target: Option<bool>,
+    /// jvmwatch's overhead < JFR default's.
+    pub below_jfr_default: Option<bool>,
+}
+
+/// One workload's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadResult {
+    /// Name.
+    pub name: &'static str,
+    /// What it does.
+    pub description: String,
+    /// Unit of the values.
+    pub unit: &'static str,
+    /// Every configuration, baseline first.
+    pub configs: Vec<ConfigResult>,
+    /// The goal, evaluated.
+    pub goal: Goal,
+}
+
+/// The section's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct Throughput {
+    /// The configuration the ratios divide by.
+    pub baseline: &'static str,
+    /// The order configurations ran in, per round.
+    pub orders: Vec<Vec<&'static str>>,
+    /// A run during which other processes used more CPU than this (% of one core) was repeated.
+    pub noise_limit_pct: f64,
+    /// Attempts per run at most.
+    pub max_attempts: usize,
+    /// Runs repeated for that reason, all workloads.
+    pub repeated_runs: usize,
+    /// CPU used by other processes during the kept runs, % of one core.
+    pub foreign_cpu_pct: Option<Summary>,
+    /// Per workload.
+    pub workloads: Vec<WorkloadResult>,
+}
+
+struct Ctx<'a> {
+    plan: &'a Plan,
+    tools: &'a Tools,
+    scratch: &'a Scratch,
+}
+
+/// Runs the section. `only`: configuration names to run (the baseline always runs).
+pub fn run(
+    plan: &Plan,
+    tools: &Tools,
+    scratch: &Scratch,
+    serve: &std::result::Result<(), String>,
+    only: Option<&[String]>,
+) -> Result<Throughput> {
+    let mut monitors: Vec<Monitor> = Monitor::ALL.to_vec();
+    if let Some(names) = only {
+        for n in names {
+            ensure!(Monitor::from_name(n).is_some(), "unknown configuration {n:?}");
+        }
+        monitors.retain(|m| *m == Monitor::None || names.iter().any(|n| n == m.name()));
+    }
+    let ctx = Ctx { plan, tools, scratch };
+    let mut results: Vec<Vec<Outcomes>> =
+        Workload::ALL.iter().map(|_| monitors.iter().map(|_| Outcomes::default()).collect()).collect();
+    let mut repeated_runs = 0;
+    let mut orders = Vec::new();
+    let runnable = monitors.iter().filter(|m| **m != Monitor::JvmwatchSidecar || serve.is_ok()).count();
+    let total = plan.rounds * Workload::ALL.len() * runnable;
+    let mut done = 0;
+    for round in 0..plan.rounds {
+        let mut order: Vec<usize> = (0..monitors.len()).collect();
+        Rng::new(plan.seed ^ (0x7468_726f_7567_6800 + round as u64)).shuffle(&mut order);
+        orders.push(order.iter().map(|&i| monitors[i].name()).collect());
+        for (wi, w) in Workload::ALL.into_iter().enumerate() {
+            for &mi in &order {
+                let m = monitors[mi];
+                if m == Monitor::JvmwatchSidecar && serve.is_err() {
+                    continue;
+                }
+                done += 1;
+                for attempt in 1..=plan.max_attempts {
+                    let started = Instant::now();
+                    let tag = format!("[throughput {done}/{total}] round {} {} {:<17}", round + 1, w.name(), m.name());
+                    match run_one(&ctx, w, m, round) {
+                        Ok(r) => {
+                            eprintln!(
+                                "{tag} {:>12.0} {} ({:.1} s, other processes {:.0} % of a core)",
+                                r.value,
+                                w.unit(),
+                                started.elapsed().as_secs_f64(),
+                                r.foreign_cpu_pct
+                            );
+                            if r.foreign_cpu_pct > plan.noise_limit_pct && attempt < plan.max_attempts {
+                                eprintln!("{tag} discarded: other processes were busy; repeating");
+                                repeated_runs += 1;
+                                results[wi][mi].discarded.push(r);
+                                continue;
+                            }
+                            results[wi][mi].runs.push(r);
+                        }
+                        Err(e) => {
+                            eprintln!("{tag} FAILED: {e:#}");
+                            results[wi][mi].errors.push(format!("round {round}: {e:#}"));
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let foreign: Vec<f64> = results.iter().flatten().flat_map(|o| o.runs.iter().map(|r| r.foreign_cpu_pct)).collect();
+    let workloads = Workload::ALL
+        .into_iter()
+        .zip(results)
+        .map(|(w, per_monitor)| summarize_workload(plan, w, &monitors, per_monitor, serve))
+        .collect();
+    Ok(Throughput {
+        baseline: Monitor::None.name(),
+        orders,
+        noise_limit_pct: plan.noise_limit_pct,
+        max_attempts: plan.max_attempts,
+        repeated_runs,
+        foreign_cpu_pct: summarize(&foreign),
+        workloads,
+    })
+}
+
+/// The runs of one configuration of one workload.
+#[derive(Default)]
+struct Outcomes {
+    runs: Vec<Run>,
+    errors: Vec<String>,
+    discarded: Vec<Run>,
+}
+
+fn summarize_workload(
+    plan: &Plan,
+    w: Workload,
+    monitors: &[Monitor],
+    per_monitor: Vec<Outcomes>,
+    serve: &std::result::Result<(), String>,
+) -> WorkloadResult {
+    let base_runs = per_monitor[0].runs.clone();
+    let base = summarize(&base_runs.iter().map(|r| r.value).collect::<Vec<_>>());
+    let configs: Vec<ConfigResult> = monitors
+        .iter()
+        .zip(per_monitor)
+        .map(|(&m, Outcomes { runs, errors, discarded })| {
+            let summary = summarize(&runs.iter().map(|r| r.value).collect::<Vec<_>>());
+            let ratio = match (summary, base) {
+                (Some(s), Some(b)) if b.median > 0.0 => Some(round(s.median / b.median, 4)),
+                _ => None,
+            };
+            let paired: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| base_runs.iter().find(|b| b.round == r.round).map(|b| r.value / b.value))
+                .collect();
+            let status = if m == Monitor::JvmwatchSidecar && serve.is_err() {
+                format!("skipped: {}", serve.as_ref().err().map_or("", |s| s.as_str()))
+            } else if runs.is_empty() {
+                format!("failed: {}", errors.first().map_or("no run", |s| s.as_str()))
+            } else {
+                "ok".to_string()
+            };
+            ConfigResult {
+                name: m.name(),
+                flags: m.describe(),
+                status,
+                runs,
+                errors,
+                discarded,
+                summary,
+                ratio,
+                overhead_pct: ratio.map(|r| round((1.0 - r) * 100.0, 2)),
+                paired_ratio: summarize(&paired),
+            }
+        })
+        .collect();
+    let overhead = |name: &str| configs.iter().find(|c| c.name == name).and_then(|c| c.overhead_pct);
+    let (jw, jfr) = (overhead(Monitor::Jvmwatch.name()), overhead(Monitor::JfrDefault.name()));
+    let goal = Goal {
+        target_overhead_pct: 0.5,
+        jvmwatch_overhead_pct: jw,
+        jfr_default_overhead_pct: jfr,
+        baseline_spread_pct: base.map(|b| round((b.max - b.min) / b.median * 100.0, 2)),
+        within_target: jw.map(|o| o <= 0.5),
+        below_jfr_default: jw.zip(jfr).map(|(a, b)| a < b),
+    };
+    WorkloadResult { name: w.name(), description: w.describe(plan), unit: w.unit(), configs, goal }
+}
+
+fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Run> {
+    let (plan, tools) = (ctx.plan, ctx.tools);
+    let meter = CpuMeter::start();
+    let tag = format!("tp-{}-{}-r{round_no}", w.name(), m.name().replace('+', "-"));
+    let ring_dir = ctx.scratch.shm_dir(&tag)?;
+    let disk_dir = ctx.scratch.disk_dir(&tag)?;
+    let mut flags = m.flags(tools, &ring_dir, &disk_dir);
+    flags.extend(w.flags(plan));
+    let sidecar = if m == Monitor::JvmwatchSidecar {
+        let serve = Serve::start(tools, &ring_dir, &disk_dir.join("serve.stderr"))?;
+        let sub = Subscriber::connect(serve.addr)?;
+        let cpu0 = serve.proc.cpu_ns().unwrap_or(0);
+        Some((serve, sub, cpu0, Instant::now()))
+    } else {
+        None
+    };
+    let max = plan.warmup + plan.measure + Duration::from_secs(90);
+    let stderr = disk_dir.join("java.stderr");
+    let mut run = Run {
+        round: round_no,
+        value: 0.0,
+        gc_per_s: None,
+        gc_time_pct: None,
+        http_errors: None,
+        agent: None,
+        sidecar: None,
+        foreign_cpu_pct: 0.0,
+    };
+    match w {
+        Workload::Gc => {
+            let args = [plan.gc_threads, plan.warmup.as_millis() as usize, plan.measure.as_millis() as usize]
+                .map(|v| v.to_string());
+            let mut p = Proc::spawn(jvm::command(tools, &flags, "GcWork", &args, max), "GcWork", &stderr)?;
+            let r = GcResult::parse(&p.expect_line("RESULT", max)?)?;
+            p.wait(Duration::from_secs(60))?;
+            run.value = r.ops_per_s();
+            run.gc_per_s = Some(round(r.gcs as f64 * 1e9 / r.nanos as f64, 1));
+            run.gc_time_pct = Some(round(r.gc_ms as f64 * 1e8 / r.nanos as f64, 2));
+        }
+        Workload::Http => {
+            let args = [plan.http_pool.to_string()];
+            let mut p = Proc::spawn(jvm::command(tools, &flags, "HttpWork", &args, max), "HttpWork", &stderr)?;
+            let port: u16 = p.expect_line("PORT", Duration::from_secs(60))?.parse().context("bad PORT line")?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let load = loadgen::run(addr, "/work?n=40", plan.http_conns, plan.warmup, plan.measure);
+            drop(p.stdin.take()); // HttpWork exits when its stdin closes
+            p.wait(Duration::from_secs(60))?;
+            let load = load?;
+            run.value = load.per_s();
+            run.http_errors = Some(load.errors);
+        }
+    }
+    if let Some((serve, sub, cpu0, t0)) = sidecar {
+        let wall = t0.elapsed().as_nanos() as f64;
+        let cpu = serve.proc.cpu_ns().unwrap_or(0).saturating_sub(cpu0) as f64;
+        let rss_kib = serve.proc.rss_kib();
+        let seen = sub.finish();
+        serve.stop();
+        run.sidecar = Some(SidecarStats {
+            cpu_pct: round(cpu / wall * 100.0, 2),
+            rss_kib,
+            sse_events: seen.events,
+            stream_error: seen.error,
+        });
+    }
+    match m {
+        Monitor::Jvmwatch | Monitor::JvmwatchSidecar => {
+            let a = jvm::agent_stats(&ring_dir)?;
+            ensure!(a.events > 0, "the agent's ring has no events: did the agent load?");
+            run.agent = Some(a);
+        }
+        Monitor::GcLog => {
+            let n = std::fs::metadata(disk_dir.join("gc.log")).map(|m| m.len()).unwrap_or(0);
+            ensure!(n > 0, "the GC log is missing or empty");
+        }
+        Monitor::JfrDefault | Monitor::JfrProfile => {
+            ensure!(disk_dir.join("rec.jfr").exists(), "JFR wrote no recording");
+        }
+        _ => {}
+    }
+    let _ = std::fs::remove_dir_all(&ring_dir);
+    let _ = std::fs::remove_dir_all(&disk_dir);
+    // Every child of this run (the JVM, the sidecar) has been waited for by now.
+    run.foreign_cpu_pct = round(meter.foreign_pct(), 1);
+    Ok(run)
+}
