@@ -27,4 +27,17 @@ fn main() {
     }
     rs.push_str("];\n");
     std::fs::write(out.join("classes.rs"), rs).expect("write classes.rs");
+
+    // The Java API cost program and the io.jvmwatch API it measures (with package folders).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let api = out.join("api-classes");
+    let _ = std::fs::remove_dir_all(&api);
+    javac_build::compile(&[&root.join("java/api"), &root.join("java/apibench")], &api);
+    let mut rs = String::from("/// ApiBench and the io.jvmwatch API: (relative path, bytes).\npub static API_CLASSES: &[(&str, &[u8])] = &[\n");
+    for f in javac_build::files_with_extension(&api, "class") {
+        let rel = f.strip_prefix(&api).expect("inside").to_string_lossy().replace('\\', "/");
+        writeln!(rs, "    ({rel:?}, include_bytes!({:?})),", f.display().to_string()).expect("write to string");
+    }
+    rs.push_str("];\n");
+    std::fs::write(out.join("api_classes.rs"), rs).expect("write api_classes.rs");
 }

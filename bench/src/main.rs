@@ -1,10 +1,11 @@
 //! `jvmwatch-bench`: what jvmwatch costs a Java service, measured side by side with the tools
 //! users would pick instead, in one run on one machine. See bench/README.md.
 //!
-//! Sections: `throughput` (overhead on two workloads under eight configurations), `micro` (ring
+//! Sections: `throughput` (overhead on two workloads under nine configurations), `micro` (ring
 //! writes, snapshot, full scan, GC callback), `latency` (GC end → consumer), `crash` (SIGKILL
 //! survival). `all` runs the four in that order.
 
+mod api_cost;
 mod crash;
 mod http;
 mod jvm;
@@ -16,6 +17,7 @@ mod plan;
 mod process;
 mod report;
 mod rng;
+mod serve_load;
 mod sidecar;
 mod sse;
 mod stats;
@@ -81,7 +83,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Cmd {
-    /// Every section: throughput, micro, latency, crash.
+    /// Every section: throughput, micro, latency, crash, serve, api.
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
@@ -91,6 +93,10 @@ enum Cmd {
     Latency,
     /// 4. Crash survival: SIGKILL at random moments, committed events lost.
     Crash,
+    /// 5. The sidecar following 50 JVMs: its CPU, memory and /metrics latency.
+    Serve,
+    /// 6. The Java API from Java: Counter/Timer against LongAdder, 1 and 8 threads.
+    Api,
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -122,6 +128,10 @@ struct Results {
     latency: Option<latency::Latency>,
     #[serde(skip_serializing_if = "Option::is_none")]
     crash: Option<crash::Crash>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    serve_load: Option<serve_load::ServeLoad>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_cost: Option<api_cost::ApiCost>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -218,6 +228,19 @@ fn run(cli: &Cli) -> Result<()> {
     let micro = wants(Cmd::Micro).then(|| micro::run(&plan, &tools, &scratch)).transpose()?;
     let latency = wants(Cmd::Latency).then(|| latency::run(&plan, &tools, &scratch, &serve)).transpose()?;
     let crash = wants(Cmd::Crash).then(|| crash::run(&plan, &tools, &scratch)).transpose()?;
+    let serve_load = match (&serve, wants(Cmd::Serve)) {
+        (Ok(()), true) => {
+            let (jvms, measure, requests) = if plan.smoke { (3, 2.0, 50) } else { (50, 30.0, 1000) };
+            Some(serve_load::run(&tools, &scratch, jvms, secs(measure), requests)?)
+        }
+        _ => None,
+    };
+    let api_cost = wants(Cmd::Api)
+        .then(|| {
+            let (forks, seconds) = if plan.smoke { (1, 0.1) } else { (3, 1.0) };
+            api_cost::run(&tools, &scratch, machine.cpus, forks, seconds)
+        })
+        .transpose()?;
     let date = timefmt::date(start_ns);
     let out = match &cli.out {
         _ if cli.no_save => None,
@@ -246,6 +269,8 @@ fn run(cli: &Cli) -> Result<()> {
         micro,
         latency,
         crash,
+        serve_load,
+        api_cost,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

@@ -66,7 +66,64 @@ pub fn markdown(r: &Value) -> String {
     if !r["crash"].is_null() {
         crash(&mut s, &r["crash"]);
     }
+    if !r["serve_load"].is_null() {
+        serve_load(&mut s, &r["serve_load"]);
+    }
+    if !r["api_cost"].is_null() {
+        api_cost(&mut s, &r["api_cost"]);
+    }
     s
+}
+
+fn serve_load(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 5. The sidecar following {} JVMs\n", v["jvms"]);
+    let _ = writeln!(
+        s,
+        "`jvmwatch serve` following {} real JVMs (each `IdleService` under the agent, default options); CPU over {} s; \
+         then {} keep-alive `GET /metrics`, one every 2 ms ({} bytes each).\n",
+        v["jvms"],
+        f(&v["measured_s"], 1),
+        v["metrics_latency_ms"]["n"],
+        v["metrics_bytes"]
+    );
+    let _ = writeln!(s, "| figure | value | goal |\n|---|---:|---|");
+    let _ = writeln!(s, "| sidecar CPU | {} % of one core | < 1 % |", f(&v["cpu_percent_of_core"], 2));
+    let _ = writeln!(s, "| sidecar RSS | {} MiB | < 20 MB |", f(&v["rss_mib"], 1));
+    let l = &v["metrics_latency_ms"];
+    let _ = writeln!(
+        s,
+        "| `/metrics` p50 / p99 / max | {} / {} / {} ms | p99 < 1 ms |",
+        f(&l["p50"], 3),
+        f(&l["p99"], 3),
+        f(&l["max"], 3)
+    );
+}
+
+fn api_cost(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 6. The Java API from Java\n");
+    let _ = writeln!(
+        s,
+        "`java/apibench/ApiBench.java` under the agent (API active: {}): {} forked JVMs, warm-up, 3 interleaved rounds of {} s \
+         per measurement; ns per op = CPU ns (min(threads, cores) × 1e9 / ops per s); ratio against `LongAdder.increment()` \
+         at the same thread count. Goal: under 100 ns, and no worse than 3× LongAdder under contention.\n",
+        v["agent_active"],
+        v["forks"],
+        v["seconds"]
+    );
+    let _ = writeln!(s, "| operation | threads | ops/s (median of forks) | min | max | ns/op | × LongAdder |\n|---|---:|---:|---:|---:|---:|---:|");
+    for r in v["rows"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r["variant"].as_str().unwrap_or("?"),
+            r["threads"],
+            f(&r["ops_per_s"], 0),
+            f(&r["ops_per_s_min"], 0),
+            f(&r["ops_per_s_max"], 0),
+            f(&r["ns_per_op"], 2),
+            f(&r["ratio_to_longadder"], 3)
+        );
+    }
 }
 
 fn machine(s: &mut String, r: &Value) {

@@ -29,6 +29,8 @@ pub enum Monitor {
     Hsperfdata,
     /// The jvmwatch agent with default options.
     Jvmwatch,
+    /// The agent with `monitor=off` (no in-VM monitor: no GC notifications).
+    JvmwatchMonitorOff,
     /// The agent plus `jvmwatch serve` on its directory with one SSE client.
     JvmwatchSidecar,
     /// JFR, `settings=default`.
@@ -43,10 +45,11 @@ pub enum Monitor {
 
 impl Monitor {
     /// Every configuration, baseline first.
-    pub const ALL: [Monitor; 8] = [
+    pub const ALL: [Monitor; 9] = [
         Monitor::None,
         Monitor::Hsperfdata,
         Monitor::Jvmwatch,
+        Monitor::JvmwatchMonitorOff,
         Monitor::JvmwatchSidecar,
         Monitor::JfrDefault,
         Monitor::JfrProfile,
@@ -60,6 +63,7 @@ impl Monitor {
             Monitor::None => "none",
             Monitor::Hsperfdata => "hsperfdata",
             Monitor::Jvmwatch => "jvmwatch",
+            Monitor::JvmwatchMonitorOff => "jvmwatch-monitor-off",
             Monitor::JvmwatchSidecar => "jvmwatch+sidecar",
             Monitor::JfrDefault => "jfr-default",
             Monitor::JfrProfile => "jfr-profile",
@@ -74,6 +78,7 @@ impl Monitor {
             Monitor::None => "-XX:-UsePerfData",
             Monitor::Hsperfdata => "(JVM defaults: hsperfdata in /tmp/hsperfdata_<user>)",
             Monitor::Jvmwatch => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir> (default size and interval)",
+            Monitor::JvmwatchMonitorOff => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,monitor=off",
             Monitor::JvmwatchSidecar => {
                 "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>; jvmwatch serve --dir <that dir> with one SSE client"
             }
@@ -100,6 +105,9 @@ impl Monitor {
             Monitor::None | Monitor::Hsperfdata => {}
             Monitor::Jvmwatch | Monitor::JvmwatchSidecar => {
                 f.push(jvm::agent_flag(tools, &format!("dir={}", ring_dir.display())));
+            }
+            Monitor::JvmwatchMonitorOff => {
+                f.push(jvm::agent_flag(tools, &format!("dir={},monitor=off", ring_dir.display())));
             }
             Monitor::JfrDefault => f.push(jfr("default")),
             Monitor::JfrProfile => f.push(jfr("profile")),
@@ -506,7 +514,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         });
     }
     match m {
-        Monitor::Jvmwatch | Monitor::JvmwatchSidecar => {
+        Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchSidecar => {
             let a = jvm::agent_stats(&ring_dir)?;
             ensure!(a.events > 0, "the agent's ring has no events: did the agent load?");
             run.agent = Some(a);

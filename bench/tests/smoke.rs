@@ -42,7 +42,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
     assert_eq!(r["mode"], "smoke");
     positive(&r["machine"]["cpus"], "machine.cpus");
 
-    // 1. Throughput: two workloads, eight configurations, baseline ratio 1.
+    // 1. Throughput: two workloads, nine configurations, baseline ratio 1.
     let workloads = r["throughput"]["workloads"].as_array().expect("throughput.workloads");
     assert_eq!(workloads.len(), 2);
     for w in workloads {
@@ -54,6 +54,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
                 "none",
                 "hsperfdata",
                 "jvmwatch",
+                "jvmwatch-monitor-off",
                 "jvmwatch+sidecar",
                 "jfr-default",
                 "jfr-profile",
@@ -113,4 +114,22 @@ fn all_smoke_produces_every_section_with_sane_values() {
     assert_eq!(c["committed_lost"], 0, "committed events lost after SIGKILL");
     assert_eq!(c["torn_committed"], 0);
     assert!(f(&c["last_record_age_ms"]["p99"], "last_record_age p99") >= 0.0);
+
+    // 5. The sidecar following JVMs (3 in smoke size).
+    let l = &r["serve_load"];
+    assert_eq!(l["jvms"], 3);
+    assert!(f(&l["cpu_percent_of_core"], "sidecar cpu") >= 0.0);
+    positive(&l["rss_mib"], "sidecar rss");
+    positive(&l["metrics_bytes"], "metrics bytes");
+    assert_eq!(l["metrics_latency_ms"]["n"], 50);
+
+    // 6. The Java API: every variant at 1 and 8 threads, with the agent active.
+    let a = &r["api_cost"];
+    assert_eq!(a["agent_active"], true);
+    let rows = a["rows"].as_array().expect("api rows");
+    assert_eq!(rows.len(), 6);
+    for row in rows {
+        positive(&row["ops_per_s"], "api ops/s");
+        positive(&row["ns_per_op"], "api ns/op");
+    }
 }

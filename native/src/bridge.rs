@@ -41,11 +41,12 @@ pub unsafe fn define(jni: *mut sys::JNIEnv, name: &CStr, bytes: &[u8]) -> Result
     Ok(cls)
 }
 
-/// Defines `Bridge` with its natives and starts `Monitor`. Called from the VMInit callback.
+/// Defines `Bridge` with its natives and, when `monitor` is true, starts `Monitor`. Called from
+/// the VMInit callback.
 ///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv.
-pub unsafe fn install(jni: *mut sys::JNIEnv) -> Result<(), String> {
+pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String> {
     // SAFETY: forwarded.
     let bridge = unsafe { define(jni, c"io/jvmwatch/internal/Bridge", BRIDGE_CLASS) }?;
     macro_rules! native {
@@ -73,6 +74,9 @@ pub unsafe fn install(jni: *mut sys::JNIEnv) -> Result<(), String> {
     // SAFETY: forwarded.
     if rc != 0 || unsafe { clear_exception(jni) } {
         return Err("cannot register natives".into());
+    }
+    if !monitor {
+        return Ok(());
     }
     // SAFETY: forwarded.
     let monitor = unsafe { define(jni, c"io/jvmwatch/internal/Monitor", MONITOR_CLASS) }?;

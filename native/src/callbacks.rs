@@ -76,7 +76,7 @@ unsafe extern "C" fn vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, 
         a.writer.emit_at(now, &Event::VmInit);
         a.writer.set_state(State::Running);
         // SAFETY: `jni` is the VMInit thread's JNIEnv, valid for this callback.
-        if let Err(e) = unsafe { crate::bridge::install(jni) } {
+        if let Err(e) = unsafe { crate::bridge::install(jni, a.config.monitor) } {
             a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("no in-VM monitor: {e}"), 40) });
         }
         // SAFETY: `jni` is the VMInit thread's JNIEnv, valid for this callback.

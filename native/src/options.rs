@@ -17,6 +17,9 @@ pub struct Config {
     pub interval: Duration,
     /// Refuse to start the JVM when the agent cannot start (`strict=`).
     pub strict: bool,
+    /// Start the in-VM monitor (`monitor=`): GC notifications, deadlock checks, class and
+    /// buffer-pool figures.
+    pub monitor: bool,
 }
 
 /// Default event ring size: 4 MiB = 65,536 events.
@@ -28,7 +31,14 @@ pub const MAX_SIZE: u64 = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
-        Config { dir: None, path: None, size: DEFAULT_SIZE, interval: Duration::from_millis(100), strict: false }
+        Config {
+            dir: None,
+            path: None,
+            size: DEFAULT_SIZE,
+            interval: Duration::from_millis(100),
+            strict: false,
+            monitor: true,
+        }
     }
 }
 
@@ -98,7 +108,11 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
                 let v = value("true or false")?;
                 c.strict = parse_bool(v).map_err(|_| format!("strict={v}: expected true or false"))?;
             }
-            k => return Err(format!("unknown option '{k}' (known: dir, path, size, interval, strict)")),
+            "monitor" => {
+                let v = value("on or off")?;
+                c.monitor = parse_bool(v).map_err(|_| format!("monitor={v}: expected on or off"))?;
+            }
+            k => return Err(format!("unknown option '{k}' (known: dir, path, size, interval, strict, monitor)")),
         }
     }
     if c.dir.is_some() && c.path.is_some() {
@@ -171,6 +185,9 @@ mod tests {
         assert!(p("dir=/a,path=/b").unwrap_err().contains("not both"));
         assert!(p("size=4M,size=8M").unwrap_err().contains("twice"));
         assert!(p("strict=maybe").unwrap_err().contains("strict=maybe"));
+        assert!(p("monitor=sometimes").unwrap_err().contains("monitor=sometimes"));
+        assert!(!p("monitor=off").unwrap().monitor);
+        assert!(p("").unwrap().monitor);
     }
 
     #[test]

@@ -93,7 +93,9 @@ pub struct Jvm {
 }
 
 impl Jvm {
-    fn open(path: &Path) -> Result<Jvm, jvmwatch_ring::ReadError> {
+    /// Opens a ring and reads its recent events; those of a live writer also go to `publish`
+    /// (a JVM found after it started still streams everything it wrote meanwhile).
+    fn open(path: &Path, publish: impl Fn(Msg)) -> Result<Jvm, jvmwatch_ring::ReadError> {
         let ring = Ring::open(path)?;
         let id: Arc<str> = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default().into();
         let header = ring.header().clone();
@@ -121,7 +123,12 @@ impl Jvm {
             ring: Some(ring),
         };
         j.refresh(true);
-        j.read_events(|_, _| {});
+        let (alive, id) = (j.alive, j.id.clone());
+        j.read_events(|r, strings| {
+            if alive {
+                publish(event_msg(&id, r, strings));
+            }
+        });
         j.sample_metrics();
         j.judge();
         Ok(j)
@@ -312,6 +319,8 @@ pub struct Registry {
     /// SSE fan-out.
     pub tx: broadcast::Sender<Arc<Msg>>,
     stop: AtomicBool,
+    /// Modification time of the directory at the last discovery (new rings change it).
+    dir_mtime: Mutex<Option<std::time::SystemTime>>,
     /// Counts refreshes: what the service shows changes only when this moves.
     generation: AtomicU64,
     /// The rendered `/metrics` text and the generation it shows.
@@ -327,6 +336,7 @@ impl Registry {
             jvms: Mutex::new(BTreeMap::new()),
             tx,
             stop: AtomicBool::new(false),
+            dir_mtime: Mutex::new(None),
             generation: AtomicU64::new(1),
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
         })
@@ -335,6 +345,17 @@ impl Registry {
     /// Locks the map (a poisoned lock is taken over: the data is plain state).
     pub fn lock(&self) -> MutexGuard<'_, BTreeMap<Arc<str>, Jvm>> {
         self.jvms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Picks up new ring files if the directory changed since the last look (one `stat`).
+    pub fn discover_if_changed(&self) {
+        let now = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
+        let mut last = self.dir_mtime.lock().unwrap_or_else(|e| e.into_inner());
+        if now != *last {
+            *last = now;
+            drop(last);
+            self.discover();
+        }
     }
 
     /// Picks up ring files that appeared in the directory.
@@ -351,7 +372,9 @@ impl Registry {
             if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 continue;
             }
-            match Jvm::open(&p) {
+            match Jvm::open(&p, |m| {
+                let _ = self.tx.send(Arc::new(m));
+            }) {
                 Ok(j) => {
                     let msg = Arc::new(j.snapshot_msg());
                     self.lock().insert(j.id.clone(), j);
@@ -395,7 +418,7 @@ impl Registry {
                 j.refresh(push);
             }
             let quiet = j.last_events.elapsed() > Duration::from_secs(1);
-            if quiet && !refresh && n % QUIET_EVERY != 0 {
+            if quiet && !refresh && !n.is_multiple_of(QUIET_EVERY) {
                 continue;
             }
             let id = j.id.clone();
@@ -435,6 +458,8 @@ impl Registry {
                     if push {
                         last_push = now;
                         me.discover();
+                    } else if refresh {
+                        me.discover_if_changed();
                     }
                     me.tick(n, refresh, push);
                     if refresh {

@@ -25,8 +25,8 @@ import javax.management.openmbean.TabularData;
  *   <li>every GC notification (collector, cause, action, duration, heap before/after, per heap
  *       pool before/after) — concurrent cycles of ZGC/Shenandoah/G1 included, flagged as
  *       concurrent so their time never counts as pause time;
- *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}), once per deadlock, one event per
- *       thread with the lock owner;
+ *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}, every 5 s: it stops the JVM at a
+ *       safepoint), once per deadlock, one event per thread with the lock owner;
  *   <li>class loading totals and direct/mapped buffer pools, as gauges.
  * </ul>
  *
@@ -144,8 +144,9 @@ public final class Monitor implements Runnable {
                 Bridge.register(2, "jvm.buffer_pool.used_buffers{pool=" + n + "}")};
         }
         Set<Long> reported = new HashSet<>();
-        while (true) {
-            long[] dead = threads.findDeadlockedThreads();
+        for (long tick = 0;; tick++) {
+            // findDeadlockedThreads runs a safepoint operation: every 5 s, not every second.
+            long[] dead = tick % 5 == 0 ? threads.findDeadlockedThreads() : null;
             if (dead != null) {
                 Arrays.sort(dead);
                 ThreadInfo[] infos = threads.getThreadInfo(dead);
