@@ -3,6 +3,7 @@
 
 mod app_metrics;
 mod bad_options;
+mod cli;
 mod collectors;
 mod console;
 mod hostile_files;
