@@ -27,7 +27,9 @@ pub const WINDOW: usize = 4096;
 pub const TICK: Duration = Duration::from_millis(5);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
-/// How often liveness, snapshot and findings are refreshed.
+/// How often a quiet ring's live header, snapshot and findings are refreshed.
+pub const QUIET_REFRESH: Duration = Duration::from_millis(500);
+/// How often liveness, snapshot and findings are refreshed (rings with recent events).
 pub const REFRESH: Duration = Duration::from_millis(100);
 /// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
 pub const SNAPSHOT_PUSH: Duration = Duration::from_secs(1);
@@ -90,6 +92,8 @@ pub struct Jvm {
     pub settled: bool,
     /// When events last arrived (a quiet ring's cursor is polled less often).
     last_events: Instant,
+    /// When the live header was last read.
+    last_refresh: Instant,
 }
 
 impl Jvm {
@@ -120,6 +124,7 @@ impl Jvm {
             gone: None,
             settled: false,
             last_events: Instant::now(),
+            last_refresh: Instant::now(),
             ring: Some(ring),
         };
         j.refresh(true);
@@ -409,16 +414,21 @@ impl Registry {
     /// the metrics region and a snapshot message per JVM.
     pub fn tick(&self, n: u64, refresh: bool, push: bool) {
         let tx = &self.tx;
+        // Snapshot messages are only built when someone listens.
+        let listeners = tx.receiver_count() > 0;
         let mut jvms = self.lock();
         for j in jvms.values_mut() {
             if j.settled && !push {
                 continue;
             }
-            if refresh {
-                j.refresh(push);
-            }
             let quiet = j.last_events.elapsed() > Duration::from_secs(1);
-            if quiet && !refresh && !n.is_multiple_of(QUIET_EVERY) {
+            let due = if quiet { QUIET_REFRESH } else { REFRESH };
+            let refresh_this = push || (refresh && j.last_refresh.elapsed() >= due);
+            if refresh_this {
+                j.refresh(push);
+                j.last_refresh = Instant::now();
+            }
+            if quiet && !refresh_this && !n.is_multiple_of(QUIET_EVERY) {
                 continue;
             }
             let id = j.id.clone();
@@ -428,10 +438,10 @@ impl Registry {
             if push {
                 j.sample_metrics();
             }
-            if refresh {
+            if refresh_this {
                 j.judge();
             }
-            if push && j.gone.is_none() {
+            if push && listeners && j.gone.is_none() {
                 let _ = tx.send(Arc::new(j.snapshot_msg()));
             }
         }
