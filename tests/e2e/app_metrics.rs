@@ -139,18 +139,7 @@ fn gc_causes_and_concurrent_cycles() {
     for jdk in jdks() {
         // System.gc() and allocation failure show up as causes.
         for (flag, cause) in [("-XX:+UseG1GC", "System.gc()"), ("-XX:+UseSerialGC", "Allocation Failure")] {
-            let dir = tempdir();
-            let ring = dir.path().join("gc.ring");
-            let out = run(java_cmd(
-                &jdk,
-                &format!("path={}", ring.display()),
-                &[flag, "-Xmx64m"],
-                "GcChurn",
-                &["600"],
-                dir.path(),
-            ));
-            assert!(out.status.success());
-            let r = inspect(&ring, 1_000_000);
+            let r = run_and_inspect(&jdk, &[flag, "-Xmx64m"], "GcChurn", &["600"]);
             let cycles = gc_cycles(&r);
             assert!(
                 cycles.iter().any(|c| c["cause"] == cause),
@@ -162,18 +151,7 @@ fn gc_causes_and_concurrent_cycles() {
         }
         // ZGC and Shenandoah: concurrent cycles are reported, and never as pause time.
         for flag in ["-XX:+UseZGC", "-XX:+UseShenandoahGC"] {
-            let dir = tempdir();
-            let ring = dir.path().join("gc.ring");
-            let out = run(java_cmd(
-                &jdk,
-                &format!("path={}", ring.display()),
-                &[flag, "-Xmx128m"],
-                "GcChurn",
-                &["800"],
-                dir.path(),
-            ));
-            assert!(out.status.success());
-            let r = inspect(&ring, 1_000_000);
+            let r = run_and_inspect(&jdk, &[flag, "-Xmx128m"], "GcChurn", &["800"]);
             let cycles = gc_cycles(&r);
             let concurrent: Vec<&Value> = cycles.iter().filter(|c| c["concurrent"] == true).collect();
             assert!(!concurrent.is_empty(), "JDK {} {flag}: no concurrent cycles in {cycles:?}", jdk.label);

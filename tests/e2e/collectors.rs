@@ -13,18 +13,7 @@ fn every_collector_produces_pause_events() {
     ];
     for jdk in jdks() {
         for (flag, name) in gcs {
-            let dir = tempdir();
-            let ring = dir.path().join("gc.ring");
-            let out = run(java_cmd(
-                &jdk,
-                &format!("path={}", ring.display()),
-                &[flag, "-Xmx128m"],
-                "GcChurn",
-                &["600"],
-                dir.path(),
-            ));
-            assert!(out.status.success(), "JDK {} {flag}: {}", jdk.label, String::from_utf8_lossy(&out.stderr));
-            let r = inspect(&ring, 1_000_000);
+            let r = run_and_inspect(&jdk, &[flag, "-Xmx128m"], "GcChurn", &["600"]);
             let ends: Vec<_> = r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "gc_pause_end").collect();
             assert!(!ends.is_empty(), "JDK {} {flag}: no gc_pause_end", jdk.label);
             assert!(ends.iter().all(|e| e["collector"] == name), "JDK {} {flag}: {:?}", jdk.label, ends.first());

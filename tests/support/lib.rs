@@ -163,6 +163,16 @@ pub fn inspect(file: &Path, events: usize) -> Value {
     serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON")
 }
 
+/// Runs `main args` to completion under the agent (ring at a fresh `path=`), asserts that the
+/// program succeeded, and returns `inspect --json` of its ring with every event.
+pub fn run_and_inspect(jdk: &Jdk, jvm_args: &[&str], main: &str, args: &[&str]) -> Value {
+    let dir = tempdir();
+    let ring = dir.path().join("run.ring");
+    let out = run(java_cmd(jdk, &format!("path={}", ring.display()), jvm_args, main, args, dir.path()));
+    assert!(out.status.success(), "JDK {} {jvm_args:?} {main}: {}", jdk.label, String::from_utf8_lossy(&out.stderr));
+    inspect(&ring, 1_000_000)
+}
+
 /// Event types of a report, in order.
 pub fn event_types(report: &Value) -> Vec<String> {
     report["events"].as_array().expect("events").iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect()
