@@ -9,13 +9,14 @@
 //! instrument    0     kind u32 (0 free, 1 counter, 2 gauge, 3 timer; written last, Release)
 //!               4     name_len u32
 //!               8     name [120]  ("name" or "name{k=v,...}")
-//!               128   stripes[8] × 64 B: value/count u64, sum u64, max u64 (one cache line each)
+//!               128   stripes[8] × 64 B: value u64 (counter), sum u64, max u64 (timer); one line each
 //!               640   buckets [u64; 116] (timers)
 //! ```
 //!
-//! A counter's value and a timer's count/sum are spread over eight stripes (one cache line each,
+//! A counter's value and a timer's sum and max are spread over eight stripes (one cache line each,
 //! chosen by the recording thread) so that threads on different cores do not fight over one
-//! line; readers add the stripes up. A gauge lives in stripe 0.
+//! line; readers add the stripes up. A gauge lives in stripe 0. A timer has no count word: its
+//! count is the sum of its buckets (one atomic fewer per record).
 //!
 //! Timer buckets are log-linear: four buckets per power of two of nanoseconds, so a bucket is
 //! at most 25 % wide. Bucket 0 holds values below 1 µs, bucket 115 everything from 2^38 ns
@@ -205,16 +206,17 @@ pub fn decode(b: &[u8]) -> (Vec<Instrument>, Vec<String>) {
         let stripe = |s: usize, w: usize| u64_at(e, ins::STRIPES + s * ins::STRIPE_SIZE + 8 * w);
         let (value, sum, max, buckets) = match kind {
             Kind::Gauge => (stripe(0, 0), 0, 0, Vec::new()),
-            _ => {
+            Kind::Counter => {
                 let value = (0..ins::STRIPE_COUNT).fold(0u64, |a, s| a.wrapping_add(stripe(s, 0)));
+                (value, 0, 0, Vec::new())
+            }
+            Kind::Timer => {
+                let buckets: Vec<u64> = (0..BUCKET_COUNT).map(|i| u64_at(e, ins::BUCKETS + 8 * i)).collect();
+                // A timer's count is the sum of its buckets (no count word is written).
+                let count = buckets.iter().fold(0u64, |a, b| a.wrapping_add(*b));
                 let sum = (0..ins::STRIPE_COUNT).fold(0u64, |a, s| a.wrapping_add(stripe(s, 1)));
                 let max = (0..ins::STRIPE_COUNT).map(|s| stripe(s, 2)).max().unwrap_or(0);
-                let buckets = if kind == Kind::Timer {
-                    (0..BUCKET_COUNT).map(|i| u64_at(e, ins::BUCKETS + 8 * i)).collect()
-                } else {
-                    Vec::new()
-                };
-                (value, sum, max, buckets)
+                (count, sum, max, buckets)
             }
         };
         out.push(Instrument { index, kind, name, value, sum, max, buckets });

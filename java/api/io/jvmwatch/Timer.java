@@ -21,7 +21,7 @@ public final class Timer {
         }
         long ns = Math.max(nanos, 0);
         int stripe = base + Jvmwatch.stripe();
-        Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, stripe, 1L);
+        // No count word: the count is the sum of the buckets (one atomic fewer per record).
         Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, stripe + 8, ns);
         long max = (long) Jvmwatch.LONGS.getOpaque(Jvmwatch.BUF, stripe + 16);
         while (ns > max && !Jvmwatch.LONGS.weakCompareAndSet(Jvmwatch.BUF, stripe + 16, max, ns)) {
