@@ -24,6 +24,20 @@ fn ev(thread: u64, i: u64) -> Event {
     Event::GcPauseEnd { gc_id: thread << 32 | i, collector: Collector::G1, duration_ns: (thread << 32 | i) ^ 0xabcdef }
 }
 
+/// `threads` threads, each emitting `ev(thread, 0..each)` in order.
+fn spawn_writers(w: &Arc<Writer>, threads: u64, each: u64) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|t| {
+            let w = Arc::clone(w);
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    w.emit(&ev(t, i));
+                }
+            })
+        })
+        .collect()
+}
+
 fn parts(e: &Event) -> (u64, u64) {
     match *e {
         Event::GcPauseEnd { gc_id, duration_ns, .. } => {
@@ -65,16 +79,7 @@ fn concurrent_writers_lose_and_duplicate_nothing() {
     const EACH: u64 = 40_000;
     let d = dir();
     let w = Arc::new(writer(&d, 1 << 18)); // large enough not to wrap
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let w = Arc::clone(&w);
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    w.emit(&ev(t, i));
-                }
-            })
-        })
-        .collect();
+    let handles = spawn_writers(&w, THREADS, EACH);
     for h in handles {
         h.join().unwrap();
     }
@@ -102,16 +107,7 @@ fn lapped_reader_counts_what_it_lost_and_never_returns_garbage() {
     let d = dir();
     let w = Arc::new(writer(&d, 1024)); // small: the writers lap the reader constantly
     let done = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let w = Arc::clone(&w);
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    w.emit(&ev(t, i));
-                }
-            })
-        })
-        .collect();
+    let handles = spawn_writers(&w, THREADS, EACH);
     let reader = {
         let path = w.path().to_path_buf();
         let done = Arc::clone(&done);
