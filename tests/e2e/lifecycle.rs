@@ -69,7 +69,14 @@ fn kill_9_is_killed_with_recent_heartbeat_and_no_lost_events() {
         // A thread-dump request (SIGQUIT) is recorded as a data_dump event.
         // SAFETY: kill(2) on our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) }, 0);
-        std::thread::sleep(Duration::from_millis(300));
+        // Wait until the data_dump event is in the ring (the JVM handles SIGQUIT on its own
+        // thread; nothing promises when).
+        let dumped = wait_for(Duration::from_secs(30), || {
+            let r = Ring::open(&ring).ok()?;
+            let scan = r.scan(0, true).ok()?;
+            scan.records.iter().any(|rec| matches!(rec.event, jvmwatch_ring::Event::DataDump)).then_some(())
+        });
+        assert!(dumped.is_some(), "JDK {}: SIGQUIT never recorded", jdk.label);
         let kill_ns = now_ns();
         // SAFETY: plain kill(2) on our own child process.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);

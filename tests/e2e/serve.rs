@@ -235,3 +235,45 @@ fn changes_need_the_bearer_token() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without --token-file"));
 }
+
+#[test]
+fn hostile_resume_ids_and_ring_names_do_not_break_streams() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let svc = Service::start(dir.path(), &[]);
+    let mut jvm = start_sleeper(jdk, dir.path());
+    let entry = wait_for_jvm(&svc, jvm.id(), "running");
+    let id = entry["id"].as_str().unwrap().to_string();
+    // A hard link to the live ring under a name with CR/LF: same inode, writer lock held, so
+    // it would look alive and stream events with an SSE id containing a line break.
+    let bad = dir.path().join("evil\r\nid.ring");
+    std::fs::hard_link(entry["file"].as_str().unwrap(), &bad).unwrap();
+
+    // Resume ids that overflow or reach back to the start of the ring.
+    for last in [u64::MAX.to_string(), "0".to_string()] {
+        let mut sse = Sse::open(svc.addr, &format!("/api/v1/jvms/{id}/stream"), Some(&last));
+        assert_eq!(sse.status, 200);
+        assert_eq!(sse.next_msg().unwrap().event, "snapshot");
+        let first: u64 = (0..100).filter_map(|_| sse.next_msg()).find_map(|m| m.id?.parse().ok()).expect("events");
+        if last == "0" {
+            // Replayed from seq 1 on, at most MAX_REPLAY (10,000) events back.
+            assert!(first >= 1, "{first}");
+        }
+    }
+    // The global stream keeps delivering to a client for longer than a directory rescan
+    // (1 s), so the renamed link has been seen; every id is JVM/SEQ of a well-formed JVM.
+    let mut global = Sse::open(svc.addr, "/api/v1/stream", None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut ids = 0;
+    while std::time::Instant::now() < deadline {
+        let m = global.next_msg().expect("the stream stays open");
+        if let Some(i) = m.id {
+            assert!(!i.contains('\r') && !i.contains('\n') && i.starts_with(&id), "{i:?}");
+            ids += 1;
+        }
+    }
+    assert!(ids > 0);
+    let list = get(svc.addr, "/api/v1/jvms").json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "the CR/LF name is not a JVM: {list}");
+    kill9(&mut jvm);
+}

@@ -102,12 +102,7 @@ async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
     }
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
+use super::registry::valid_id;
 
 /// Checks an id from the path; 400 for a malformed one, 404 for an unknown one.
 fn known(app: &App, id: &str) -> Result<(), ApiError> {
@@ -186,25 +181,36 @@ async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
         (Ok(s), Ok(l)) => (s, l),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    let jvms = app.registry.lock();
-    let j = &jvms[id.as_str()];
-    let strings = &j.strings;
-    let (records, next, lost) = match j.ring() {
-        Some(ring) => match ring.scan_limit(since, j.alive, limit) {
-            Ok(s) => {
-                let lost = s.lost();
-                (s.records, s.next, lost)
+    // Take what is needed under the lock; read the file after releasing it.
+    let (ring, alive, strings, kept) = {
+        let jvms = app.registry.lock();
+        let Some(j) = jvms.get(id.as_str()) else { return error(StatusCode::NOT_FOUND, format!("no such JVM: {id}")) };
+        match j.ring() {
+            Some(r) => (Some(r), j.alive, j.strings.clone(), Vec::new()),
+            None => {
+                let recs: Vec<_> = j.window.iter().filter(|r| r.seq >= since).take(limit as usize).copied().collect();
+                (None, false, j.strings.clone(), recs)
             }
-            Err(e) => return error(StatusCode::GONE, format!("ring unreadable: {e}")),
-        },
-        None => {
-            let recs: Vec<_> = j.window.iter().filter(|r| r.seq >= since).take(limit as usize).copied().collect();
-            let next = recs.last().map(|r| r.seq + 1).unwrap_or(since);
-            (recs, next, 0)
         }
     };
+    let read = tokio::task::spawn_blocking(move || match ring {
+        Some(ring) => ring.scan_limit(since, alive, limit).map(|s| {
+            let lost = s.lost();
+            (s.records, s.next, lost)
+        }),
+        None => {
+            let next = kept.last().map(|r| r.seq + 1).unwrap_or(since);
+            Ok((kept, next, 0))
+        }
+    })
+    .await;
+    let (records, next, lost) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return error(StatusCode::GONE, format!("ring unreadable: {e}")),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "read failed"),
+    };
     Json(json!({
-        "events": records.iter().map(|r| report::event_json(r, strings)).collect::<Vec<_>>(),
+        "events": records.iter().map(|r| report::event_json(r, &strings)).collect::<Vec<_>>(),
         "next": next,
         "lost": lost,
     }))
@@ -302,20 +308,37 @@ fn last_event_id(h: &HeaderMap) -> Option<(Option<String>, u64)> {
     }
 }
 
-fn sse_response(app: Shared, filter: Option<Arc<str>>, initial: Vec<Arc<Msg>>) -> Response {
-    if app.sse_clients.fetch_add(1, Ordering::Relaxed) >= MAX_SSE_CLIENTS {
-        app.sse_clients.fetch_sub(1, Ordering::Relaxed);
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients");
-    }
-    let slot = SseSlot(app.clone());
+/// Events one SSE resume replays at most. A client further behind gets the newest ones and
+/// pages the rest from `/api/v1/jvms/{id}/events` (the `lost` it sees there tells it).
+pub const MAX_REPLAY: u64 = 10_000;
+
+/// Where the replay of one JVM's stream starts: after the client's `Last-Event-ID`.
+struct Resume {
+    jvm: Arc<str>,
+    after: u64,
+}
+
+/// The stream: `initial` (replayed) messages first, then live ones from `rx`, which was
+/// subscribed BEFORE the replay was read, so nothing published in between is skipped; live
+/// messages the replay (or the client) already has are dropped by sequence number.
+fn sse_response(
+    slot: SseSlot,
+    rx: broadcast::Receiver<Arc<Msg>>,
+    filter: Option<Arc<str>>,
+    initial: Vec<Arc<Msg>>,
+    resumed: Vec<Resume>,
+) -> Response {
     let global = filter.is_none();
-    let rx = app.registry.tx.subscribe();
-    // Replayed and initial messages first, then live ones. A subscriber that falls more than
-    // the broadcast buffer behind is dropped (it can reconnect with Last-Event-ID).
-    let replay_last: HashMap<Arc<str>, u64> =
-        initial.iter().filter_map(|m| m.seq.map(|s| (m.jvm.clone(), s))).collect();
+    // Per JVM: the highest sequence number the client has (from Last-Event-ID or replay).
+    let mut seen: HashMap<Arc<str>, u64> = resumed.into_iter().map(|r| (r.jvm, r.after)).collect();
+    for m in &initial {
+        if let Some(s) = m.seq {
+            let e = seen.entry(m.jvm.clone()).or_insert(s);
+            *e = (*e).max(s);
+        }
+    }
     let head = stream::iter(initial.into_iter().map(move |m| Ok::<_, Infallible>(to_sse(&m, global))));
-    let live = stream::unfold((rx, slot, replay_last), move |(mut rx, slot, seen)| {
+    let live = stream::unfold((rx, slot, seen), move |(mut rx, slot, seen)| {
         let filter = filter.clone();
         async move {
             loop {
@@ -324,7 +347,7 @@ fn sse_response(app: Shared, filter: Option<Arc<str>>, initial: Vec<Arc<Msg>>) -
                         if filter.as_ref().is_some_and(|f| *f != m.jvm) {
                             continue;
                         }
-                        // Skip what the replay already sent.
+                        // Skip what the client or the replay already has.
                         if let (Some(s), Some(&last)) = (m.seq, seen.get(&m.jvm)) {
                             if s <= last {
                                 continue;
@@ -332,6 +355,8 @@ fn sse_response(app: Shared, filter: Option<Arc<str>>, initial: Vec<Arc<Msg>>) -
                         }
                         return Some((Ok(to_sse(&m, global)), (rx, slot, seen)));
                     }
+                    // A subscriber more than the broadcast buffer behind is dropped (it can
+                    // reconnect with Last-Event-ID).
                     Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
                         return None
                     }
@@ -342,42 +367,76 @@ fn sse_response(app: Shared, filter: Option<Arc<str>>, initial: Vec<Arc<Msg>>) -
     Sse::new(head.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
-/// Events after `after` of one JVM, read back from its ring file, plus its snapshot.
-fn replay(app: &App, id: &str, after: Option<u64>) -> Vec<Arc<Msg>> {
-    let jvms = app.registry.lock();
-    let Some(j) = jvms.get(id) else { return Vec::new() };
-    let mut out = vec![Arc::new(j.snapshot_msg())];
-    if let (Some(after), Some(ring)) = (after, j.ring()) {
-        if let Ok(s) = ring.scan_limit(after + 1, j.alive, j.next_seq.saturating_sub(after + 1)) {
-            out.extend(s.records.iter().map(|r| Arc::new(event_msg(&j.id, r, &j.strings))));
+/// Takes an SSE client slot, or says there are too many.
+fn sse_slot(app: &Shared) -> Result<SseSlot, Response> {
+    if app.sse_clients.fetch_add(1, Ordering::Relaxed) >= MAX_SSE_CLIENTS {
+        app.sse_clients.fetch_sub(1, Ordering::Relaxed);
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients"));
+    }
+    Ok(SseSlot(app.clone()))
+}
+
+/// One JVM's snapshot message plus its events after `after` (at most [`MAX_REPLAY`]), read
+/// back from its ring file outside the registry lock.
+async fn replay(app: &App, id: &str, after: Option<u64>) -> (Vec<Arc<Msg>>, Option<Resume>) {
+    let (snapshot, ring, key, alive, next_seq, strings) = {
+        let jvms = app.registry.lock();
+        let Some(j) = jvms.get(id) else { return (Vec::new(), None) };
+        (Arc::new(j.snapshot_msg()), j.ring(), j.id.clone(), j.alive, j.next_seq, j.strings.clone())
+    };
+    let mut out = vec![snapshot];
+    // A resume point beyond what the ring holds (a stale or forged id) means "up to date".
+    let Some(after) = after.and_then(|a| a.min(next_seq.checked_sub(1)?).into()) else { return (out, None) };
+    let resume = Resume { jvm: key.clone(), after };
+    // `after` may be anything a client sent (u64::MAX included): no overflow, and no more
+    // than MAX_REPLAY events whatever it says.
+    let from = after.saturating_add(1).max(next_seq.saturating_sub(MAX_REPLAY));
+    if let (Some(ring), true) = (ring, from < next_seq) {
+        let n = next_seq - from;
+        let read = tokio::task::spawn_blocking(move || ring.scan_limit(from, alive, n)).await;
+        if let Ok(Ok(s)) = read {
+            out.extend(s.records.iter().map(|r| Arc::new(event_msg(&key, r, &strings))));
         }
     }
-    out
+    (out, Some(resume))
 }
 
 async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(e) = known(&app, &id) {
         return e.into_response();
     }
+    let slot = match sse_slot(&app) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let rx = app.registry.tx.subscribe();
     let after = last_event_id(&headers).and_then(|(j, s)| (j.is_none() || j.as_deref() == Some(&id)).then_some(s));
-    let initial = replay(&app, &id, after);
+    let (initial, resume) = replay(&app, &id, after).await;
     let key: Arc<str> =
         app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.into());
-    sse_response(app, Some(key), initial)
+    sse_response(slot, rx, Some(key), initial, resume.into_iter().collect())
 }
 
 async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let slot = match sse_slot(&app) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let rx = app.registry.tx.subscribe();
     let ids: Vec<Arc<str>> = app.registry.lock().keys().cloned().collect();
     let resume = last_event_id(&headers);
     let mut initial = Vec::new();
+    let mut resumed = Vec::new();
     for id in ids {
         let after = match &resume {
             Some((Some(j), s)) if **j == *id => Some(*s),
             _ => None,
         };
-        initial.extend(replay(&app, &id, after));
+        let (msgs, r) = replay(&app, &id, after).await;
+        initial.extend(msgs);
+        resumed.extend(r);
     }
-    sse_response(app, None, initial)
+    sse_response(slot, rx, None, initial, resumed)
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub struct Jvm {
     pub id: Arc<str>,
     /// The ring file.
     pub path: PathBuf,
-    ring: Option<Ring>,
+    ring: Option<Arc<Ring>>,
     /// Validated header.
     pub header: Header,
     /// Live header part, as of the last refresh.
@@ -125,7 +125,7 @@ impl Jvm {
             settled: false,
             last_events: Instant::now(),
             last_refresh: Instant::now(),
-            ring: Some(ring),
+            ring: Some(Arc::new(ring)),
         };
         j.refresh(true);
         let (alive, id) = (j.alive, j.id.clone());
@@ -139,9 +139,10 @@ impl Jvm {
         Ok(j)
     }
 
-    /// The open ring, unless the file is gone.
-    pub fn ring(&self) -> Option<&Ring> {
-        self.ring.as_ref()
+    /// The open ring, unless the file is gone. A shared handle, so callers read the file
+    /// after releasing the registry lock.
+    pub fn ring(&self) -> Option<Arc<Ring>> {
+        self.ring.clone()
     }
 
     fn fail(&mut self, why: String) {
@@ -303,10 +304,23 @@ impl Jvm {
         self.alive && !self.findings.contains(&"hung")
     }
 
-    /// Ready probe: live, initialised, no resource exhaustion.
+    /// Ready probe: live, initialised, its first snapshot written (so every figure the
+    /// service shows exists), no resource exhaustion.
     pub fn is_ready(&self) -> bool {
-        self.is_live() && self.live.state == Some(jvmwatch_ring::State::Running) && !self.seen.oom
+        self.is_live()
+            && self.live.state == Some(jvmwatch_ring::State::Running)
+            && self.snapshot.is_some()
+            && !self.seen.oom
     }
+}
+
+/// A JVM id (a ring file's stem) the service accepts: it appears in URLs, JSON and SSE `id`
+/// lines, so no separators, no CR/LF, nothing hidden.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// One event record as an SSE message.
@@ -374,6 +388,9 @@ impl Registry {
             if name.starts_with('.') || !name.ends_with(".ring") || known.contains(&p) {
                 continue;
             }
+            if !name.strip_suffix(".ring").is_some_and(valid_id) {
+                continue; // a name that cannot be an id (CR/LF, spaces, …): not a ring of ours
+            }
             if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
                 continue;
             }
@@ -382,7 +399,11 @@ impl Registry {
             }) {
                 Ok(j) => {
                     let msg = Arc::new(j.snapshot_msg());
-                    self.lock().insert(j.id.clone(), j);
+                    let mut jvms = self.lock();
+                    jvms.insert(j.id.clone(), j);
+                    // Under the lock: whoever sees the new JVM also sees a new generation.
+                    self.generation.fetch_add(1, Ordering::Release);
+                    drop(jvms);
                     let _ = self.tx.send(msg);
                 }
                 Err(e) => eprintln!("jvmwatch serve: skipping {}: {e}", p.display()),
@@ -391,10 +412,14 @@ impl Registry {
     }
 
     /// The Prometheus text, rendered at most once per refresh (every 100 ms) however often
-    /// it is scraped.
+    /// it is scraped. Every change to what it shows bumps the generation while holding the
+    /// map's lock, so a client that saw a change through any endpoint never gets an older
+    /// rendering afterwards.
     pub fn metrics_text(&self) -> Arc<String> {
-        let generation = self.generation.load(Ordering::Acquire);
         let mut cache = self.metrics_text.lock().unwrap_or_else(|e| e.into_inner());
+        // Acquire pairs with the Release bumps made under the map lock; the render below
+        // takes that lock, so it shows at least this generation's state.
+        let generation = self.generation.load(Ordering::Acquire);
         if cache.0 != generation {
             *cache = (generation, Arc::new(super::metrics::render(&self.lock())));
         }
@@ -403,7 +428,8 @@ impl Registry {
 
     /// Forgets a JVM (after its file was archived).
     pub fn forget(&self, id: &str) -> Option<Jvm> {
-        let j = self.lock().remove(id);
+        let mut jvms = self.lock();
+        let j = jvms.remove(id);
         self.generation.fetch_add(1, Ordering::Release);
         j
     }
@@ -445,6 +471,10 @@ impl Registry {
                 let _ = tx.send(Arc::new(j.snapshot_msg()));
             }
         }
+        if refresh {
+            // Under the map lock, so the bump is seen together with the state it shows.
+            self.generation.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// Runs the follower until [`Registry::stop`].
@@ -472,9 +502,6 @@ impl Registry {
                         me.discover_if_changed();
                     }
                     me.tick(n, refresh, push);
-                    if refresh {
-                        me.generation.fetch_add(1, Ordering::Release);
-                    }
                 }
             })
             .expect("spawn follower thread")
