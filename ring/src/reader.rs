@@ -212,8 +212,23 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
 
 impl Ring {
     /// Opens and validates `path`. Never maps the file.
+    ///
+    /// Never through a symlink in the last component (`O_NOFOLLOW`), and never blocking:
+    /// `O_NONBLOCK` makes opening a FIFO planted under a ring's name return at once, and
+    /// anything but a regular file is then refused.
     pub fn open(path: &Path) -> Result<Ring, ReadError> {
-        let file = File::open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink; not followed"))
+                } else {
+                    ReadError::Io(e)
+                }
+            })?;
         let md = file.metadata()?;
         if !md.is_file() {
             return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));

@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -100,7 +100,9 @@ pub fn capacity_for_bytes(bytes: u64) -> u64 {
 }
 
 /// Creates `dir` (mode 0700) if missing and checks that it is safe to write into: a real
-/// directory (not a symlink) that the user owns, or a sticky shared directory like `/tmp`.
+/// directory (not a symlink) owned by the effective user. A shared directory such as `/tmp`
+/// is refused even when sticky: its owner could delete or swap rings, plant forged ones or
+/// replace one with a FIFO; use a directory of your own inside it.
 pub fn ensure_dir(dir: &Path) -> Result<(), CreateError> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
@@ -124,8 +126,7 @@ pub fn ensure_dir(dir: &Path) -> Result<(), CreateError> {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
-    let sticky = md.permissions().mode() & 0o1000 != 0;
-    if md.uid() != uid && !sticky {
+    if md.uid() != uid {
         return Err(unsafe_dir(format!(
             "is owned by uid {}, not by this user (uid {uid}); use a directory you own",
             md.uid()

@@ -261,3 +261,61 @@ fn metrics_region_roundtrips_counters_gauges_timers_and_strings() {
     }
     assert_eq!(w.register(Kind::Counter, "one too many"), None);
 }
+
+/// Running as root lets a test hand a path to another user; otherwise it says so and skips.
+fn chown_to_nobody(p: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can hand a path to another user");
+        return false;
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+    true
+}
+
+#[test]
+fn a_shared_sticky_directory_of_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir();
+    let shared = d.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    if !chown_to_nobody(&shared) {
+        return;
+    }
+    let id = Identity { pid: 7, start_ns: 1, ..Identity::default() };
+    let err = Writer::create_in(&shared, 1024, &id).unwrap_err().to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    assert!(jvmwatch_ring::ensure_dir(&shared).is_err());
+}
+
+#[test]
+fn fifos_symlinks_and_devices_are_refused_without_hanging() {
+    let d = dir();
+    let w = writer(&d, 1024);
+    let fifo = d.path().join("fifo.ring");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let link = d.path().join("link.ring");
+    std::os::unix::fs::symlink(w.path(), &link).unwrap();
+    // On another thread: a blocking open of a FIFO would never return.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let paths = [fifo.clone(), link.clone(), PathBuf::from("/dev/zero"), d.path().to_path_buf()];
+    std::thread::spawn(move || {
+        for p in paths {
+            tx.send((p.clone(), Ring::open(&p).map(|_| ()).map_err(|e| e.to_string()))).unwrap();
+        }
+    });
+    for _ in 0..4 {
+        let (p, r) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("Ring::open returned");
+        let e = r.expect_err(&format!("{} accepted", p.display()));
+        if p == link {
+            assert!(e.contains("symlink"), "{e}");
+        }
+    }
+    assert!(Ring::open(w.path()).is_ok());
+}

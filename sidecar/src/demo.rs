@@ -3,6 +3,7 @@
 //! prints the inspect report of the demo JVM's ring.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,15 +40,34 @@ pub fn agent_path() -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Starts the demo workload under the agent; it writes its ring into `dir`. `seconds` = 0
-/// runs until stopped.
+/// A fresh private directory (mode 0700, unpredictable name) holding the demo's classes.
+/// Every file is created new (`O_EXCL`), so nothing planted beforehand is followed.
+pub fn private_class_dir() -> Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("jvmwatch-demo-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .context("cannot make a temporary directory")?;
+    for (rel, bytes) in DEMO_CLASSES {
+        let p = dir.path().join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&p)
+            .and_then(|mut f| f.write_all(bytes))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Starts the demo workload (classes in `classes`) under the agent; it writes its ring into
+/// `dir`. `seconds` = 0 runs until stopped.
 pub fn spawn_workload(dir: &Path, seconds: u64, classes: &Path) -> Result<Child> {
     let agent = agent_path()?;
-    for (rel, bytes) in DEMO_CLASSES {
-        let p = classes.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap_or(classes))?;
-        std::fs::write(p, bytes)?;
-    }
     jvmwatch_ring::ensure_dir(dir)?;
     Command::new(java_command())
         .arg(format!("-agentpath:{}=dir={}", agent.display(), dir.display()))
@@ -94,11 +114,11 @@ fn stop_child(child: &mut Child) {
 pub fn main(seconds: u64, dir: &Path, listen: &str) -> Result<()> {
     let cfg = serve::Config::new(dir.to_path_buf(), listen, None)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let classes = std::env::temp_dir().join(format!("jvmwatch-demo-{}", std::process::id()));
+    let classes = private_class_dir()?;
     let path = rt.block_on(async {
         jvmwatch_ring::ensure_dir(dir)?;
         let server = Server::start(cfg).await.context("cannot start the service (try --listen 127.0.0.1:0)")?;
-        let mut child = spawn_workload(dir, seconds, &classes)?;
+        let mut child = spawn_workload(dir, seconds, classes.path())?;
         let pid = child.id();
         eprintln!(
             "jvmwatch demo: workload pid {pid} runs under the agent; {}",
@@ -138,10 +158,25 @@ pub fn main(seconds: u64, dir: &Path, listen: &str) -> Result<()> {
         server.stop().await;
         ring.or_else(|| find_ring(dir, pid)).context("the demo JVM wrote no ring file (see the agent's message above)")
     });
-    let _ = std::fs::remove_dir_all(&classes);
+    drop(classes);
     let path = path?;
     let r = report::inspect(&path, 15)?;
     println!("{}", crate::text::render(&r));
     println!("Inspect it again any time: jvmwatch inspect {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PermissionsExt;
+
+    #[test]
+    fn class_dir_is_private_and_fresh() {
+        let a = super::private_class_dir().unwrap();
+        let b = super::private_class_dir().unwrap();
+        assert_ne!(a.path(), b.path());
+        let mode = std::fs::metadata(a.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(a.path().join("JvmwatchDemo.class").is_file());
+    }
 }

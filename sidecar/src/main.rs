@@ -38,6 +38,12 @@ enum Cmd {
         /// File holding the bearer token for changes (and for all requests beyond loopback).
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// Also follow ring files owned by other users (default: only your own).
+        #[arg(long)]
+        any_owner: bool,
+        /// Require the bearer token for reads on loopback too (needs --token-file).
+        #[arg(long, requires = "token_file")]
+        token_for_reads: bool,
     },
     /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
     Demo {
@@ -70,8 +76,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Serve { dir, listen, token_file } => {
+        Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads } => {
             let run = serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file)
+                .map(|c| serve::Config { any_owner, token_for_reads, ..c })
                 .and_then(serve::main);
             match run {
                 Ok(()) => ExitCode::SUCCESS,

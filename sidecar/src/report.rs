@@ -224,6 +224,38 @@ pub fn find_crash_report(cwd: &str, error_file: &str, pid: u32, started_ns: u64)
     })
 }
 
+/// Words that make a command-line option's value secret (compared case-insensitively with
+/// the option's name): `-Ddb.password=…`, `--api-key=…`, `-Daws.secretKey=…`, …
+pub const SECRET_WORDS: [&str; 9] =
+    ["password", "passwd", "pwd", "secret", "token", "credential", "apikey", "api-key", "api_key"];
+
+/// The command line with the values of secret-looking options replaced by `***`: a
+/// `NAME=VALUE` argument whose NAME contains one of [`SECRET_WORDS`] keeps `NAME=`, and an
+/// argument that is only such an option name (`--password`) hides the argument after it.
+pub fn redact_args(args: &str) -> String {
+    let secret = |name: &str| {
+        let n = name.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|w| n.contains(w)) || n.contains("private") && n.contains("key")
+    };
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for a in args.split(' ') {
+        if std::mem::take(&mut hide_next) {
+            out.push("***".to_string());
+            continue;
+        }
+        match a.split_once('=') {
+            Some((name, _)) if secret(name) => out.push(format!("{name}=***")),
+            None if a.starts_with('-') && secret(a) => {
+                hide_next = true;
+                out.push(a.to_string());
+            }
+            _ => out.push(a.to_string()),
+        }
+    }
+    out.join(" ")
+}
+
 /// Reads `path` and builds the report with the last `n_events` events.
 pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
     let ring = Ring::open(path)?;
@@ -366,5 +398,26 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize) -> Report {
         lost_events: p.lost,
         ring_capacity: h.capacity,
         metrics: crate::appmetrics::lifetime(p.instruments),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secret_looking_values_are_hidden() {
+        let cases = [
+            ("-Ddb.password=hunter2 -Xmx1g Main", "-Ddb.password=*** -Xmx1g Main"),
+            ("--api-key=abc --port=8080", "--api-key=*** --port=8080"),
+            (
+                "-Daws.secretKey=x -Dspring.datasource.PASSWORD=y",
+                "-Daws.secretKey=*** -Dspring.datasource.PASSWORD=***",
+            ),
+            ("app --password hunter2 --user bob", "app --password *** --user bob"),
+            ("-Dtls.privateKey=k", "-Dtls.privateKey=***"),
+            ("-Xmx64m -cp a.jar Main", "-Xmx64m -cp a.jar Main"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(super::redact_args(input), want);
+        }
     }
 }

@@ -5,7 +5,21 @@ use jvmwatch_tests::*;
 #[test]
 fn cli_docs_match_help_output() {
     let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
-    for cmd in [&[][..], &["inspect"][..], &["serve"][..], &["demo"][..]] {
+    let top = std::process::Command::new(jvmwatch()).arg("--help").output().unwrap();
+    let top = String::from_utf8(top.stdout).unwrap();
+    // Every subcommand `--help` lists (but `help`).
+    let subs: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "help")
+        .collect();
+    assert!(subs.contains(&"inspect") && subs.contains(&"serve"), "{top}");
+    let mut cmds = vec![vec![]];
+    cmds.extend(subs.iter().map(|s| vec![*s]));
+    for cmd in &cmds {
         let out = std::process::Command::new(jvmwatch()).args(cmd).arg("--help").output().unwrap();
         assert!(out.status.success());
         let help = String::from_utf8(out.stdout).unwrap();

@@ -277,3 +277,70 @@ fn hostile_resume_ids_and_ring_names_do_not_break_streams() {
     assert_eq!(list.as_array().unwrap().len(), 1, "the CR/LF name is not a JVM: {list}");
     kill9(&mut jvm);
 }
+
+fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET /api/v1/jvms HTTP/1.1\r\n{head}Connection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn loopback_reads_hide_secrets_refuse_foreign_hosts_and_other_owners() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let svc = Service::start(dir.path(), &[]);
+    let mut jvm = spawn(java_cmd(
+        jdk,
+        &format!("dir={}", dir.path().display()),
+        &["-Xmx64m", "-Ddb.password=hunter2"],
+        "Sleeper",
+        &[],
+        dir.path(),
+    ));
+    let entry = wait_for_jvm(&svc, jvm.id(), "running");
+    let id = entry["id"].as_str().unwrap().to_string();
+    let d = get(svc.addr, &format!("/api/v1/jvms/{id}")).json();
+    let args = d["jvm"]["args"].as_str().unwrap();
+    assert!(args.contains("-Ddb.password=***") && !args.contains("hunter2"), "{args}");
+
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host/Origin.
+    let me = svc.addr;
+    assert_eq!(raw_status(me, &format!("Host: {me}\r\n")), 200);
+    assert_eq!(raw_status(me, &format!("Host: localhost:{}\r\n", me.port())), 200);
+    assert_eq!(raw_status(me, &format!("Host: evil.example:{}\r\n", me.port())), 403);
+    assert_eq!(raw_status(me, &format!("Host: {me}\r\nOrigin: http://evil.example:{}\r\n", me.port())), 403);
+    assert_eq!(raw_status(me, &format!("Host: {me}\r\nOrigin: http://{me}\r\n")), 200);
+
+    // A ring of another user in the directory is not followed unless asked for.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let foreign = dir.path().join("99-1-foreign.ring");
+        std::fs::copy(entry["file"].as_str().unwrap(), &foreign).unwrap();
+        let c = std::ffi::CString::new(foreign.to_str().unwrap()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+        let any = Service::start(dir.path(), &["--any-owner"]);
+        let listed = wait_for(Duration::from_secs(30), || {
+            (get(any.addr, "/api/v1/jvms").json().as_array()?.len() == 2).then_some(())
+        });
+        assert!(listed.is_some(), "--any-owner follows the foreign ring");
+        // The first service has rescanned the directory meanwhile (every second).
+        let l = get(svc.addr, "/api/v1/jvms").json();
+        assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+    } else {
+        eprintln!("skipped the other-owner part: only root can hand a file to another user");
+    }
+
+    // --token-for-reads: reads need the token on loopback too; /healthz stays open.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef").unwrap();
+    let locked = Service::start(dir.path(), &["--token-file", token_file.to_str().unwrap(), "--token-for-reads"]);
+    assert_eq!(get(locked.addr, "/api/v1/jvms").status, 401);
+    assert_eq!(get(locked.addr, "/healthz").status, 200);
+    let auth = [("Authorization", "Bearer 0123456789abcdef0123456789abcdef")];
+    assert_eq!(request(locked.addr, "GET", "/api/v1/jvms", &auth).status, 200);
+    kill9(&mut jvm);
+}

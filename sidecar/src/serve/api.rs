@@ -33,8 +33,11 @@ pub struct App {
     pub registry: Arc<Registry>,
     /// Bearer token, if configured.
     pub token: Option<String>,
-    /// Require the token on read endpoints too (listening beyond loopback).
+    /// Require the token on read endpoints too (listening beyond loopback, or asked for).
     pub token_for_reads: bool,
+    /// The address the service listens on; on loopback, requests must name it (or
+    /// `localhost`) in `Host`, and a browser's `Origin` must be one of those (DNS rebinding).
+    pub listen: std::net::SocketAddr,
     /// SSE subscribers now.
     pub sse_clients: AtomicUsize,
 }
@@ -81,7 +84,57 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// True when `authority` (`host[:port]` from a `Host` header or an `Origin`) names this
+/// loopback service: `localhost`, `127.0.0.1`, `[::1]` or the listen IP, with its port.
+pub fn local_authority(authority: &str, listen: std::net::SocketAddr) -> bool {
+    // `[v6]:port`, `[v6]`, `host:port`, `host`, or a bare v6 address.
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return false,
+            },
+            None => return false,
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) if !p.contains(':') => (h, Some(p)),
+            _ => (authority, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().ok() == Some(listen.port()));
+    let host_ok = host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback() || ip == listen.ip());
+    port_ok && host_ok
+}
+
+/// Refuses requests that a web page could make through DNS rebinding: on a loopback
+/// listener, a `Host` or `Origin` that is not this service.
+fn foreign_host(app: &App, h: &HeaderMap) -> Option<Response> {
+    if !app.listen.ip().is_loopback() {
+        return None; // beyond loopback every request needs the token anyway
+    }
+    if let Some(host) = h.get(header::HOST) {
+        let ok = host.to_str().is_ok_and(|v| local_authority(v.trim(), app.listen));
+        if !ok {
+            return Some(error(StatusCode::FORBIDDEN, "Host is not this service's address"));
+        }
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let v = origin.to_str().unwrap_or("");
+        let authority = v.split_once("://").map(|(_, a)| a).unwrap_or("");
+        if v != "null" && !local_authority(authority, app.listen) {
+            return Some(error(StatusCode::FORBIDDEN, "cross-origin requests are refused"));
+        }
+    }
+    None
+}
+
 async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(refused) = foreign_host(&app, req.headers()) {
+        return refused;
+    }
     let mutating = req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
     let open_path = req.uri().path() == "/healthz";
     if !mutating && (!app.token_for_reads || open_path) {
@@ -166,7 +219,10 @@ async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
         return Json(summary).into_response();
     }
     match tokio::task::spawn_blocking(move || report::inspect(&path, n)).await {
-        Ok(Ok(r)) => Json(r).into_response(),
+        Ok(Ok(mut r)) => {
+            r.jvm.args = report::redact_args(&r.jvm.args);
+            Json(r).into_response()
+        }
         Ok(Err(e)) => error(StatusCode::GONE, format!("ring unreadable: {e}")),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "inspect failed"),
     }
@@ -459,5 +515,16 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(!constant_time_eq(&[0u8; 256], &[]));
+    }
+
+    #[test]
+    fn only_this_service_is_a_local_authority() {
+        let listen: std::net::SocketAddr = "127.0.0.1:7457".parse().unwrap();
+        for ok in ["127.0.0.1:7457", "localhost:7457", "LOCALHOST", "[::1]:7457", "127.0.0.1"] {
+            assert!(local_authority(ok, listen), "{ok}");
+        }
+        for bad in ["evil.example:7457", "127.0.0.1:80", "attacker.com", "10.0.0.1:7457", "", "::1:7457x"] {
+            assert!(!local_authority(bad, listen), "{bad}");
+        }
     }
 }

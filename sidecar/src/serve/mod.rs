@@ -44,6 +44,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Bearer token for mutating endpoints (and for all endpoints beyond loopback).
     pub token: Option<String>,
+    /// Follow ring files owned by other users too.
+    pub any_owner: bool,
+    /// Require the token for reads on loopback too.
+    pub token_for_reads: bool,
 }
 
 impl Config {
@@ -66,7 +70,7 @@ impl Config {
         if !listen.ip().is_loopback() && token.is_none() {
             bail!("refusing to listen on {listen} beyond loopback without --token-file");
         }
-        Ok(Config { dir, listen, token })
+        Ok(Config { dir, listen, token, any_owner: false, token_for_reads: false })
     }
 }
 
@@ -84,17 +88,18 @@ pub struct Server {
 impl Server {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(cfg: Config) -> Result<Server> {
-        let registry = Registry::new(cfg.dir.clone());
+        let registry = Registry::new(cfg.dir.clone(), cfg.any_owner);
         let follower = registry.follow();
-        let app = Arc::new(App {
-            registry: registry.clone(),
-            token_for_reads: !cfg.listen.ip().is_loopback(),
-            token: cfg.token,
-            sse_clients: AtomicUsize::new(0),
-        });
         let listener =
             TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
+        let app = Arc::new(App {
+            registry: registry.clone(),
+            token_for_reads: cfg.token_for_reads || !cfg.listen.ip().is_loopback(),
+            listen: addr, // the real port when 0 was asked for
+            token: cfg.token,
+            sse_clients: AtomicUsize::new(0),
+        });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, api::router(app), rx));
         Ok(Server { addr, registry, shutdown, task, follower })

@@ -334,6 +334,9 @@ pub fn event_msg(jvm: &Arc<str>, r: &Record, strings: &[String]) -> Msg {
 pub struct Registry {
     /// The watched directory.
     pub dir: PathBuf,
+    /// Follow ring files of other owners too (off: only the effective user's files, so
+    /// another user cannot plant forged rings).
+    pub any_owner: bool,
     jvms: Mutex<BTreeMap<Arc<str>, Jvm>>,
     /// SSE fan-out.
     pub tx: broadcast::Sender<Arc<Msg>>,
@@ -348,10 +351,11 @@ pub struct Registry {
 
 impl Registry {
     /// A registry for `dir` (nothing read yet).
-    pub fn new(dir: PathBuf) -> Arc<Registry> {
+    pub fn new(dir: PathBuf, any_owner: bool) -> Arc<Registry> {
         let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
         Arc::new(Registry {
             dir,
+            any_owner,
             jvms: Mutex::new(BTreeMap::new()),
             tx,
             stop: AtomicBool::new(false),
@@ -391,8 +395,13 @@ impl Registry {
             if !name.strip_suffix(".ring").is_some_and(valid_id) {
                 continue; // a name that cannot be an id (CR/LF, spaces, …): not a ring of ours
             }
-            if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let Ok(md) = e.metadata() else { continue };
+            if !md.is_file() {
                 continue;
+            }
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            if !self.any_owner && std::os::unix::fs::MetadataExt::uid(&md) != unsafe { libc::geteuid() } {
+                continue; // another user's file (see --any-owner)
             }
             match Jvm::open(&p, |m| {
                 let _ = self.tx.send(Arc::new(m));
