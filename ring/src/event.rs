@@ -202,6 +202,14 @@ pub enum Event {
         /// Detail, truncated to 38 bytes.
         detail: Text,
     },
+    /// The jvmwatch controller is acting on this JVM (written by the sidecar into the JVM's
+    /// ring before each step, so the ring of a JVM it ended says who ended it and why).
+    ControllerAction {
+        /// 0 warn, 1 diagnose, 2 act.
+        stage: u8,
+        /// "rule: action", truncated to 39 bytes.
+        text: Text,
+    },
     /// A type this version does not know (from a newer writer); kept, not interpreted.
     Unknown {
         /// Raw type code.
@@ -237,6 +245,8 @@ pub mod kind {
     pub const DEADLOCK: u16 = 12;
     /// [`super::Event::AppEvent`].
     pub const APP_EVENT: u16 = 13;
+    /// [`super::Event::ControllerAction`].
+    pub const CONTROLLER_ACTION: u16 = 14;
 }
 
 /// Payload words of a slot, plus the type code and bytes used.
@@ -270,6 +280,7 @@ impl Event {
             Event::GcPool { .. } => "gc_pool",
             Event::Deadlock { .. } => "deadlock",
             Event::AppEvent { .. } => "app_event",
+            Event::ControllerAction { .. } => "controller_action",
             Event::Unknown { .. } => "unknown",
         }
     }
@@ -330,6 +341,10 @@ impl Event {
                 p[0..2].copy_from_slice(&name.to_le_bytes());
                 (kind::APP_EVENT, text_into(&mut p, 2, detail))
             }
+            Event::ControllerAction { stage, ref text } => {
+                p[0] = stage;
+                (kind::CONTROLLER_ACTION, text_into(&mut p, 1, text))
+            }
             Event::Unknown { kind: k } => (k, 0),
         };
         Encoded { kind, len: len as u16, payload: p }
@@ -375,6 +390,7 @@ impl Event {
             }
             kind::DEADLOCK => Event::Deadlock { threads: p[0], index: p[1], text: text(2) },
             kind::APP_EVENT => Event::AppEvent { name: u16_at(0), detail: text(2) },
+            kind::CONTROLLER_ACTION => Event::ControllerAction { stage: p[0], text: text(1) },
             k => Event::Unknown { kind: k },
         }
     }
@@ -429,6 +445,7 @@ mod tests {
         roundtrip(Event::GcPool { gc_number: 3, pool: 4, before: 9, after: 1 });
         roundtrip(Event::Deadlock { threads: 2, index: 1, text: Text::new("a > b", 38) });
         roundtrip(Event::AppEvent { name: 7, detail: Text::new("v1.2.3", 38) });
+        roundtrip(Event::ControllerAction { stage: 2, text: Text::new("gc_thrash: restart", 39) });
     }
 
     #[test]

@@ -58,6 +58,14 @@ pub enum CreateError {
         /// What is wrong with it.
         why: String,
     },
+    /// An existing file to attach to is not a ring of this version.
+    #[error("{path}: not a ring: {why}")]
+    NotARing {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A system call failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -289,6 +297,44 @@ impl Writer {
             path: path.to_path_buf(),
             mask: capacity - 1,
             on_tmpfs,
+            snap_gen: AtomicU64::new(0),
+            snap_busy: AtomicBool::new(false),
+            registry: std::sync::Mutex::new(()),
+        })
+    }
+
+    /// Maps an existing ring of another process (the agent's) to append events to it with
+    /// the same lock-free protocol; used by the sidecar's controller to record what it does
+    /// to a JVM in that JVM's own ring. Takes no lock: the file's writer keeps its liveness
+    /// lock. The header is validated and the file must have the size it states.
+    ///
+    /// Only [`Writer::emit`] is meant for an attached writer; its snapshot and metrics
+    /// belong to the agent. The agent never shrinks its file; a file shrunk by someone else
+    /// while attached would make a store fault (SIGBUS), so attach only to the rings of
+    /// JVMs this process launched or is told to act on.
+    pub fn attach(path: &Path) -> Result<Writer, CreateError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err("cannot open", path))?;
+        let md = file.metadata().map_err(io_err("cannot stat", path))?;
+        if !md.is_file() {
+            return Err(CreateError::NotARing { path: path.to_path_buf(), why: "not a regular file".into() });
+        }
+        let mut h = vec![0u8; HEADER_SIZE.min(md.len() as usize)];
+        file.read_exact_at(&mut h, 0).map_err(io_err("cannot read", path))?;
+        let header = crate::reader::parse_header(&h, md.len())
+            .map_err(|e| CreateError::NotARing { path: path.to_path_buf(), why: e.to_string() })?;
+        let map =
+            MmapOptions::new().len(header.file_size as usize).map_raw(&file).map_err(io_err("cannot map", path))?;
+        Ok(Writer {
+            map,
+            _file: file,
+            path: path.to_path_buf(),
+            mask: header.capacity - 1,
+            on_tmpfs: true,
             snap_gen: AtomicU64::new(0),
             snap_busy: AtomicBool::new(false),
             registry: std::sync::Mutex::new(()),

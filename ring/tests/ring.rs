@@ -319,3 +319,22 @@ fn fifos_symlinks_and_devices_are_refused_without_hanging() {
     }
     assert!(Ring::open(w.path()).is_ok());
 }
+
+#[test]
+fn an_attached_writer_appends_to_another_writers_ring() {
+    let d = dir();
+    let w = writer(&d, 1024);
+    w.emit(&ev(0, 0));
+    let other = Writer::attach(w.path()).unwrap();
+    let text = jvmwatch_ring::Text::new("gc_thrash: restart", 39);
+    assert_eq!(other.emit(&Event::ControllerAction { stage: 2, text }), 1);
+    w.emit(&ev(0, 1));
+    let r = Ring::open(w.path()).unwrap();
+    assert!(r.writer_alive(), "attaching takes no lock");
+    let s = r.scan(0, true).unwrap();
+    assert_eq!(s.records.len(), 3);
+    assert_eq!(s.records[1].event.type_name(), "controller_action");
+    let garbage = d.path().join("garbage.ring");
+    std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+    assert!(Writer::attach(&garbage).unwrap_err().to_string().contains("not a ring"));
+}

@@ -2,8 +2,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod appmetrics;
+pub mod control;
 pub mod demo;
 pub mod findings;
 pub mod report;
 pub mod serve;
+pub mod store;
 pub mod text;

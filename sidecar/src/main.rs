@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use jvmwatch_sidecar::{demo, report, serve, text};
+use jvmwatch_sidecar::{control, demo, report, serve, text};
 
 /// Reads jvmwatch ring files — live, or after the JVM exited, was killed or crashed.
 #[derive(Parser, Debug)]
@@ -44,6 +44,33 @@ enum Cmd {
         /// Require the bearer token for reads on loopback too (needs --token-file).
         #[arg(long, requires = "token_file")]
         token_for_reads: bool,
+        /// Evaluate the rules of this config file over the followed JVMs; record decisions.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// Where the decision store goes (with --rules).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Launch and watch the apps of CONFIG with the agent; restart and scale them by its rules.
+    Supervise {
+        /// The config file (apps, rules, hooks; see docs/controller.md).
+        config: PathBuf,
+        #[command(flatten)]
+        common: ControlArgs,
+    },
+    /// Run one JVM under the agent and the supervisor: `jvmwatch run [--rules FILE] -- java ...`.
+    Run {
+        /// Rules (and hooks, supervisor settings) for this JVM.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// The app name of this JVM.
+        #[arg(long, default_value = "app", value_name = "NAME")]
+        app: String,
+        #[command(flatten)]
+        common: ControlArgs,
+        /// The java command line.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
     Demo {
@@ -57,6 +84,38 @@ enum Cmd {
         #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
         listen: String,
     },
+}
+
+/// Options shared by `supervise` and `run`.
+#[derive(clap::Args, Debug)]
+struct ControlArgs {
+    /// Directory of ring files (default: the agent's default directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Where the decision store and the JVMs' logs go.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Address to listen on. Beyond loopback only with --token-file.
+    #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: String,
+    /// File holding the bearer token for changes (and for all requests beyond loopback).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) -> ExitCode {
+    let run =
+        serve::Config::new(common.dir.unwrap_or_else(jvmwatch_ring::default_dir), &common.listen, common.token_file)
+            .and_then(|s| {
+                control::cli::main(s, cfg, common.state_dir.unwrap_or_else(control::cli::default_state_dir), mode)
+            });
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jvmwatch: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -76,10 +135,20 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads } => {
+        Cmd::Supervise { config, common } => control(common, Some(config), control::cli::Mode::Supervise),
+        Cmd::Run { rules, app, common, command } => control(common, rules, control::cli::Mode::Run { app, command }),
+        Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads, rules, state_dir } => {
             let run = serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file)
                 .map(|c| serve::Config { any_owner, token_for_reads, ..c })
-                .and_then(serve::main);
+                .and_then(|c| match rules {
+                    Some(r) => control::cli::main(
+                        c,
+                        Some(r),
+                        state_dir.unwrap_or_else(control::cli::default_state_dir),
+                        control::cli::Mode::Serve,
+                    ),
+                    None => serve::main(c),
+                });
             match run {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

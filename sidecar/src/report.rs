@@ -155,6 +155,16 @@ pub fn event_json(r: &Record, strings: &[String]) -> Value {
             m.insert("name".into(), json!(s(name)));
             m.insert("detail".into(), json!(detail.as_str()));
         }
+        Event::ControllerAction { stage, text } => {
+            let stage = match stage {
+                0 => "warn",
+                1 => "diagnose",
+                2 => "act",
+                _ => "?",
+            };
+            m.insert("stage".into(), json!(stage));
+            m.insert("text".into(), json!(text.as_str()));
+        }
         Event::VmInit | Event::VmDeath | Event::DataDump => {}
     }
     Value::Object(m)

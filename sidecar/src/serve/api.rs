@@ -40,6 +40,8 @@ pub struct App {
     pub listen: std::net::SocketAddr,
     /// SSE subscribers now.
     pub sse_clients: AtomicUsize,
+    /// The controller (`serve --rules`, `supervise`, `run`), if any.
+    pub controller: Option<Arc<crate::control::Controller>>,
 }
 
 type Shared = Arc<App>;
@@ -73,6 +75,8 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/jvms/{id}/ready", get(probe_ready))
         .route("/api/v1/jvms/{id}/stream", get(stream_one))
         .route("/api/v1/stream", get(stream_all))
+        .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/apps", get(apps))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
@@ -194,8 +198,67 @@ async fn healthz(State(app): State<Shared>) -> Json<Value> {
 }
 
 async fn metrics(State(app): State<Shared>) -> Response {
-    let text = app.registry.metrics_text();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text.to_string()).into_response()
+    let mut text = app.registry.metrics_text().to_string();
+    if let Some(c) = &app.controller {
+        text.push_str(&c.metrics_text());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+fn controller(app: &App) -> Result<Arc<crate::control::Controller>, ApiError> {
+    app.controller.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no controller here: start `jvmwatch serve --rules FILE`, `supervise` or `run`".into(),
+        )
+    })
+}
+
+/// `GET /api/v1/decisions?since=RFC3339|MS&app=NAME&limit=N`: recorded decisions, oldest first.
+async fn decisions(State(app): State<Shared>, q: QueryResult) -> Response {
+    let (c, q) = match (controller(&app), query(q)) {
+        (Ok(c), Ok(q)) => (c, q),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let since = match q.get("since") {
+        None => 0,
+        Some(v) => match v.parse::<u64>().ok().or_else(|| {
+            humantime::parse_rfc3339_weak(v)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+        }) {
+            Some(ms) => ms,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("since: expected ms since the epoch or RFC 3339, got {v:?}"),
+                )
+            }
+        },
+    };
+    let limit = match param(&q, "limit", 100, MAX_LIMIT) {
+        Ok(l) => l as u32,
+        Err(e) => return e.into_response(),
+    };
+    let filter = q.get("app").cloned();
+    match tokio::task::spawn_blocking(move || c.store.decisions(since, filter.as_deref(), limit)).await {
+        Ok(Ok(d)) => Json(json!({ "decisions": d })).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store read failed"),
+    }
+}
+
+/// `GET /api/v1/apps`: the supervised apps, their state and instances.
+async fn apps(State(app): State<Shared>) -> Response {
+    let c = match controller(&app) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match &c.supervisor {
+        Some(s) => Json(s.apps_json()).into_response(),
+        None => Json(json!([])).into_response(),
+    }
 }
 
 async fn list(State(app): State<Shared>) -> Json<Value> {

@@ -16,7 +16,7 @@ use super::registry::Jvm;
 use crate::appmetrics::split_name;
 
 /// Escapes a label value (backslash, double quote, newline).
-fn esc(v: &str) -> String {
+pub fn esc(v: &str) -> String {
     let mut o = String::with_capacity(v.len());
     for c in v.chars() {
         match c {

@@ -89,6 +89,15 @@ impl Server {
     /// Binds and starts serving on the current tokio runtime.
     pub async fn start(cfg: Config) -> Result<Server> {
         let registry = Registry::new(cfg.dir.clone(), cfg.any_owner);
+        Server::start_with(cfg, registry, None).await
+    }
+
+    /// Like [`Server::start`], over a registry made by the caller and with a controller.
+    pub async fn start_with(
+        cfg: Config,
+        registry: Arc<Registry>,
+        controller: Option<Arc<crate::control::Controller>>,
+    ) -> Result<Server> {
         let follower = registry.follow();
         let listener =
             TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -99,6 +108,7 @@ impl Server {
             listen: addr, // the real port when 0 was asked for
             token: cfg.token,
             sse_clients: AtomicUsize::new(0),
+            controller,
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, api::router(app), rx));

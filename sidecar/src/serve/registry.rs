@@ -88,6 +88,8 @@ pub struct Jvm {
     pub findings: Vec<&'static str>,
     /// Why the file can no longer be read, once it vanished or broke.
     pub gone: Option<String>,
+    /// The process's exit status as its supervisor saw it (`exited(3)`, `killed(SIGKILL)`).
+    pub exit_status: Option<String>,
     /// Writer gone and everything read: nothing more will change.
     pub settled: bool,
     /// When events last arrived (a quiet ring's cursor is polled less often).
@@ -122,6 +124,7 @@ impl Jvm {
             crash_report: None,
             findings: Vec::new(),
             gone: None,
+            exit_status: None,
             settled: false,
             last_events: Instant::now(),
             last_refresh: Instant::now(),
@@ -281,6 +284,7 @@ impl Jvm {
             "crash_report": self.crash_report,
             "file": self.path,
             "gone": self.gone,
+            "exit": self.exit_status,
         })
     }
 
@@ -347,6 +351,8 @@ pub struct Registry {
     generation: AtomicU64,
     /// The rendered `/metrics` text and the generation it shows.
     metrics_text: Mutex<(u64, Arc<String>)>,
+    /// Exit statuses reported for JVMs not discovered yet (applied when they are).
+    early_exits: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Registry {
@@ -362,6 +368,7 @@ impl Registry {
             dir_mtime: Mutex::new(None),
             generation: AtomicU64::new(1),
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
+            early_exits: Mutex::new(Default::default()),
         })
     }
 
@@ -406,7 +413,8 @@ impl Registry {
             match Jvm::open(&p, |m| {
                 let _ = self.tx.send(Arc::new(m));
             }) {
-                Ok(j) => {
+                Ok(mut j) => {
+                    j.exit_status = self.early_exits.lock().unwrap_or_else(|e| e.into_inner()).remove(&*j.id);
                     let msg = Arc::new(j.snapshot_msg());
                     let mut jvms = self.lock();
                     jvms.insert(j.id.clone(), j);
@@ -433,6 +441,21 @@ impl Registry {
             *cache = (generation, Arc::new(super::metrics::render(&self.lock())));
         }
         cache.1.clone()
+    }
+
+    /// Records the exit status a supervisor saw for JVM `id` (kept until it is discovered).
+    pub fn set_exit_status(&self, id: &str, status: &str) {
+        let mut jvms = self.lock();
+        match jvms.get_mut(id) {
+            Some(j) => j.exit_status = Some(status.to_string()),
+            None => {
+                let mut early = self.early_exits.lock().unwrap_or_else(|e| e.into_inner());
+                if early.len() < 10_000 {
+                    early.insert(id.to_string(), status.to_string());
+                }
+            }
+        }
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Forgets a JVM (after its file was archived).

@@ -1,0 +1,254 @@
+//! The controller at work: feeds the pure rules (`jvmwatch-controller`) from the followed
+//! rings, records every decision in the store, publishes it (SSE, `/metrics`, API) and carries
+//! it out; with a supervisor (`supervise`, `run`) it also launches, watches and restarts JVMs.
+//!
+//! Threads: one loop thread evaluates every [`TICK`] and wakes at once when a child exits
+//! (each child has a reaper thread blocked in `waitpid`, or in `poll` on a pidfd for adopted
+//! ones); each decision is carried out on its own thread, so a hanging hook or a slow heap
+//! dump never stalls evaluation.
+
+pub mod cli;
+pub mod exec;
+pub mod feed;
+pub mod proc;
+pub mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jvmwatch_controller::{evaluate, AppStatus, Config, Decision, EvalState, World};
+use serde_json::{json, Value};
+
+use crate::serve::registry::{Msg, Registry};
+use crate::store::Store;
+
+pub use supervisor::Supervisor;
+
+/// How often rules are evaluated.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// A child process ended (from its reaper thread).
+#[derive(Debug)]
+pub struct Exit {
+    /// Instance id.
+    pub instance: String,
+    /// `exited(3)`, `killed(SIGKILL)`, … (`ended` for an adopted process, whose status only
+    /// its real parent sees).
+    pub status: String,
+    /// Exit code 0.
+    pub clean: bool,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    jvmwatch_ring::now_ns() / 1_000_000
+}
+
+/// The controller: config, store, the registry it reads, and the supervisor, if any.
+pub struct Controller {
+    cfg: Mutex<Arc<Config>>,
+    /// The rules file (for SIGHUP reloads), if any.
+    pub cfg_path: Option<PathBuf>,
+    /// The decision store.
+    pub store: Store,
+    /// The followed JVMs.
+    pub registry: Arc<Registry>,
+    /// Launches and watches JVMs (`supervise`, `run`); None for `serve --rules`.
+    pub supervisor: Option<Supervisor>,
+    counts: Mutex<BTreeMap<(String, String, String), u64>>,
+    exits: Mutex<Option<Receiver<Exit>>>,
+    exit_tx: Sender<Exit>,
+    stop: AtomicBool,
+    /// Set when `run`'s single JVM exited cleanly: the run is over.
+    pub finished: AtomicBool,
+}
+
+impl Controller {
+    /// A controller over `registry` with `cfg`; `supervise` adds a supervisor launching into
+    /// the registry's directory with `agent`.
+    pub fn new(
+        cfg: Config,
+        cfg_path: Option<PathBuf>,
+        store: Store,
+        registry: Arc<Registry>,
+        supervisor: Option<Supervisor>,
+    ) -> Arc<Controller> {
+        let counts = store
+            .counts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(a, r, x, n)| ((a, r, x), n))
+            .collect::<BTreeMap<_, _>>();
+        let (exit_tx, rx) = mpsc::channel();
+        Arc::new(Controller {
+            cfg: Mutex::new(Arc::new(cfg)),
+            cfg_path,
+            store,
+            registry,
+            supervisor,
+            counts: Mutex::new(counts),
+            exits: Mutex::new(Some(rx)),
+            exit_tx,
+            stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the rules file; a bad new config is refused and the old one kept.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(path) = &self.cfg_path else { return Err("no config file to reload".into()) };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg = Config::parse(&text, path).map_err(|e| e.to_string())?;
+        if let Some(s) = &self.supervisor {
+            s.reconfigure(&cfg);
+        }
+        *self.cfg.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+        Ok(())
+    }
+
+    /// Where reaper threads report child exits.
+    pub fn exit_sender(&self) -> Sender<Exit> {
+        self.exit_tx.clone()
+    }
+
+    /// Stops the loop thread.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Records a decision, counts and publishes it; returns its store id (None if the store
+    /// failed, which is reported and does not stop the controller).
+    pub fn record(&self, d: &Decision) -> Option<i64> {
+        let actions: Vec<String> = d.actions.iter().map(|a| a.name()).collect();
+        let figures = serde_json::to_value(&d.figures).unwrap_or(Value::Null);
+        let id = match self.store.record_decision(
+            d.at_ms,
+            &d.rule,
+            &d.app,
+            d.instance.as_deref(),
+            &actions,
+            &figures,
+            &d.reason,
+        ) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                eprintln!("jvmwatch: {e}");
+                None
+            }
+        };
+        {
+            let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            for a in &actions {
+                *c.entry((d.app.clone(), d.rule.clone(), a.clone())).or_default() += 1;
+            }
+        }
+        let msg = json!({
+            "id": id, "at": crate::report::rfc3339(d.at_ms * 1_000_000), "at_ms": d.at_ms, "rule": d.rule,
+            "app": d.app, "instance": d.instance, "actions": actions, "figures": figures, "reason": d.reason,
+        });
+        let jvm: Arc<str> = d.instance.clone().unwrap_or_else(|| d.app.clone()).into();
+        let _ = self.registry.tx.send(Arc::new(Msg { jvm, seq: None, kind: "decision", data: msg.to_string() }));
+        id
+    }
+
+    /// Records one step of decision `id`.
+    pub fn step(&self, id: Option<i64>, step: &str, outcome: &str, detail: &str) {
+        if let Some(id) = id {
+            if let Err(e) = self.store.record_step(id, now_ms(), step, outcome, detail) {
+                eprintln!("jvmwatch: {e}");
+            }
+        }
+    }
+
+    /// `jvmwatch_decisions_total{app,rule,action}` in Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::from(
+            "# HELP jvmwatch_decisions_total Decisions taken by the controller, by app, rule and action.\n\
+             # TYPE jvmwatch_decisions_total counter\n",
+        );
+        for ((app, rule, action), n) in c.iter() {
+            out.push_str(&format!(
+                "jvmwatch_decisions_total{{app=\"{}\",rule=\"{}\",action=\"{}\"}} {n}\n",
+                crate::serve::metrics::esc(app),
+                crate::serve::metrics::esc(rule),
+                crate::serve::metrics::esc(action)
+            ));
+        }
+        out
+    }
+
+    /// Starts the loop thread.
+    pub fn start(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let me = Arc::clone(self);
+        let rx = self.exits.lock().unwrap_or_else(|e| e.into_inner()).take().expect("controller started once");
+        std::thread::Builder::new().name("jvmwatch-controller".into()).spawn(move || me.run(rx)).expect("spawn")
+    }
+
+    fn run(self: Arc<Self>, rx: Receiver<Exit>) {
+        if let Some(s) = &self.supervisor {
+            s.start_all(&self);
+        }
+        let mut world = World { bucket_bounds_ms: feed::bucket_bounds_ms(), ..World::default() };
+        let mut state = EvalState::default();
+        let mut cursors = HashMap::new();
+        let mut last_sample = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(TICK) {
+                Ok(exit) => {
+                    if let Some(s) = &self.supervisor {
+                        s.on_exit(&self, exit);
+                    }
+                    while let Ok(more) = rx.try_recv() {
+                        if let Some(s) = &self.supervisor {
+                            s.on_exit(&self, more);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let cfg = self.config();
+            let now = now_ms();
+            if let Some(s) = &self.supervisor {
+                s.start_due(&self, now);
+            }
+            let sample_now = now.saturating_sub(last_sample) >= cfg.controller.sample_every.as_millis() as u64;
+            if sample_now {
+                last_sample = now;
+            }
+            let wanted = cfg.series();
+            {
+                let jvms = self.registry.lock();
+                let app_of = |j: &crate::serve::registry::Jvm| {
+                    self.supervisor
+                        .as_ref()
+                        .and_then(|s| s.app_of(&j.id))
+                        .or_else(|| (!j.live.app_name.is_empty()).then(|| j.live.app_name.clone()))
+                        .unwrap_or_else(|| "default".into())
+                };
+                feed::update(&mut world, &mut cursors, &jvms, &app_of, &wanted, &cfg.controller, sample_now, now);
+            }
+            world.apps = match &self.supervisor {
+                Some(s) => s.app_status(),
+                None => BTreeMap::<String, AppStatus>::new(),
+            };
+            for d in evaluate(&cfg, &world, &mut state, now) {
+                let id = self.record(&d);
+                let me = Arc::clone(&self);
+                let _ = std::thread::Builder::new()
+                    .name("jvmwatch-action".into())
+                    .spawn(move || exec::carry_out(&me, &d, id));
+            }
+        }
+    }
+}
