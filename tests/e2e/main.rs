@@ -6,6 +6,7 @@ mod bad_options;
 mod cli;
 mod collectors;
 mod console;
+mod controller;
 mod hostile_files;
 mod lifecycle;
 mod serve;

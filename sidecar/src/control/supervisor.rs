@@ -148,10 +148,12 @@ impl Supervisor {
 
     /// The app a supervised instance belongs to.
     pub fn app_of(&self, instance: &str) -> Option<String> {
-        self.groups().iter().find(|(_, g)| g.members.contains_key(instance)).map(|(n, _)| n.clone()).or_else(|| {
-            // A dead instance is no longer a member: its id starts with `<app>-`.
-            self.groups().keys().find(|n| instance.starts_with(&format!("{n}-"))).cloned()
-        })
+        let groups = self.groups();
+        if let Some((n, _)) = groups.iter().find(|(_, g)| g.members.contains_key(instance)) {
+            return Some(n.clone());
+        }
+        // A dead instance is no longer a member: its id is `<app>-<slot>-<start ms>`.
+        groups.keys().find(|n| instance.starts_with(&format!("{n}-"))).cloned()
     }
 
     /// Sizes and bounds of every group, for the rules.

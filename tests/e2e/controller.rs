@@ -1,0 +1,380 @@
+//! The controller under `jvmwatch supervise`: real JVMs (the `Service` scenario, steered by a
+//! control file), the real agent and binary, decisions read back over HTTP. Every wait is on
+//! the condition asserted, never on a sleep.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jvmwatch_tests::http::get;
+use jvmwatch_tests::*;
+use serde_json::Value;
+
+/// A running `jvmwatch supervise` (killed on drop, which leaves its children running: the
+/// test kills those through the returned pids or by stopping the supervisor politely).
+struct Sup {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Sup {
+    fn start(config: &Path, work: &Path) -> Sup {
+        use std::io::BufRead;
+        let mut child = Command::new(jvmwatch())
+            .arg("supervise")
+            .arg(config)
+            .arg("--dir")
+            .arg(work.join("rings"))
+            .arg("--state-dir")
+            .arg(work.join("state"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jvmwatch supervise");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            eprintln!("[supervise] {line}");
+            if let Some(rest) = line.split("http://").nth(1) {
+                addr = Some(rest.trim_end_matches('/').parse().expect("address"));
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(|l| eprintln!("[supervise] {}", l.unwrap_or_default())));
+        Sup { child, addr: addr.expect("supervise printed its address") }
+    }
+
+    fn apps(&self) -> Value {
+        get(self.addr, "/api/v1/apps").json()
+    }
+
+    fn decisions(&self) -> Vec<Value> {
+        get(self.addr, "/api/v1/decisions?limit=1000").json()["decisions"].as_array().cloned().unwrap_or_default()
+    }
+
+    fn instances(&self, app: &str) -> Vec<Value> {
+        let apps = self.apps();
+        apps.as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == app))
+            .and_then(|a| a["instances"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM: the supervisor stops its children and exits.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sup {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config: the Service scenario as app `shop`, its control file in `work`, plus `extra`.
+fn config(work: &Path, app: &str, extra: &str) -> PathBuf {
+    let java = &jdks()[0].java;
+    let control = work.join("control");
+    let text = format!(
+        r#"
+[controller]
+history = "2m"
+sample_every = "200ms"
+
+[supervisor]
+grace = "2s"
+backoff_initial = "300ms"
+backoff_max = "2s"
+{extra}
+
+[hooks.note]
+command = ["/bin/sh", "-c", "echo \"$JVMWATCH_APP $JVMWATCH_RULE\" >> {hook_log}"]
+timeout = "5s"
+
+[[app]]
+name = "shop"
+command = ["{java}", "-Xmx64m", "-XX:-CreateCoredumpOnCrash", "-cp", "{SCENARIOS}:{API_JAR}", "Service", "{control}", "{override}"]
+{app}
+"#,
+        java = java.display(),
+        control = control.display(),
+        override = work.join("override-${INSTANCE}").display(),
+        hook_log = work.join("hook.log").display(),
+    );
+    let p = work.join("jvmwatch.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn wait<T>(what: &str, limit_s: u64, f: impl FnMut() -> Option<T>) -> T {
+    wait_for(Duration::from_secs(limit_s), f).unwrap_or_else(|| panic!("timed out waiting for {what}"))
+}
+
+fn kill_pids(pids: &[u64]) {
+    for p in pids {
+        // SAFETY: kill(2) on JVMs this test's supervisor started.
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn latency_scales_up_within_the_rate_limit_and_low_traffic_scales_back_to_min() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "latency 1").unwrap();
+    let cfg = config(work.path(), "min = 1\nmax = 4\ninitial = 1", "");
+    // Rules appended: scale up on latency (at most 2 per minute), down on low traffic.
+    let rules = r#"
+[[rule]]
+name = "slow"
+app = "shop"
+scope = "app"
+when = "mean(app.latency, 2s) > 100"
+then = ["scale_up"]
+cooldown = "1s"
+max_per = "2/1m"
+
+[[rule]]
+name = "quiet"
+app = "shop"
+scope = "app"
+when = "rate(app.requests, 2s) < 1"
+for = "1s"
+then = ["scale_down"]
+cooldown = "1s"
+"#;
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(rules);
+    std::fs::write(&cfg, text).unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    wait("one instance online", 60, || (sup.instances("shop").len() == 1).then_some(()));
+
+    std::fs::write(work.path().join("control"), "latency 250").unwrap();
+    wait("two scale-ups", 60, || (sup.decisions().iter().filter(|d| d["rule"] == "slow").count() == 2).then_some(()));
+    assert_eq!(sup.instances("shop").len(), 3);
+    // The rate limit holds: latency stays high, but no third scale-up within the minute. Wait
+    // until the rule has been evaluated with the new instances' data for a while: the
+    // third instance has sent requests for two seconds of samples.
+    wait("the new instances report", 60, || {
+        let l = get(sup.addr, "/api/v1/jvms").json();
+        (l.as_array()?.iter().filter(|j| j["verdict"] == "running").count() == 3).then_some(())
+    });
+    let slow: Vec<Value> = sup.decisions().into_iter().filter(|d| d["rule"] == "slow").collect();
+    assert_eq!(slow.len(), 2, "max_per 2/1m: {slow:?}");
+    let d = &slow[0];
+    assert_eq!(d["actions"][0], "scale_up");
+    assert!(d["figures"][0]["value"].as_f64().unwrap() > 100.0, "{d}");
+    assert_eq!(d["figures"][0]["expr"], "mean(app.latency, 2s)");
+    assert_eq!(d["steps"][0]["outcome"], "ok", "{d}");
+
+    // Idle: scale down, newest first, to min and no further.
+    std::fs::write(work.path().join("control"), "idle").unwrap();
+    wait("back to one instance", 90, || (sup.instances("shop").len() == 1).then_some(()));
+    let downs = sup.decisions().into_iter().filter(|d| d["rule"] == "quiet").count();
+    assert!(downs >= 2, "{downs}");
+    let m = get(sup.addr, "/metrics").text();
+    assert!(m.contains("jvmwatch_decisions_total{app=\"shop\",rule=\"slow\",action=\"scale_up\"} 2"), "{m}");
+    if let Some(r) = promtool_check(&m) {
+        r.expect("promtool check metrics");
+    }
+    sup.stop();
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_fails_the_group_and_runs_the_hook_once() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "exit 3").unwrap();
+    let cfg =
+        config(work.path(), "min = 1\nmax = 1", "max_restarts = 3\nrestart_window = \"5m\"\non_failed = \"note\"");
+    let sup = Sup::start(&cfg, work.path());
+    let failed = wait("the group to fail", 120, || {
+        let a = sup.apps();
+        (a[0]["state"] == "failed").then_some(a)
+    });
+    assert_eq!(failed[0]["instances"].as_array().unwrap().len(), 0);
+    let ds = sup.decisions();
+    let exits: Vec<&Value> = ds.iter().filter(|d| d["rule"] == "process_exit").collect();
+    assert_eq!(exits.len(), 4, "1 start + 3 restarts, then failed: {ds:?}");
+    for e in &exits {
+        assert!(e["reason"].as_str().unwrap().ends_with("exited(3)"), "{e}");
+    }
+    // Backoff doubles: 300, 600, 1200 ms, then no more.
+    let delays: Vec<&str> = exits.iter().map(|e| e["steps"][0]["detail"].as_str().unwrap()).collect();
+    assert_eq!(delays[..3], ["in 300 ms (backoff)", "in 600 ms (backoff)", "in 1200 ms (backoff)"]);
+    assert_eq!(exits[3]["steps"][0]["outcome"], "skipped");
+    let hook = wait("the on_failed hook", 30, || std::fs::read_to_string(work.path().join("hook.log")).ok());
+    assert_eq!(hook, "shop group_failed\n", "exactly once");
+    // The verdict is exact: the rings of the dead instances say exited(3).
+    let jvms = get(sup.addr, "/api/v1/jvms").json();
+    assert_eq!(jvms.as_array().unwrap().len(), 4);
+    assert!(jvms.as_array().unwrap().iter().all(|j| j["exit"] == "exited(3)"), "{jvms}");
+    assert_eq!(std::fs::read_to_string(work.path().join("hook.log")).unwrap().lines().count(), 1);
+    sup.stop();
+}
+
+#[test]
+fn a_hung_jvm_gets_a_thread_dump_then_a_restart_and_its_ring_says_why() {
+    let work = tempdir();
+    let cfg = config(work.path(), "min = 1\nmax = 1", "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        r#"
+[[rule]]
+name = "hung"
+when = "alive and heartbeat.age_s > 3"
+then = ["restart"]
+cooldown = "30s"
+"#,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    let first = wait("an instance", 60, || sup.instances("shop").first().cloned());
+    let pid = first["pid"].as_u64().unwrap();
+    let first_id = first["id"].as_str().unwrap().to_string();
+    wait("its ring", 60, || {
+        let l = get(sup.addr, "/api/v1/jvms").json();
+        l.as_array()?.iter().any(|j| j["id"] == first_id.as_str() && j["verdict"] == "running").then_some(())
+    });
+    // SAFETY: kill(2) on the JVM the supervisor started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    let replaced =
+        wait("a replacement", 90, || sup.instances("shop").into_iter().find(|i| i["id"] != first_id.as_str()));
+    let d = sup.decisions().into_iter().find(|d| d["rule"] == "hung").expect("hung decision");
+    assert_eq!(d["instance"], first_id.as_str());
+    let steps: Vec<(String, String)> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().into(), s["outcome"].as_str().unwrap().into()))
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, ["warn", "thread_dump", "act"], "staged: {steps:?}");
+    assert!(steps.iter().all(|s| s.1 == "ok"), "{steps:?}");
+    assert!(d["steps"][2]["detail"].as_str().unwrap().contains("SIGKILL"), "a stopped JVM ignores SIGTERM: {d}");
+    // The predecessor's ring tells who ended it and why.
+    let ring = work.path().join("rings").join(format!("{first_id}.ring"));
+    let r = inspect(&ring, 100_000);
+    assert_eq!(r["verdict"], "killed");
+    let acts: Vec<&Value> =
+        r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "controller_action").collect();
+    let stages: Vec<&str> = acts.iter().map(|e| e["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["warn", "diagnose", "act"], "{acts:?}");
+    assert_eq!(acts[2]["text"], "hung: restart");
+    kill_pids(&[replaced["pid"].as_u64().unwrap()]);
+    sup.stop();
+}
+
+#[test]
+fn the_anomaly_rule_flags_the_one_slow_instance_of_three() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "latency 2").unwrap();
+    // Real instances differ a little; one differs a lot.
+    std::fs::write(work.path().join("override-1"), "latency 2").unwrap();
+    std::fs::write(work.path().join("override-2"), "latency 40").unwrap();
+    std::fs::write(work.path().join("override-3"), "latency 3").unwrap();
+    let cfg = config(work.path(), "min = 3\nmax = 3", "");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        r#"
+[[rule]]
+name = "outlier"
+when = "zscore(mean(app.latency, 2s)) > 3"
+then = ["flag"]
+cooldown = "1m"
+"#,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    let flagged = wait("a flag", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "outlier"));
+    let slow = sup.instances("shop").into_iter().find(|i| i["slot"] == 2).expect("slot 2");
+    assert_eq!(flagged["instance"], slow["id"], "{flagged}");
+    assert_eq!(flagged["steps"][0]["outcome"], "ok");
+    // Only that one instance is ever flagged.
+    assert!(sup.decisions().iter().filter(|d| d["rule"] == "outlier").all(|d| d["instance"] == slow["id"]));
+    sup.stop();
+}
+
+#[test]
+fn decisions_survive_kill_9_of_the_supervisor_which_adopts_its_children_on_restart() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "latency 1").unwrap();
+    let cfg = config(work.path(), "min = 1\nmax = 1", "");
+    let mut sup = Sup::start(&cfg, work.path());
+    let first = wait("an instance", 60, || sup.instances("shop").first().cloned());
+    let pid = first["pid"].as_u64().unwrap();
+    // A decision to survive: kill the JVM once; the supervisor records and restarts it.
+    kill_pids(&[pid]);
+    let second = wait("the restart", 60, || sup.instances("shop").into_iter().find(|i| i["pid"].as_u64() != Some(pid)));
+    let before = sup.decisions();
+    assert!(before
+        .iter()
+        .any(|d| d["rule"] == "process_exit" && d["reason"].as_str().unwrap().ends_with("killed(SIGKILL)")));
+    // kill -9 the supervisor: its child keeps running.
+    sup.child.kill().unwrap();
+    sup.child.wait().unwrap();
+    let pid2 = second["pid"].as_u64().unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid2 as i32, 0) }, 0, "the child outlives its supervisor");
+    drop(sup);
+
+    let sup = Sup::start(&cfg, work.path());
+    let adopted = wait("adoption", 60, || sup.instances("shop").first().cloned());
+    assert_eq!(adopted["pid"].as_u64(), Some(pid2));
+    assert_eq!(adopted["adopted"], true);
+    assert_eq!(sup.instances("shop").len(), 1, "no second instance started beside the adopted one");
+    let after = sup.decisions();
+    assert_eq!(after.len(), before.len(), "every decision is still there: {after:?}");
+    assert_eq!(after[0]["id"], before[0]["id"]);
+    // An adopted child is still watched: its death is seen (through its pidfd) and restarted.
+    kill_pids(&[pid2]);
+    let third = wait("restart of the adopted child", 60, || {
+        sup.instances("shop").into_iter().find(|i| i["pid"].as_u64() != Some(pid2))
+    });
+    assert_eq!(third["adopted"], false);
+    sup.stop();
+}
+
+#[test]
+fn bad_configs_get_one_line_errors_naming_file_line_and_key() {
+    let work = tempdir();
+    let cases = [
+        ("[[app]]\nname = \"a\"\ncommand = [\"java\"]\nmin = 3\nmax = 1\n", "max"),
+        ("[[rule]]\nname = \"r\"\nwhen = \"avg(heap.usedd, 1m) > 1\"\nthen = [\"flag\"]\n", "when"),
+        ("[[rule]]\nname = \"r\"\nwhen = \"avg(heap.used, 2h) > 1\"\nthen = [\"flag\"]\n", "when"),
+        ("[[rule]]\nname = \"r\"\nwhen = \"alive\"\nthen = [\"flag\"]\nmax_per = \"0/1m\"\n", "max_per"),
+    ];
+    for (text, key) in cases {
+        let p = work.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let out = Command::new(jvmwatch())
+            .arg("supervise")
+            .arg(&p)
+            .arg("--state-dir")
+            .arg(work.path().join("state"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("bad.toml:") && err.contains(key), "{err}");
+    }
+    // A command that does not exist: recorded, backed off, the group fails; the controller runs on.
+    let p = work.path().join("nocmd.toml");
+    std::fs::write(
+        &p,
+        "[supervisor]\nbackoff_initial = \"100ms\"\nmax_restarts = 1\n[[app]]\nname = \"ghost\"\ncommand = [\"/no/such/java\"]\n",
+    )
+    .unwrap();
+    let sup = Sup::start(&p, work.path());
+    wait("the ghost group to fail", 60, || (sup.apps()[0]["state"] == "failed").then_some(()));
+    let ds = sup.decisions();
+    assert!(ds.iter().any(|d| d["rule"] == "start_failed" && d["reason"].as_str().unwrap().contains("/no/such/java")));
+    assert_eq!(get(sup.addr, "/healthz").status, 200);
+    sup.stop();
+}
