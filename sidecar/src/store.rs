@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use jvmwatch_controller::Decision;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
@@ -116,20 +117,21 @@ impl Store {
     }
 
     /// Appends a decision; returns its id.
-    pub fn record_decision(
-        &self,
-        at_ms: u64,
-        rule: &str,
-        app: &str,
-        instance: Option<&str>,
-        actions: &[String],
-        figures: &Value,
-        reason: &str,
-    ) -> Result<i64, StoreError> {
+    pub fn record_decision(&self, d: &Decision) -> Result<i64, StoreError> {
+        let actions: Vec<String> = d.actions.iter().map(|a| a.name()).collect();
+        let figures = serde_json::to_string(&d.figures).unwrap_or_default();
         let db = self.db();
         db.execute(
             "INSERT INTO decisions (at_ms, rule, app, instance, actions, figures, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![at_ms as i64, rule, app, instance, serde_json::to_string(actions).unwrap_or_default(), figures.to_string(), reason],
+            params![
+                d.at_ms as i64,
+                d.rule,
+                d.app,
+                d.instance,
+                serde_json::to_string(&actions).unwrap_or_default(),
+                figures,
+                d.reason
+            ],
         )?;
         Ok(db.last_insert_rowid())
     }
@@ -248,6 +250,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jvmwatch_controller::{Action, Figure};
 
     #[test]
     fn decisions_and_steps_survive_reopening() {
@@ -255,28 +258,19 @@ mod tests {
         let path = d.path().join("jvmwatch.db");
         {
             let s = Store::open(&path).unwrap();
-            let id = s
-                .record_decision(
-                    1000,
-                    "slow",
-                    "shop",
-                    None,
-                    &["scale_up".into()],
-                    &serde_json::json!([{"value": 142.0}]),
-                    "r",
-                )
-                .unwrap();
+            let d = |at_ms, rule: &str, app: &str, instance: Option<&str>, actions| Decision {
+                at_ms,
+                rule: rule.into(),
+                app: app.into(),
+                instance: instance.map(str::to_string),
+                actions,
+                figures: vec![Figure { expr: "x".into(), instance: None, value: 142.0, window_ms: None }],
+                reason: "r".into(),
+            };
+            let id = s.record_decision(&d(1000, "slow", "shop", None, vec![Action::ScaleUp])).unwrap();
             s.record_step(id, 1001, "act", "ok", "started shop-2").unwrap();
-            s.record_decision(
-                2000,
-                "hung",
-                "pay",
-                Some("pay-1"),
-                &["thread_dump".into(), "restart".into()],
-                &Value::Null,
-                "h",
-            )
-            .unwrap();
+            s.record_decision(&d(2000, "hung", "pay", Some("pay-1"), vec![Action::ThreadDump, Action::Restart]))
+                .unwrap();
             assert!(s.mark_once("failed:shop", 5).unwrap());
             assert!(!s.mark_once("failed:shop", 6).unwrap());
         }

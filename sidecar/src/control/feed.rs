@@ -130,6 +130,19 @@ pub fn bucket_bounds_ms() -> Vec<f64> {
     (0..jvmwatch_ring::metrics::BUCKET_COUNT).map(|i| jvmwatch_ring::metrics::bucket_upper(i) as f64 / 1e6).collect()
 }
 
+/// What one controller tick samples.
+#[derive(Clone, Copy)]
+pub struct Tick<'a> {
+    /// Series the rules read.
+    pub wanted: &'a BTreeSet<String>,
+    /// History bounds.
+    pub history: &'a jvmwatch_controller::ControllerCfg,
+    /// Push a point now (every `sample_every`).
+    pub sample_now: bool,
+    /// Now, ms since the epoch.
+    pub t_ms: u64,
+}
+
 /// Brings `world` up to date with the registry's JVMs: adds new ones, refreshes liveness,
 /// verdict and findings, samples series when `sample_now`, drops JVMs the registry forgot.
 /// `app_of` names the app of a JVM (the supervisor's grouping, else the ring's app name).
@@ -138,11 +151,9 @@ pub fn update(
     cursors: &mut HashMap<String, Cursor>,
     jvms: &std::collections::BTreeMap<std::sync::Arc<str>, Jvm>,
     app_of: &dyn Fn(&Jvm) -> String,
-    wanted: &BTreeSet<String>,
-    history: &jvmwatch_controller::ControllerCfg,
-    sample_now: bool,
-    t_ms: u64,
+    tick: &Tick<'_>,
 ) {
+    let Tick { wanted, history, sample_now, t_ms } = *tick;
     world.instances.retain(|i| jvms.contains_key(i.id.as_str()));
     cursors.retain(|id, _| jvms.contains_key(id.as_str()));
     let now_ns = jvmwatch_ring::now_ns();

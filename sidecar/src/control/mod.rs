@@ -130,15 +130,7 @@ impl Controller {
     pub fn record(&self, d: &Decision) -> Option<i64> {
         let actions: Vec<String> = d.actions.iter().map(|a| a.name()).collect();
         let figures = serde_json::to_value(&d.figures).unwrap_or(Value::Null);
-        let id = match self.store.record_decision(
-            d.at_ms,
-            &d.rule,
-            &d.app,
-            d.instance.as_deref(),
-            &actions,
-            &figures,
-            &d.reason,
-        ) {
+        let id = match self.store.record_decision(d) {
             Ok(id) => Some(id),
             Err(e) => {
                 eprintln!("jvmwatch: {e}");
@@ -236,7 +228,8 @@ impl Controller {
                         .or_else(|| (!j.live.app_name.is_empty()).then(|| j.live.app_name.clone()))
                         .unwrap_or_else(|| "default".into())
                 };
-                feed::update(&mut world, &mut cursors, &jvms, &app_of, &wanted, &cfg.controller, sample_now, now);
+                let tick = feed::Tick { wanted: &wanted, history: &cfg.controller, sample_now, t_ms: now };
+                feed::update(&mut world, &mut cursors, &jvms, &app_of, &tick);
             }
             world.apps = match &self.supervisor {
                 Some(s) => s.app_status(),

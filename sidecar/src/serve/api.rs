@@ -487,10 +487,10 @@ fn sse_response(
 }
 
 /// Takes an SSE client slot, or says there are too many.
-fn sse_slot(app: &Shared) -> Result<SseSlot, Response> {
+fn sse_slot(app: &Shared) -> Result<SseSlot, ApiError> {
     if app.sse_clients.fetch_add(1, Ordering::Relaxed) >= MAX_SSE_CLIENTS {
         app.sse_clients.fetch_sub(1, Ordering::Relaxed);
-        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients"));
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many stream clients".into()));
     }
     Ok(SseSlot(app.clone()))
 }
@@ -526,7 +526,7 @@ async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: 
     }
     let slot = match sse_slot(&app) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let rx = app.registry.tx.subscribe();
     let after = last_event_id(&headers).and_then(|(j, s)| (j.is_none() || j.as_deref() == Some(&id)).then_some(s));
@@ -539,7 +539,7 @@ async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: 
 async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let slot = match sse_slot(&app) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let rx = app.registry.tx.subscribe();
     let ids: Vec<Arc<str>> = app.registry.lock().keys().cloned().collect();
