@@ -6,6 +6,7 @@
 //! survival). `all` runs the four in that order.
 
 mod api_cost;
+mod controller;
 mod crash;
 mod http;
 mod jvm;
@@ -66,6 +67,9 @@ struct Cli {
     /// Crash-survival runs (default 200; smoke 5).
     #[arg(long, global = true, value_name = "N")]
     crash_runs: Option<usize>,
+    /// Controller: JVM deaths to time (default 60; smoke 3; 0 skips that part).
+    #[arg(long, global = true, value_name = "N")]
+    deaths: Option<usize>,
     /// Seed for run orders and kill moments (default: from the clock; recorded in the results).
     #[arg(long, global = true)]
     seed: Option<u64>,
@@ -83,7 +87,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Cmd {
-    /// Every section: throughput, micro, latency, crash, serve, api.
+    /// Every section: throughput, micro, latency, crash, serve, api, controller.
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
@@ -97,6 +101,8 @@ enum Cmd {
     Serve,
     /// 6. The Java API from Java: Counter/Timer against LongAdder, 1 and 8 threads.
     Api,
+    /// 7. The controller: death → decision → restart under `supervise`; rule evaluation cost.
+    Controller,
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -132,6 +138,8 @@ struct Results {
     serve_load: Option<serve_load::ServeLoad>,
     #[serde(skip_serializing_if = "Option::is_none")]
     api_cost: Option<api_cost::ApiCost>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controller: Option<controller::ControllerBench>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -241,6 +249,13 @@ fn run(cli: &Cli) -> Result<()> {
             api_cost::run(&tools, &scratch, machine.cpus, forks, seconds)
         })
         .transpose()?;
+    let controller = wants(Cmd::Controller)
+        .then(|| {
+            let (deaths, jvms, ticks) = if plan.smoke { (3, 50, 10) } else { (60, 1000, 200) };
+            let deaths = cli.deaths.unwrap_or(deaths);
+            controller::run(&tools, &scratch, deaths, jvms, ticks)
+        })
+        .transpose()?;
     let date = timefmt::date(start_ns);
     let out = match &cli.out {
         _ if cli.no_save => None,
@@ -271,6 +286,7 @@ fn run(cli: &Cli) -> Result<()> {
         crash,
         serve_load,
         api_cost,
+        controller,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

@@ -165,10 +165,13 @@ struct Scratch {
     buckets: Vec<u64>,
     peers: Vec<f64>,
     zcache: Vec<ZEntry>,
+    /// The rule being evaluated (part of the z-score cache key).
+    zrule: usize,
 }
 
-/// A cached `zscore` centre and scale: (zscore id in the rule, app group, median and scale).
-type ZEntry = (usize, usize, Option<(f64, f64)>);
+/// A cached `zscore` centre and scale: (rule, zscore id in the rule, app group, median and
+/// scale), valid for one evaluation.
+type ZEntry = (usize, usize, usize, Option<(f64, f64)>);
 
 /// The instances of one app.
 struct Group<'w> {
@@ -199,38 +202,44 @@ pub fn evaluate(cfg: &Config, world: &World, state: &mut EvalState, now_ms: u64)
     let env = build_env(world, now_ms);
     let mut sc = std::mem::take(&mut state.scratch);
     let mut pending = vec![0i64; env.groups.len()];
-    let mut out = Vec::new();
-    for rule in &cfg.rules {
-        sc.zcache.clear();
-        let keys = match state.rules.get_mut(&rule.name) {
-            Some(k) => k,
-            None => state.rules.entry(rule.name.clone()).or_default(),
-        };
-        match rule.scope {
-            Scope::Jvm => {
-                for (i, inst) in world.instances.iter().enumerate() {
-                    if rule.app.as_deref().is_some_and(|a| a != inst.app) {
-                        continue;
-                    }
-                    let ctx = Step { cfg, env: &env, rule, target: Target::Jvm(i), key: &inst.id, gen };
-                    if let Some(d) = ctx.run(keys, &mut sc, &mut pending) {
-                        out.push(d);
-                    }
-                }
+    let mut out: Vec<(usize, Decision)> = Vec::new();
+    let mut keys: Vec<HashMap<String, KeyState>> =
+        cfg.rules.iter().map(|r| state.rules.remove(&r.name).unwrap_or_default()).collect();
+    sc.zcache.clear();
+    // JVM-scope rules instance by instance: one instance's history stays in the CPU caches
+    // across all its rules (histories of many JVMs are far larger than the caches).
+    let jvm_rules: Vec<usize> = (0..cfg.rules.len()).filter(|&r| cfg.rules[r].scope == Scope::Jvm).collect();
+    for (i, inst) in world.instances.iter().enumerate() {
+        for &r in &jvm_rules {
+            let rule = &cfg.rules[r];
+            if rule.app.as_deref().is_some_and(|a| a != inst.app) {
+                continue;
             }
-            Scope::App => {
-                for (g, group) in env.groups.iter().enumerate() {
-                    if rule.app.as_deref().is_some_and(|a| a != group.app) {
-                        continue;
-                    }
-                    let ctx = Step { cfg, env: &env, rule, target: Target::App(g), key: group.app, gen };
-                    if let Some(d) = ctx.run(keys, &mut sc, &mut pending) {
-                        out.push(d);
-                    }
-                }
+            sc.zrule = r;
+            let ctx = Step { cfg, env: &env, rule, target: Target::Jvm(i), key: &inst.id, gen };
+            if let Some(d) = ctx.run(&mut keys[r], &mut sc, &mut pending) {
+                out.push((r, d));
             }
         }
     }
+    for (r, rule) in cfg.rules.iter().enumerate().filter(|(_, rule)| rule.scope == Scope::App) {
+        for (g, group) in env.groups.iter().enumerate() {
+            if rule.app.as_deref().is_some_and(|a| a != group.app) {
+                continue;
+            }
+            sc.zrule = r;
+            let ctx = Step { cfg, env: &env, rule, target: Target::App(g), key: group.app, gen };
+            if let Some(d) = ctx.run(&mut keys[r], &mut sc, &mut pending) {
+                out.push((r, d));
+            }
+        }
+    }
+    // Rule order, then key order (a stable sort keeps instance and group order per rule).
+    out.sort_by_key(|(r, _)| *r);
+    for (rule, k) in cfg.rules.iter().zip(keys) {
+        state.rules.insert(rule.name.clone(), k);
+    }
+    let out: Vec<Decision> = out.into_iter().map(|(_, d)| d).collect();
     state.scratch = sc;
     state.rules.retain(|name, keys| {
         keys.retain(|_, k| k.seen == gen);
@@ -564,8 +573,9 @@ fn value(env: &Env<'_>, sc: &mut Scratch, figs: &mut Figs, t: Target, v: &Value)
 fn zscore(env: &Env<'_>, sc: &mut Scratch, figs: &mut Figs, t: Target, inner: &Value, id: usize) -> Option<f64> {
     let Target::Jvm(i) = t else { return None };
     let g = env.inst_group.get(i).copied()?;
-    let stats = match sc.zcache.iter().find(|e| e.0 == id && e.1 == g) {
-        Some(e) => e.2,
+    let rule = sc.zrule;
+    let stats = match sc.zcache.iter().find(|e| e.0 == rule && e.1 == id && e.2 == g) {
+        Some(e) => e.3,
         None => {
             let mut peers = std::mem::take(&mut sc.peers);
             peers.clear();
@@ -576,7 +586,7 @@ fn zscore(env: &Env<'_>, sc: &mut Scratch, figs: &mut Figs, t: Target, inner: &V
             }
             let s = robust_center_scale(&mut peers);
             sc.peers = peers;
-            sc.zcache.push((id, g, s));
+            sc.zcache.push((rule, id, g, s));
             s
         }
     };
@@ -646,6 +656,7 @@ fn leaf(env: &Env<'_>, buckets: &mut Vec<u64>, h: &History, v: &Value) -> Option
                 Agg::Mean | Agg::Count | Agg::Pct(_) => {
                     let dq = h.hist(series)?;
                     let r = window_range(dq, now, Some(*window_ms), |p| p.t_ms);
+                    let resets = h.hist_reset_after(series, dq.get(r.start).map_or(0, |p| p.t_ms));
                     match func {
                         Agg::Pct(q) => {
                             let bounds = &env.world.bucket_bounds_ms;
@@ -654,20 +665,20 @@ fn leaf(env: &Env<'_>, buckets: &mut Vec<u64>, h: &History, v: &Value) -> Option
                             }
                             buckets.clear();
                             buckets.resize(bounds.len(), 0);
-                            hist_delta(dq, r, Some(buckets))?;
+                            hist_delta(dq, r, resets, Some(buckets))?;
                             percentile(buckets, bounds, *q)
                         }
-                        Agg::Count => hist_delta(dq, r, None).map(|(c, _)| c as f64),
+                        Agg::Count => hist_delta(dq, r, resets, None).map(|(c, _)| c as f64),
                         _ => {
-                            let (c, s) = hist_delta(dq, r, None)?;
+                            let (c, s) = hist_delta(dq, r, resets, None)?;
                             (c > 0).then(|| s / c as f64).and_then(finite)
                         }
                     }
                 }
                 _ => {
-                    let dq = h.series(series)?;
-                    let r = window_range(dq, now, Some(*window_ms), |p| p.0);
-                    gauge_agg(dq, r, *func)
+                    let s = h.series_store(series)?;
+                    let r = window_range(s.points(), now, Some(*window_ms), |p| p.0);
+                    gauge_agg(s, r, *func)
                 }
             }
         }
@@ -676,36 +687,41 @@ fn leaf(env: &Env<'_>, buckets: &mut Vec<u64>, h: &History, v: &Value) -> Option
 }
 
 /// avg/min/max/last/rate/increase over the points of `r`.
-fn gauge_agg(dq: &VecDeque<(u64, f64)>, r: Range<usize>, func: Agg) -> Option<f64> {
+fn gauge_agg(s: &crate::series_store::Series, r: Range<usize>, func: Agg) -> Option<f64> {
+    let dq = s.points();
     let n = r.len();
     if n == 0 {
         return None;
     }
-    let pts = dq.range(r.clone());
     match func {
-        Agg::Avg => finite(pts.map(|p| p.1).sum::<f64>() / n as f64),
-        Agg::Min => Some(pts.map(|p| p.1).fold(f64::MAX, f64::min)),
-        Agg::Max => Some(pts.map(|p| p.1).fold(f64::MIN, f64::max)),
+        Agg::Avg => finite(s.sum(r) / n as f64),
+        Agg::Min => s.min_max(r).map(|m| m.0),
+        Agg::Max => s.min_max(r).map(|m| m.1),
         Agg::Last => dq.get(r.end - 1).map(|p| p.1),
         Agg::Rate | Agg::Increase => {
             if n < 2 {
                 return None;
             }
-            let mut inc = 0.0;
-            let mut prev: Option<f64> = None;
-            for p in pts {
-                if let Some(q) = prev {
-                    // A drop is a counter reset: count from 0 after it.
-                    inc += if p.1 >= q { p.1 - q } else { p.1 };
+            let (first, last) = (dq.get(r.start)?, dq.get(r.end - 1)?);
+            let inc = if s.reset_after(first.0) {
+                let mut inc = 0.0;
+                let mut prev: Option<f64> = None;
+                for p in dq.range(r.clone()) {
+                    if let Some(q) = prev {
+                        // A drop is a counter reset: count from 0 after it.
+                        inc += if p.1 >= q { p.1 - q } else { p.1 };
+                    }
+                    prev = Some(p.1);
                 }
-                prev = Some(p.1);
-            }
+                inc
+            } else {
+                // No reset in the window: last − first.
+                last.1 - first.1
+            };
             if func == Agg::Increase {
                 return finite(inc);
             }
-            let first = dq.get(r.start)?.0;
-            let last = dq.get(r.end - 1)?.0;
-            let secs = last.saturating_sub(first) as f64 / 1000.0;
+            let secs = last.0.saturating_sub(first.0) as f64 / 1000.0;
             (secs > 0.0).then(|| inc / secs).and_then(finite)
         }
         Agg::Mean | Agg::Count | Agg::Pct(_) => None,
@@ -715,7 +731,12 @@ fn gauge_agg(dq: &VecDeque<(u64, f64)>, r: Range<usize>, func: Agg) -> Option<f6
 /// The change of a cumulative histogram over the points of `r` (at least 2): Δcount and Δsum,
 /// adding per-bucket deltas into `buckets` (indexes past its end go to its last slot). A drop of
 /// the count is a reset: counting restarts from 0 after it.
-fn hist_delta(dq: &VecDeque<HistPoint>, r: Range<usize>, mut buckets: Option<&mut Vec<u64>>) -> Option<(u64, f64)> {
+fn hist_delta(
+    dq: &VecDeque<HistPoint>,
+    r: Range<usize>,
+    resets: bool,
+    mut buckets: Option<&mut Vec<u64>>,
+) -> Option<(u64, f64)> {
     if r.len() < 2 {
         return None;
     }
@@ -736,12 +757,17 @@ fn hist_delta(dq: &VecDeque<HistPoint>, r: Range<usize>, mut buckets: Option<&mu
     };
     let mut base = dq.get(r.start);
     let mut prev = dq.get(r.start)?;
-    for p in dq.range(r.start + 1..r.end) {
-        if p.count < prev.count {
-            add(base, prev);
-            base = None;
+    if resets {
+        for p in dq.range(r.start + 1..r.end) {
+            if p.count < prev.count {
+                add(base, prev);
+                base = None;
+            }
+            prev = p;
         }
-        prev = p;
+    } else {
+        // No reset in the window (History tracks them): last − first.
+        prev = dq.get(r.end - 1)?;
     }
     add(base, prev);
     Some((count, sum))
@@ -842,7 +868,8 @@ fn pooled<'w>(
         let Some(dq) = h.hist(series) else { continue };
         let r = window_range(dq, env.now, Some(window_ms), |p| p.t_ms);
         let b = if want_buckets { Some(&mut sc.buckets) } else { None };
-        if let Some((c, s)) = hist_delta(dq, r, b) {
+        let resets = h.hist_reset_after(series, dq.get(r.start).map_or(0, |p| p.t_ms));
+        if let Some((c, s)) = hist_delta(dq, r, resets, b) {
             count = count.saturating_add(c);
             sum += s;
             any = true;
@@ -886,9 +913,9 @@ mod tests {
         ]
         .into();
         let mut b = vec![0u64; 2];
-        assert_eq!(hist_delta(&dq, 0..4, Some(&mut b)), Some((10, 100.0)));
+        assert_eq!(hist_delta(&dq, 0..4, true, Some(&mut b)), Some((10, 100.0)));
         assert_eq!(b, [4, 6]);
-        assert_eq!(hist_delta(&dq, 0..1, None), None);
+        assert_eq!(hist_delta(&dq, 0..1, true, None), None);
     }
 
     #[test]

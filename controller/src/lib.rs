@@ -17,6 +17,7 @@ pub mod config;
 pub mod eval;
 pub mod expr;
 pub mod series;
+mod series_store;
 pub mod window;
 
 mod text;

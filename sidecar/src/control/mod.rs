@@ -195,7 +195,13 @@ impl Controller {
         let mut cursors = HashMap::new();
         let mut last_sample = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            match rx.recv_timeout(TICK) {
+            // Wake for the next tick, or sooner for a start that is due (a restart after a
+            // short backoff should not wait for the tick).
+            let wait = match self.supervisor.as_ref().and_then(|s| s.next_due()) {
+                Some(due) => Duration::from_millis(due.saturating_sub(now_ms())).min(TICK),
+                None => TICK,
+            };
+            match rx.recv_timeout(wait) {
                 Ok(exit) => {
                     if let Some(s) = &self.supervisor {
                         s.on_exit(&self, exit);

@@ -255,6 +255,11 @@ impl Supervisor {
         }
     }
 
+    /// When the next pending start is due (ms), if any.
+    pub fn next_due(&self) -> Option<u64> {
+        self.groups().values().filter(|g| !g.failed).flat_map(|g| g.pending.iter().copied()).min()
+    }
+
     /// Starts the pending instances whose time has come.
     pub fn start_due(&self, c: &Arc<Controller>, now: u64) {
         let due: Vec<String> = {
