@@ -1,5 +1,5 @@
-//! 7. The controller: (a) JVM death → restart decision → new JVM started under
-//! `jvmwatch supervise`, over many SIGKILLed JVMs; (b) the cost of one rule evaluation for
+//! Section 7, the controller, in two parts: JVM death → restart decision → new JVM started under
+//! `jvmwatch supervise`, over many SIGKILLed JVMs; and the cost of one rule evaluation for
 //! 1,000 simulated JVMs × 20 rules, next to the controller's 100 ms tick.
 
 use std::collections::BTreeMap;
@@ -282,7 +282,7 @@ fn push(h: &mut History, i: usize, s: u64) {
     let mut b = vec![0u64; jvmwatch_ring::metrics::BUCKET_COUNT];
     (b[40], b[41], b[44]) = (s * 150, s * 45, s * 5);
     h.push_hist("app.latency", t, s * 200, s as f64 * 200.0 * 3.0, &b);
-    if s % 5 == 0 {
+    if s.is_multiple_of(5) {
         h.push("gc.heap_after_ratio", t, 0.3 + 0.1 * x);
     }
 }

@@ -286,3 +286,25 @@ const _: () = {
     assert!(slot::PAYLOAD_LEN == 40 && slot::PAYLOAD.is_multiple_of(8));
     assert!(MIN_CAPACITY.is_power_of_two() && MAX_CAPACITY.is_power_of_two());
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/ring-format.md` states the offsets in prose; they must be this file's.
+    #[test]
+    fn the_format_doc_states_these_offsets() {
+        let doc = include_str!("../../docs/ring-format.md");
+        let number_after = |marker: &str| -> usize {
+            let at = doc.find(marker).unwrap_or_else(|| panic!("doc lacks {marker:?}")) + marker.len();
+            let digits: String = doc[at..].chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse().unwrap_or_else(|_| panic!("no number after {marker:?}"))
+        };
+        assert_eq!(number_after("slots of 64 bytes (one cache line) at "), EVENTS_OFFSET);
+        assert_eq!(number_after("events_offset u64 = "), EVENTS_OFFSET);
+        assert_eq!(number_after("metrics_offset u64 = "), METRICS_OFFSET);
+        assert_eq!(number_after("snapshot_offset u64 = "), SNAPSHOT_OFFSET);
+        assert_eq!(number_after("file size = "), EVENTS_OFFSET);
+        assert_eq!(number_after("slot_size u32 = "), SLOT_SIZE);
+    }
+}

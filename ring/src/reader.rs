@@ -10,6 +10,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, Ordering};
 
 use crate::event::{check, Event};
 use crate::layout::*;
@@ -355,8 +356,16 @@ impl Ring {
     /// Reads committed events from sequence `from` up to the cursor.
     ///
     /// When `writer_alive` is true, a slot that is reserved but not yet published ends the
-    /// scan (`next` points at it, to retry later). When the writer is gone, such a slot can
-    /// never complete: it is counted as torn and skipped.
+    /// scan (`next` points at it, to retry later), unless the cursor shows that a writer a
+    /// lap ahead has reserved its slot already (then it can never be read: overwritten).
+    /// When the writer is gone, such a slot can never complete: it is counted as torn and
+    /// skipped.
+    ///
+    /// Each chunk of slots is read twice (two `pread`s, an Acquire fence between them): a
+    /// slot is accepted only if its stamp is the published one in both copies and its check
+    /// matches. A slot that changed between the copies or fails its check is re-read a few
+    /// times while the writer lives, so a record caught mid-write is neither accepted torn
+    /// nor given up as lost.
     pub fn scan(&self, from: u64, writer_alive: bool) -> Result<Scan, ReadError> {
         self.scan_limit(from, writer_alive, u64::MAX)
     }
@@ -365,7 +374,7 @@ impl Ring {
     pub fn scan_limit(&self, from: u64, writer_alive: bool, limit: u64) -> Result<Scan, ReadError> {
         let cap = self.header.capacity;
         let cursor = self.live()?.cursor;
-        if cursor > (1 << 62) {
+        if cursor > MAX_CURSOR {
             return Err(ReadError::Corrupt(format!("event cursor {cursor} is implausible")));
         }
         let mut scan = Scan::default();
@@ -376,16 +385,27 @@ impl Ring {
         }
         let end = cursor.min(start.saturating_add(limit));
         const CHUNK: u64 = 4096;
-        let mut buf = vec![0u8; (CHUNK.min(cap) as usize) * SLOT_SIZE];
+        let chunk = (CHUNK.min(cap) as usize) * SLOT_SIZE;
+        let (mut first, mut second) = (vec![0u8; chunk], vec![0u8; chunk]);
         let mut s = start;
         'outer: while s < end {
             // Contiguous run of slots without wrapping past the end of the ring.
             let idx = s & (cap - 1);
             let n = (end - s).min(CHUNK).min(cap - idx);
-            let bytes = &mut buf[..n as usize * SLOT_SIZE];
-            self.read_at(bytes, EVENTS_OFFSET as u64 + idx * SLOT_SIZE as u64)?;
-            for slot in bytes.chunks_exact(SLOT_SIZE) {
-                match decode_slot(s, slot) {
+            let len = n as usize * SLOT_SIZE;
+            let off = EVENTS_OFFSET as u64 + idx * SLOT_SIZE as u64;
+            self.read_at(&mut first[..len], off)?;
+            #[cfg(test)]
+            tests::after_first_read(s);
+            // The second copy's stamps are loaded after every word of the first copy.
+            fence(Ordering::Acquire);
+            self.read_at(&mut second[..len], off)?;
+            for (a, b) in first[..len].chunks_exact(SLOT_SIZE).zip(second[..len].chunks_exact(SLOT_SIZE)) {
+                let mut state = judge(s, a, u64_at(b, slot::STAMP));
+                if writer_alive && matches!(state, SlotState::Pending | SlotState::Torn) {
+                    state = self.settle(s, state)?;
+                }
+                match state {
                     SlotState::Committed(r) => scan.records.push(r),
                     SlotState::Overwritten => scan.overwritten += 1,
                     SlotState::Pending if writer_alive => break 'outer,
@@ -397,25 +417,63 @@ impl Ring {
         scan.next = s;
         Ok(scan)
     }
+
+    /// A slot of a live writer that was pending, changed between the two copies or failed its
+    /// check: re-read it (slot, fence, stamp) a few times. One still pending is overwritten if
+    /// the cursor (re-read) shows that seq + capacity has been reserved: its slot belongs to
+    /// a later lap, so it can never be read. One whose published stamp stays put while its
+    /// check keeps failing is torn for good (waiting would not mend it).
+    fn settle(&self, seq: u64, mut state: SlotState) -> Result<SlotState, ReadError> {
+        // A running writer finishes its seven stores within nanoseconds, well inside one
+        // `pread`; one preempted mid-write may take a scheduling quantum, which is not worth
+        // waiting for here: the scan stops and the next one finds the slot done.
+        const RETRIES: u32 = 2;
+        let off = EVENTS_OFFSET as u64 + (seq & (self.header.capacity - 1)) * SLOT_SIZE as u64;
+        for _ in 0..RETRIES {
+            let mut b = [0u8; SLOT_SIZE];
+            self.read_at(&mut b, off)?;
+            fence(Ordering::Acquire);
+            let mut stamp = [0u8; 8];
+            self.read_at(&mut stamp, off)?;
+            state = judge(seq, &b, u64::from_le_bytes(stamp));
+            if !matches!(state, SlotState::Pending | SlotState::Torn) {
+                return Ok(state);
+            }
+        }
+        if matches!(state, SlotState::Pending) {
+            let cursor = self.cursor()?;
+            if cursor <= MAX_CURSOR && cursor > seq + self.header.capacity {
+                return Ok(SlotState::Overwritten);
+            }
+        }
+        Ok(state)
+    }
 }
+
+/// Larger cursors are refused as corrupt (no writer gets near it; it keeps `2s+2` and
+/// `s + capacity` far from overflowing).
+const MAX_CURSOR: u64 = 1 << 62;
 
 enum SlotState {
     Committed(Record),
     /// Holds a later sequence: lapped.
     Overwritten,
-    /// Reserved for `seq` (or older), not published.
+    /// Reserved for `seq` (or an older one held it), not published; or its stamp changed
+    /// between the two reads without passing `seq`.
     Pending,
-    /// Published stamp but content does not check out.
+    /// Published stamp, unchanged between the reads, but the content does not check out.
     Torn,
 }
 
-fn decode_slot(seq: u64, b: &[u8]) -> SlotState {
+/// Judges the slot for `seq` from a copy `b` of its bytes and its stamp as read again after
+/// that copy (`stamp2`). Stamps only grow, so either read above `2s+2` means a later lap.
+fn judge(seq: u64, b: &[u8], stamp2: u64) -> SlotState {
     let stamp = u64_at(b, slot::STAMP);
     let want = 2 * seq + 2;
-    if stamp > want {
+    if stamp > want || stamp2 > want {
         return SlotState::Overwritten;
     }
-    if stamp < want {
+    if stamp != want || stamp2 != want {
         return SlotState::Pending;
     }
     let mut words = [0u64; 7];
@@ -427,7 +485,7 @@ fn decode_slot(seq: u64, b: &[u8]) -> SlotState {
     }
     let kind = words[1] as u16;
     let len = (words[1] >> 16) as u16;
-    let payload: &[u8; slot::PAYLOAD_LEN] = b[slot::PAYLOAD..].try_into().expect("payload");
+    let payload: &[u8; slot::PAYLOAD_LEN] = b[slot::PAYLOAD..SLOT_SIZE].try_into().expect("payload");
     SlotState::Committed(Record { seq, time_ns: words[0], event: Event::decode(kind, len, payload) })
 }
 
@@ -440,4 +498,139 @@ fn read_exact_at(file: &File, buf: &mut [u8], off: u64, size: u64) -> Result<(),
             ReadError::Io(e)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::os::unix::fs::FileExt;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::writer::{Identity, Writer};
+
+    type Hook = Box<dyn FnMut(u64)>;
+
+    thread_local! {
+        /// Runs in `scan_limit` right after the first read of each chunk, with the chunk's
+        /// first sequence number: a deterministic stand-in for a writer racing the reader.
+        static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn after_first_read(seq: u64) {
+        if let Some(mut h) = HOOK.with(|c| c.borrow_mut().take()) {
+            h(seq);
+            HOOK.with(|c| *c.borrow_mut() = Some(h));
+        }
+    }
+
+    fn set_hook(h: impl FnMut(u64) + 'static) {
+        HOOK.with(|c| *c.borrow_mut() = Some(Box::new(h)));
+    }
+
+    fn clear_hook() {
+        HOOK.with(|c| *c.borrow_mut() = None);
+    }
+
+    /// A 1024-slot ring holding events 0..n.
+    fn ring(n: u64) -> (tempfile::TempDir, Writer, Ring) {
+        let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let d = tempfile::Builder::new().prefix("jvmwatch-reader-test-").tempdir_in(base).unwrap();
+        let id = Identity { pid: 1, start_ns: 1, interval_ns: 1, ..Identity::default() };
+        let w = Writer::create(&d.path().join("t.ring"), 1024, &id).unwrap();
+        for i in 0..n {
+            w.emit_at(1000 + i, &Event::GcPauseStart { gc_id: i, collector: Collector::G1 });
+        }
+        let r = Ring::open(w.path()).unwrap();
+        (d, w, r)
+    }
+
+    fn slot_off(seq: u64) -> u64 {
+        (EVENTS_OFFSET + (seq & 1023) as usize * SLOT_SIZE) as u64
+    }
+
+    fn poke(path: &Path, off: u64, bytes: &[u8]) {
+        std::fs::OpenOptions::new().write(true).open(path).unwrap().write_all_at(bytes, off).unwrap();
+    }
+
+    fn peek(path: &Path, off: u64, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        std::fs::File::open(path).unwrap().read_exact_at(&mut b, off).unwrap();
+        b
+    }
+
+    fn seqs(s: &Scan) -> Vec<u64> {
+        s.records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_slot_whose_stamp_moves_during_the_read_is_not_accepted() {
+        let (_d, w, r) = ring(10);
+        let path = w.path().to_path_buf();
+        // Between the reader's copy of the slot and its second look at the stamp, a writer
+        // a lap ahead (seq 3 + 1024) claims the slot: what was copied may be half its words.
+        set_hook(move |_| poke(&path, slot_off(3), &(2 * (3 + 1024) + 1u64).to_le_bytes()));
+        let s = r.scan(0, true).unwrap();
+        clear_hook();
+        assert_eq!(seqs(&s), [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+        assert_eq!((s.overwritten, s.torn, s.next), (1, 0, 10));
+    }
+
+    #[test]
+    fn a_committed_slot_read_too_early_is_retried_not_lost() {
+        let (_d, w, r) = ring(10);
+        let path = w.path().to_path_buf();
+        // The copy sees slot 5's published stamp but words from before the writer's stores
+        // landed (the copy is not ordered word by word); the second look finds them in place.
+        let real = peek(&path, slot_off(5), SLOT_SIZE);
+        poke(&path, slot_off(5) + 8, &[0u8; SLOT_SIZE - 8]);
+        set_hook(move |_| poke(&path, slot_off(5), &real));
+        let s = r.scan(0, true).unwrap();
+        clear_hook();
+        assert_eq!(seqs(&s), (0..10).collect::<Vec<_>>());
+        assert_eq!((s.overwritten, s.torn, s.next), (0, 0, 10));
+    }
+
+    #[test]
+    fn a_slot_published_during_the_read_is_read_in_the_same_scan() {
+        let (_d, w, r) = ring(10);
+        let path = w.path().to_path_buf();
+        poke(&path, slot_off(7), &(2 * 7 + 1u64).to_le_bytes());
+        set_hook(move |_| poke(&path, slot_off(7), &(2 * 7 + 2u64).to_le_bytes()));
+        let s = r.scan(0, true).unwrap();
+        clear_hook();
+        assert_eq!(seqs(&s), (0..10).collect::<Vec<_>>());
+        assert_eq!((s.overwritten, s.torn, s.next), (0, 0, 10));
+    }
+
+    #[test]
+    fn a_pending_slot_stops_a_live_scan_until_a_lap_has_passed_it() {
+        let (_d, w, r) = ring(10);
+        let path = w.path().to_path_buf();
+        // The writer of seq 4 is stuck between reserving and publishing.
+        poke(&path, slot_off(4), &(2 * 4 + 1u64).to_le_bytes());
+        let s = r.scan(0, true).unwrap();
+        assert_eq!(seqs(&s), [0, 1, 2, 3]);
+        assert_eq!((s.overwritten, s.torn, s.next), (0, 0, 4), "live: wait for it");
+        let s = r.scan(0, false).unwrap();
+        assert_eq!((s.records.len(), s.overwritten, s.torn, s.next), (9, 0, 1, 10), "dead: it never completes");
+        // While the reader looks, other writers reserve up to seq 4 + 1024: seq 4's slot
+        // belongs to the next lap, so seq 4 can never be read; it is lost, not waited for.
+        let p = path.clone();
+        set_hook(move |_| poke(&p, hdr::CURSOR as u64, &(4 + 1024 + 1u64).to_le_bytes()));
+        let s = r.scan(0, true).unwrap();
+        clear_hook();
+        assert_eq!(seqs(&s), [0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!((s.overwritten, s.torn, s.next), (1, 0, 10));
+    }
+
+    #[test]
+    fn a_stably_torn_slot_is_counted_and_skipped_even_while_the_writer_lives() {
+        let (_d, w, r) = ring(10);
+        // Corruption under a published stamp does not go away by waiting.
+        poke(w.path(), slot_off(2) + 30, &[0xee]);
+        let s = r.scan(0, true).unwrap();
+        assert_eq!(seqs(&s), [0, 1, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!((s.overwritten, s.torn, s.next), (0, 1, 10));
+    }
 }

@@ -376,8 +376,24 @@ impl Writer {
         self.emit_at(now_ns(), ev)
     }
 
-    /// Records `ev` with the given timestamp. GC-callback safe.
+    /// Records `ev` with the given timestamp. Returns its sequence number. GC-callback safe.
+    ///
+    /// Per-slot seqlock, lock-free for any number of writers: reserve `s` on the cursor,
+    /// claim the slot (stamp → 2s+1), store the payload, publish (stamp 2s+1 → 2s+2). A writer
+    /// stalled for a whole lap finds a later stamp in its slot at the claim, before the
+    /// payload, or at the publish, and drops its record instead of putting it (and its older
+    /// stamp) over the newer one; readers count the dropped record as overwritten.
     pub fn emit_at(&self, time_ns: u64, ev: &Event) -> u64 {
+        let mut e = self.emit_in_steps(time_ns, ev);
+        let _published = e.claim() && e.write() && e.publish();
+        e.seq()
+    }
+
+    /// Reserves a sequence number for `ev` and returns the remaining steps of
+    /// [`Writer::emit_at`], to be run one by one. For tests that pause a writer mid-write.
+    #[doc(hidden)]
+    #[inline]
+    pub fn emit_in_steps(&self, time_ns: u64, ev: &Event) -> EmitSteps<'_> {
         let enc = ev.encode();
         // Relaxed: the cursor only hands out unique numbers; publication is per slot below.
         let seq = self.u64_at(hdr::CURSOR).fetch_add(1, Ordering::Relaxed);
@@ -389,17 +405,7 @@ impl Writer {
             *w = u64::from_le_bytes(enc.payload[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         }
         words[1] |= (check(seq, &words) as u64) << 32;
-        let stamp = self.u64_at(base + slot::STAMP);
-        // Seqlock per slot. Relaxed store of the odd "writing" stamp, then a Release fence:
-        // a reader that sees any payload word below also sees this stamp (or a later one).
-        stamp.store(2 * seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (i, w) in words.iter().enumerate() {
-            self.u64_at(base + 8 + 8 * i).store(*w, Ordering::Relaxed);
-        }
-        // Release: the payload stores above happen-before any Acquire load that sees 2s+2.
-        stamp.store(2 * seq + 2, Ordering::Release);
-        seq
+        EmitSteps { w: self, seq, base, words, claimed: false }
     }
 
     /// Next sequence number to be reserved (= events written so far).
@@ -621,6 +627,98 @@ impl Writer {
         // Release: hand the buffers over to the next caller.
         self.snap_busy.store(false, Ordering::Release);
         true
+    }
+}
+
+/// An event reserved by [`Writer::emit_in_steps`], not yet written: the three steps of
+/// [`Writer::emit_at`] after the reservation, each of which gives up (returns `false`) once
+/// the slot has been taken by a writer a lap ahead.
+#[doc(hidden)]
+pub struct EmitSteps<'a> {
+    w: &'a Writer,
+    seq: u64,
+    base: usize,
+    words: [u64; 7],
+    /// The slot's stamp is ours (2s+1) as far as this writer knows.
+    claimed: bool,
+}
+
+impl EmitSteps<'_> {
+    /// The reserved sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn stamp(&self) -> &AtomicU64 {
+        self.w.u64_at(self.base + slot::STAMP)
+    }
+
+    /// Step 1: marks the slot "being written for `s`" (stamp 2s+1). Fails, dropping the
+    /// record, if the slot already carries a stamp of `s + capacity` or later: this writer
+    /// stalled between reserving and claiming while others went round the whole ring.
+    #[inline]
+    pub fn claim(&mut self) -> bool {
+        let odd = 2 * self.seq + 1;
+        let stamp = self.stamp();
+        // Relaxed: only a guess for the compare-exchange, which checks it.
+        let mut cur = stamp.load(Ordering::Relaxed);
+        loop {
+            if cur >= odd {
+                // A later lap owns the slot (stamps only grow: every store is a
+                // compare-exchange upwards). Our record is older than what is there: drop it.
+                return false;
+            }
+            // Success Acquire: if `cur` is a lapped predecessor's published stamp, its payload
+            // stores happen-before ours, so ours come later in each word's modification order.
+            // Failure Relaxed: the value is only re-examined by this loop.
+            match stamp.compare_exchange_weak(cur, odd, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        // Release fence after the odd stamp, before the payload: a reader (or a lapping
+        // writer) that sees any payload word of ours also sees this stamp or a later one.
+        fence(Ordering::Release);
+        self.claimed = true;
+        true
+    }
+
+    /// Step 2: stores the six words after the stamp, unless the slot was taken by a later
+    /// lap since the claim (then the record is dropped and nothing is stored).
+    ///
+    /// A writer a lap ahead can still take the slot *during* these seven stores; the words
+    /// then mix and the later record fails its check: the reader counts it torn. That window
+    /// is a handful of stores wide; waiting for it to close would need a lock.
+    #[inline]
+    pub fn write(&mut self) -> bool {
+        // Relaxed: a cheap re-check that shrinks the window above; the publishing
+        // compare-exchange is what guarantees no later record's stamp is overwritten.
+        if !self.claimed || self.stamp().load(Ordering::Relaxed) != 2 * self.seq + 1 {
+            self.claimed = false;
+            return false;
+        }
+        for (i, w) in self.words.iter().enumerate() {
+            // Relaxed: ordered after the odd stamp by the claim's Release fence, and before
+            // the even stamp by the publishing Release compare-exchange.
+            self.w.u64_at(self.base + 8 + 8 * i).store(*w, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Step 3: publishes the slot, moving its stamp from 2s+1 to 2s+2, and only from 2s+1:
+    /// if a writer a lap ahead took the slot since, its stamp stays and this record is
+    /// dropped (its payload words, if any landed, are overwritten or make the later record
+    /// fail its check; they are never published under our stamp).
+    #[inline]
+    pub fn publish(&mut self) -> bool {
+        if !self.claimed {
+            return false;
+        }
+        self.claimed = false;
+        let odd = 2 * self.seq + 1;
+        // Success Release: the payload stores above happen-before any Acquire load that sees
+        // 2s+2. Failure Relaxed: the record is dropped, nothing depends on the value seen.
+        self.stamp().compare_exchange(odd, odd + 1, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 }
 

@@ -102,35 +102,76 @@ fn concurrent_writers_lose_and_duplicate_nothing() {
 
 #[test]
 fn lapped_reader_counts_what_it_lost_and_never_returns_garbage() {
-    const THREADS: u64 = 2;
-    const EACH: u64 = 200_000;
+    const THREADS: u64 = 8;
+    const EACH: u64 = 150_000;
     let d = dir();
-    let w = Arc::new(writer(&d, 1024)); // small: the writers lap the reader constantly
+    let w = Arc::new(writer(&d, 1024)); // small: the writers lap the reader (and each other)
     let done = Arc::new(AtomicBool::new(false));
-    let handles = spawn_writers(&w, THREADS, EACH);
+    // Set by the reader once it has read records while writers were still running.
+    let raced = Arc::new(AtomicBool::new(false));
+    // Writers that yield now and then, so that on a small machine the reader runs among them;
+    // writer 0 also waits half-way until the reader has read something (or 10 s have passed),
+    // so the reader surely reads among live writers however the threads are scheduled.
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let w = Arc::clone(&w);
+            let raced = Arc::clone(&raced);
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    w.emit(&ev(t, i));
+                    if i % 512 == 0 {
+                        std::thread::yield_now();
+                    }
+                    if t == 0 && i == EACH / 2 {
+                        let t0 = std::time::Instant::now();
+                        while !raced.load(Ordering::Acquire) && t0.elapsed().as_secs() < 10 {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
     let reader = {
         let path = w.path().to_path_buf();
         let done = Arc::clone(&done);
+        let raced = Arc::clone(&raced);
         std::thread::spawn(move || {
             let r = Ring::open(&path).unwrap();
-            let (mut from, mut got, mut lost) = (0u64, 0u64, 0u64);
+            let (mut from, mut got, mut overwritten, mut torn) = (0u64, 0u64, 0u64, 0u64);
+            let mut got_while_writing = 0u64;
             let mut last = vec![None::<u64>; THREADS as usize];
             loop {
                 let finished = done.load(Ordering::Acquire);
                 let s = r.scan(from, true).unwrap();
+                assert!(s.next >= from && s.next <= THREADS * EACH);
+                // Every sequence number in [from, next) is accounted for exactly once.
+                assert_eq!(s.records.len() as u64 + s.overwritten + s.torn, s.next - from, "scan from {from}");
+                let mut prev_seq = None;
                 for rec in &s.records {
-                    assert!(rec.seq >= from);
+                    assert!(rec.seq >= from && rec.seq < s.next, "seq {} outside {from}..{}", rec.seq, s.next);
+                    if let Some(p) = prev_seq {
+                        assert!(rec.seq > p, "seq {} after {p}", rec.seq);
+                    }
+                    prev_seq = Some(rec.seq);
+                    // No mixed-up slot (checked in `parts`), and each writer's events in order.
                     let (t, i) = parts(&rec.event);
+                    assert!(t < THREADS && i < EACH, "{t} {i}");
                     if let Some(prev) = last[t as usize] {
                         assert!(i > prev, "thread {t}: {i} after {prev}");
                     }
                     last[t as usize] = Some(i);
                 }
                 got += s.records.len() as u64;
-                lost += s.lost();
+                if !finished && !s.records.is_empty() {
+                    got_while_writing += s.records.len() as u64;
+                    raced.store(true, Ordering::Release);
+                }
+                overwritten += s.overwritten;
+                torn += s.torn;
                 from = s.next;
                 if finished && from == THREADS * EACH {
-                    return (got, lost);
+                    return (got, got_while_writing, overwritten, torn);
                 }
             }
         })
@@ -139,10 +180,62 @@ fn lapped_reader_counts_what_it_lost_and_never_returns_garbage() {
         h.join().unwrap();
     }
     done.store(true, Ordering::Release);
-    let (got, lost) = reader.join().unwrap();
-    assert_eq!(got + lost, THREADS * EACH, "every event is either read or counted lost");
-    assert!(lost > 0, "the test should have lapped the reader");
+    let (got, got_while_writing, overwritten, torn) = reader.join().unwrap();
+    eprintln!("read {got} ({got_while_writing} while writing), overwritten {overwritten}, torn {torn}");
+    assert_eq!(got + overwritten + torn, THREADS * EACH, "every event is either read or counted lost");
+    assert!(overwritten > 0, "the test should have lapped the reader");
     assert!(got >= 1024, "the reader read something");
+    assert!(got_while_writing > 0, "the reader raced the writers");
+    // Quiescent now: the newest `capacity` slots all read back, none pending or torn.
+    let r = Ring::open(w.path()).unwrap();
+    let s = r.scan(0, true).unwrap();
+    assert_eq!(s.next, THREADS * EACH);
+    assert_eq!(s.records.len() as u64 + s.overwritten + s.torn, THREADS * EACH);
+    assert_eq!(s.records.len() as u64 + s.torn, 1024);
+}
+
+/// A writer that reserved its sequence number and then stalled for a whole lap, at each point
+/// of the write: when it resumes it must not put its old record over the newer one in its slot.
+#[test]
+fn a_writer_lapped_mid_write_leaves_the_newer_record_alone() {
+    for pause in ["before claim", "after claim", "after write"] {
+        let d = dir();
+        let w = writer(&d, 1024);
+        let mut stalled = w.emit_in_steps(7, &ev(9, 0));
+        assert_eq!(stalled.seq(), 0);
+        let mut claimed = false;
+        let mut wrote = false;
+        if pause != "before claim" {
+            claimed = stalled.claim();
+            assert!(claimed, "{pause}");
+        }
+        if pause == "after write" {
+            wrote = stalled.write();
+            assert!(wrote, "{pause}");
+        }
+        // Other writers go round the ring and past seq 0's slot (seq 1024 lives there).
+        for i in 1..1024 + 10 {
+            assert_eq!(w.emit(&ev(0, i)), i);
+        }
+        // The stalled writer resumes.
+        if !claimed {
+            claimed = stalled.claim();
+        }
+        if !wrote {
+            wrote = stalled.write();
+        }
+        let published = stalled.publish();
+        let r = Ring::open(w.path()).unwrap();
+        // A live reader waiting at seq 1024 reads it and everything after; it does not stop.
+        let s = r.scan(1024, true).unwrap();
+        assert_eq!(s.next, 1034, "{pause}: the live scan stopped at the stalled writer's slot");
+        assert_eq!(s.records.first().map(|r| r.seq), Some(1024), "{pause}");
+        assert_eq!(parts(&s.records[0].event), (0, 1024), "{pause}: the newer record survives");
+        assert_eq!((s.records.len(), s.overwritten, s.torn), (10, 0, 0), "{pause}");
+        let all = r.scan(0, true).unwrap();
+        assert_eq!((all.records.len(), all.overwritten, all.torn, all.next), (1024, 10, 0, 1034), "{pause}");
+        assert!(!published, "{pause}: a lapped record is dropped (claim {claimed}, write {wrote})");
+    }
 }
 
 #[test]
