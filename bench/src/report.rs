@@ -91,7 +91,13 @@ fn controller(s: &mut String, v: &Value) {
         );
         let _ = writeln!(s, "| figure | p50 | p99 | max | goal / alternative |\n|---|---:|---:|---:|---|");
         let row = |s: &mut String, name: &str, p: &Value, goal: &str| {
-            let _ = writeln!(s, "| {name} | {} ms | {} ms | {} ms | {goal} |", f(&p["p50"], 1), f(&p["p99"], 1), f(&p["max"], 1));
+            let _ = writeln!(
+                s,
+                "| {name} | {} ms | {} ms | {} ms | {goal} |",
+                f(&p["p50"], 1),
+                f(&p["p99"], 1),
+                f(&p["max"], 1)
+            );
         };
         row(s, "death → restart decision", &r["decision_ms"], "p99 < 100 ms");
         row(s, "death → new JVM started", &r["restart_ms"], "Kubernetes liveness defaults: 30,000 ms");
@@ -112,7 +118,8 @@ fn controller(s: &mut String, v: &Value) {
     );
     let _ = writeln!(s, "| rule | condition | alone, median ms |\n|---|---|---:|");
     for r in e["per_rule_ms"].as_array().into_iter().flatten() {
-        let _ = writeln!(s, "| {} | `{}` | {} |", r[0].as_str().unwrap_or("?"), r[1].as_str().unwrap_or("?"), f(&r[2], 3));
+        let _ =
+            writeln!(s, "| {} | `{}` | {} |", r[0].as_str().unwrap_or("?"), r[1].as_str().unwrap_or("?"), f(&r[2], 3));
     }
 }
 

@@ -288,6 +288,20 @@ pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
     Ok(build(&ring, &parts, n_events))
 }
 
+/// Whether a crash report says the JVM died of running out of memory
+/// (`-XX:+CrashOnOutOfMemoryError` crashes before the JVM posts its resource-exhausted event,
+/// so the ring itself cannot tell). Reads at most the report's first 4 KiB, its header.
+pub fn crash_was_oom(report: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(4096);
+    let read = std::fs::File::open(report).and_then(|f| f.take(4096).read_to_end(&mut head));
+    read.is_ok()
+        && String::from_utf8_lossy(&head)
+            .lines()
+            .take_while(|l| l.starts_with('#') || l.is_empty())
+            .any(|l| l.contains("OutOfMemory encountered") || l.contains("java.lang.OutOfMemoryError"))
+}
+
 /// The verdict and, for a crash, the crash report's path.
 pub fn verdict_of(h: &Header, live: &Live, alive: bool) -> (Verdict, Option<PathBuf>) {
     let crash_report = if alive || live.state == Some(jvmwatch_ring::State::Exited) {
@@ -371,7 +385,8 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize) -> Report {
     let (alive, live, snapshot, records) = (p.alive, p.live, p.snapshot, p.records);
     let h = ring.header();
     let (verdict, crash_report) = verdict_of(h, live, alive);
-    let facts = facts(h, live, alive, snapshot, records, Seen::default());
+    let mut facts = facts(h, live, alive, snapshot, records, Seen::default());
+    facts.oom |= crash_report.as_deref().is_some_and(crash_was_oom);
     let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
     Report {

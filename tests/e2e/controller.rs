@@ -15,6 +15,8 @@ use serde_json::Value;
 struct Sup {
     child: Child,
     addr: std::net::SocketAddr,
+    /// Its stderr lines so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Sup {
@@ -43,8 +45,21 @@ impl Sup {
                 break;
             }
         }
-        std::thread::spawn(move || lines.for_each(|l| eprintln!("[supervise] {}", l.unwrap_or_default())));
-        Sup { child, addr: addr.expect("supervise printed its address") }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for l in lines {
+                let l = l.unwrap_or_default();
+                eprintln!("[supervise] {l}");
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Sup { child, addr: addr.expect("supervise printed its address"), log }
+    }
+
+    /// The first stderr line containing `text`, once printed.
+    fn logged(&self, text: &str) -> Option<String> {
+        self.log.lock().unwrap().iter().find(|l| l.contains(text)).cloned()
     }
 
     fn apps(&self) -> Value {
@@ -377,4 +392,98 @@ fn bad_configs_get_one_line_errors_naming_file_line_and_key() {
     assert!(ds.iter().any(|d| d["rule"] == "start_failed" && d["reason"].as_str().unwrap().contains("/no/such/java")));
     assert_eq!(get(sup.addr, "/healthz").status, 200);
     sup.stop();
+}
+
+#[test]
+fn sighup_reloads_the_config_and_a_bad_one_is_refused_with_the_old_kept() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "latency 1").unwrap();
+    let cfg = config(work.path(), "min = 1\nmax = 2", "");
+    let sup = Sup::start(&cfg, work.path());
+    wait("one instance", 60, || (sup.instances("shop").len() == 1).then_some(()));
+    let hup = |s: &Sup| {
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) }, 0);
+    };
+    // A broken config: refused, the supervisor keeps running with the old one.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, good.replace("max = 2", "max = 0")).unwrap();
+    hup(&sup);
+    let refused = wait("the refusal", 30, || sup.logged("config not reloaded"));
+    assert!(refused.contains("jvmwatch.toml:") && refused.contains("max"), "{refused}");
+    let apps = sup.apps();
+    assert_eq!(apps[0]["max"], 2, "the bad config was not applied: {apps}");
+    assert_eq!(sup.instances("shop").len(), 1);
+    // A good one that raises min: a second instance starts.
+    std::fs::write(&cfg, good.replace("min = 1", "min = 2")).unwrap();
+    hup(&sup);
+    wait("the reload", 30, || sup.logged("config reloaded"));
+    wait("the reloaded min", 60, || (sup.instances("shop").len() == 2).then_some(()));
+    assert_eq!(sup.apps()[0]["min"], 2);
+    sup.stop();
+}
+
+#[test]
+fn run_supervises_one_jvm_and_ends_with_its_clean_exit() {
+    let work = tempdir();
+    let java = jdks()[0].java.clone();
+    let cp = format!("{SCENARIOS}:{API_JAR}");
+    // Exits 0 at once: `run` ends, with status 0, after recording nothing but the start.
+    let out = Command::new(jvmwatch())
+        .args(["run", "--app", "hello", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(work.path().join("rings"))
+        .arg("--state-dir")
+        .arg(work.path().join("state"))
+        .arg("--")
+        .arg(&java)
+        .args(["-cp", &cp, "Hello"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("exited(0); the run is over"), "{err}");
+    // Its ring says the JVM ran under the agent and exited.
+    let ring = std::fs::read_dir(work.path().join("rings"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "ring"))
+        .expect("a ring");
+    assert!(ring.file_name().unwrap().to_str().unwrap().starts_with("hello-1-"));
+    assert_eq!(inspect(&ring, 10)["verdict"], "exited");
+}
+
+#[test]
+fn serve_with_rules_records_decisions_but_never_signals_a_jvm_it_did_not_start() {
+    let jdk = &jdks()[0];
+    let work = tempdir();
+    let rings = work.path().join("rings");
+    std::fs::create_dir(&rings).unwrap();
+    let rules = work.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"always\"\nwhen = \"alive\"\nthen = [\"thread_dump\", \"restart\", \"hook:note\"]\n\
+                            [hooks.note]\ncommand = [\"/bin/true\"]\n",
+    )
+    .unwrap();
+    let svc = Service::start(
+        &rings,
+        &["--rules", rules.to_str().unwrap(), "--state-dir", work.path().join("state").to_str().unwrap()],
+    );
+    let mut jvm = spawn(java_cmd(jdk, &format!("dir={}", rings.display()), &["-Xmx64m"], "Sleeper", &[], work.path()));
+    let d = wait("a decision", 60, || {
+        let ds = get(svc.addr, "/api/v1/decisions").json();
+        ds["decisions"].as_array()?.iter().find(|d| d["steps"].as_array().is_some_and(|s| s.len() >= 3)).cloned()
+    });
+    let steps = d["steps"].as_array().unwrap();
+    assert_eq!((steps[0]["step"].as_str(), steps[0]["outcome"].as_str()), (Some("thread_dump"), Some("skipped")));
+    assert!(steps[0]["detail"].as_str().unwrap().contains("allow_signals"), "{d}");
+    assert_eq!((steps[1]["step"].as_str(), steps[1]["outcome"].as_str()), (Some("restart"), Some("skipped")));
+    assert_eq!((steps[2]["step"].as_str(), steps[2]["outcome"].as_str()), (Some("hook:note"), Some("ok")));
+    assert!(jvm.try_wait().unwrap().is_none(), "the JVM was not signalled");
+    // Latched: one decision for as long as the condition holds.
+    assert_eq!(get(svc.addr, "/api/v1/decisions").json()["decisions"].as_array().unwrap().len(), 1);
+    let m = get(svc.addr, "/metrics").text();
+    assert!(m.contains("jvmwatch_decisions_total{app=\"default\",rule=\"always\",action=\"restart\"} 1"), "{m}");
+    let _ = jvm.kill();
 }

@@ -7,6 +7,7 @@ mod cli;
 mod collectors;
 mod console;
 mod controller;
+mod deaths;
 mod hostile_files;
 mod lifecycle;
 mod serve;

@@ -232,7 +232,8 @@ impl Jvm {
         }
         // `seen` already holds the flags from every event read, so no full walk of the window.
         let seen = report::Seen { covers_records: true, ..self.seen };
-        let facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
+        let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
+        facts.oom |= self.crash_report.as_deref().is_some_and(report::crash_was_oom);
         self.findings = findings::findings(&facts);
         if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
             self.settled = true;
