@@ -62,3 +62,40 @@ fn existing_path_is_never_overwritten() {
     assert_eq!(std::fs::read(&ring).unwrap(), b"precious");
     assert!(jvmwatch_lines(&out.stderr)[0].contains("File exists"));
 }
+
+#[test]
+fn a_full_ring_filesystem_warns_once_and_the_program_runs() {
+    // A 64 KiB tmpfs cannot hold a ring (they are megabytes): ENOSPC at agent start.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tiny tmpfs needs root");
+        return;
+    }
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+        .arg(&mnt)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let out = run(java_cmd(jdk, &format!("dir={}", mnt.display()), &[], "Hello", &[], dir.path()));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "program ran");
+    let lines = jvmwatch_lines(&out.stderr);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("cannot start") && lines[0].contains("No space left"), "{}", lines[0]);
+    // Nothing half-made is left behind (the temporary file is removed).
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+}

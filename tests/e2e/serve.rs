@@ -344,3 +344,33 @@ fn loopback_reads_hide_secrets_refuse_foreign_hosts_and_other_owners() {
     assert_eq!(request(locked.addr, "GET", "/api/v1/jvms", &auth).status, 200);
     kill9(&mut jvm);
 }
+
+#[test]
+fn a_crashed_jvm_is_crashed_with_its_report_and_a_crash_on_oom_is_oom() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let svc = Service::start(dir.path(), &[]);
+    let segv = run(java_cmd(jdk, &format!("dir={}", dir.path().display()), &[], "Segv", &[], dir.path()));
+    assert!(!segv.status.success());
+    let oom = run(java_cmd(
+        jdk,
+        &format!("dir={}", dir.path().display()),
+        &["-Xmx48m", "-XX:+CrashOnOutOfMemoryError"],
+        "Die",
+        &["heap"],
+        dir.path(),
+    ));
+    assert!(!oom.status.success());
+    let list = wait_for(Duration::from_secs(30), || {
+        let l = get(svc.addr, "/api/v1/jvms").json();
+        (l.as_array()?.iter().filter(|j| j["verdict"] == "crashed").count() == 2).then_some(l)
+    })
+    .expect("both crashed");
+    for j in list.as_array().unwrap() {
+        let report = j["crash_report"].as_str().expect("crash report path");
+        assert!(std::path::Path::new(report).exists(), "{report}");
+    }
+    let with_oom =
+        list.as_array().unwrap().iter().filter(|j| j["findings"].as_array().unwrap().contains(&"oom".into())).count();
+    assert_eq!(with_oom, 1, "only the CrashOnOutOfMemoryError JVM: {list}");
+}

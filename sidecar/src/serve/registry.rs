@@ -84,6 +84,10 @@ pub struct Jvm {
     pub verdict: Verdict,
     /// Crash report, when crashed.
     pub crash_report: Option<PathBuf>,
+    /// The crash-report search for a dead JVM, once done (outside the registry lock: it
+    /// stats files in the JVM's working directory, which may be on a hung filesystem), and
+    /// whether that report says the JVM ran out of memory.
+    crash_lookup: Option<CrashFound>,
     /// Current findings.
     pub findings: Vec<&'static str>,
     /// Why the file can no longer be read, once it vanished or broke.
@@ -122,6 +126,7 @@ impl Jvm {
             metrics_hist: VecDeque::new(),
             verdict: Verdict::Running,
             crash_report: None,
+            crash_lookup: None,
             findings: Vec::new(),
             gone: None,
             exit_status: None,
@@ -131,6 +136,9 @@ impl Jvm {
             ring: Some(Arc::new(ring)),
         };
         j.refresh(true);
+        if let Some(q) = j.crash_query() {
+            j.crash_lookup = Some(q.run()); // not under the registry lock: `open` runs before insertion
+        }
         let (alive, id) = (j.alive, j.id.clone());
         j.read_events(|r, strings| {
             if alive {
@@ -155,14 +163,25 @@ impl Jvm {
         self.settled = true;
     }
 
+    /// What to look for to find this JVM's crash report, when it is dead without a clean exit
+    /// and no one has looked yet.
+    fn crash_query(&self) -> Option<CrashQuery> {
+        let dead = !self.alive && self.gone.is_none() && self.live.state != Some(jvmwatch_ring::State::Exited);
+        (dead && self.crash_lookup.is_none()).then(|| CrashQuery {
+            id: self.id.clone(),
+            cwd: self.header.cwd.clone(),
+            error_file: self.header.error_file.clone(),
+            pid: self.header.pid,
+            start_ns: self.header.start_ns,
+        })
+    }
+
     /// Re-reads the live header part; the snapshot only when the heartbeat moved (the sampler
     /// writes the snapshot before the heartbeat); liveness (two `flock` calls) when the
-    /// heartbeat did not move, and on `full` refreshes, which also check that the file exists.
+    /// heartbeat did not move, and on `full` refreshes. (Whether the file still exists is
+    /// checked by [`Registry::tick`] outside the lock.)
     fn refresh(&mut self, full: bool) {
         let Some(ring) = &self.ring else { return };
-        if full && !self.path.exists() {
-            return self.fail("ring file removed".into());
-        }
         let live = match ring.live() {
             Ok(l) => l,
             Err(e) => return self.fail(e.to_string()),
@@ -226,14 +245,14 @@ impl Jvm {
     /// Recomputes verdict and findings.
     fn judge(&mut self) {
         if self.gone.is_none() {
-            let (v, crash) = report::verdict_of(&self.header, &self.live, self.alive);
-            self.verdict = v;
+            let crash = self.crash_lookup.as_ref().and_then(|(p, _)| p.clone());
+            self.verdict = findings::verdict(self.alive, self.live.state, crash.is_some());
             self.crash_report = crash;
         }
         // `seen` already holds the flags from every event read, so no full walk of the window.
         let seen = report::Seen { covers_records: true, ..self.seen };
         let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
-        facts.oom |= self.crash_report.as_deref().is_some_and(report::crash_was_oom);
+        facts.oom |= self.crash_lookup.as_ref().is_some_and(|(_, oom)| *oom);
         self.findings = findings::findings(&facts);
         if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
             self.settled = true;
@@ -316,6 +335,27 @@ impl Jvm {
             && self.live.state == Some(jvmwatch_ring::State::Running)
             && self.snapshot.is_some()
             && !self.seen.oom
+    }
+}
+
+/// A crash report's path, if one was found, and whether it says out of memory.
+type CrashFound = (Option<PathBuf>, bool);
+
+/// A crash-report search to run outside the registry lock.
+struct CrashQuery {
+    id: Arc<str>,
+    cwd: String,
+    error_file: String,
+    pid: u32,
+    start_ns: u64,
+}
+
+impl CrashQuery {
+    /// The report's path, if found, and whether it says out of memory.
+    fn run(&self) -> CrashFound {
+        let found = report::find_crash_report(&self.cwd, &self.error_file, self.pid, self.start_ns);
+        let oom = found.as_deref().is_some_and(report::crash_was_oom);
+        (found, oom)
     }
 }
 
@@ -475,7 +515,20 @@ impl Registry {
         let tx = &self.tx;
         // Snapshot messages are only built when someone listens.
         let listeners = tx.receiver_count() > 0;
+        // Whether each ring file still exists: stat outside the lock (every second).
+        let removed: Vec<Arc<str>> = if push {
+            let paths: Vec<(Arc<str>, PathBuf)> =
+                self.lock().values().filter(|j| j.gone.is_none()).map(|j| (j.id.clone(), j.path.clone())).collect();
+            paths.into_iter().filter(|(_, p)| !p.exists()).map(|(id, _)| id).collect()
+        } else {
+            Vec::new()
+        };
         let mut jvms = self.lock();
+        for id in &removed {
+            if let Some(j) = jvms.get_mut(id) {
+                j.fail("ring file removed".into());
+            }
+        }
         for j in jvms.values_mut() {
             if j.settled && !push {
                 continue;
@@ -502,6 +555,21 @@ impl Registry {
             }
             if push && listeners && j.gone.is_none() {
                 let _ = tx.send(Arc::new(j.snapshot_msg()));
+            }
+        }
+        // JVMs that just died without a clean exit: look for their crash reports outside
+        // the lock (a hung filesystem then stalls only this thread, never the API), then judge
+        // them again.
+        let queries: Vec<CrashQuery> = jvms.values().filter_map(Jvm::crash_query).collect();
+        if !queries.is_empty() {
+            drop(jvms);
+            let found: Vec<(Arc<str>, CrashFound)> = queries.iter().map(|q| (q.id.clone(), q.run())).collect();
+            jvms = self.lock();
+            for (id, result) in found {
+                if let Some(j) = jvms.get_mut(&id) {
+                    j.crash_lookup = Some(result);
+                    j.judge();
+                }
             }
         }
         if refresh {
