@@ -11,7 +11,7 @@ use jvmwatch_ring::{default_dir, Writer};
 use crate::bindings as sys;
 use crate::jvmti::Jvmti;
 use crate::options::{self, Config};
-use crate::{callbacks, identity};
+use crate::{callbacks, identity, say};
 
 /// Everything the callbacks and the sampler share.
 pub struct Agent {
@@ -55,10 +55,10 @@ pub unsafe fn on_load(vm: *mut sys::JavaVM, options: &str) -> sys::jint {
                 StartError::Failed(m) => ("cannot start", m),
             };
             if strict {
-                eprintln!("jvmwatch: {kind}: {msg}; strict=true, so the JVM will not start");
+                say!("jvmwatch: {kind}: {msg}; strict=true, so the JVM will not start");
                 sys::JNI_ERR
             } else {
-                eprintln!("jvmwatch: {kind}: {msg}; the JVM continues without jvmwatch");
+                say!("jvmwatch: {kind}: {msg}; the JVM continues without jvmwatch");
                 sys::JNI_OK as sys::jint
             }
         }
@@ -87,7 +87,7 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>]) -> Result<
     .map_err(|e| StartError::Failed(format!("cannot create the ring file: {e}")))?;
     writer.set_collector(identity::collector_from_flags(&identity::command_line()));
     if !writer.on_tmpfs() {
-        eprintln!(
+        say!(
             "jvmwatch: note: {} is not on tmpfs; writes to a mapped file on disk can stall on writeback (use a tmpfs directory)",
             writer.path().display()
         );

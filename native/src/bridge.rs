@@ -13,6 +13,7 @@
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Mutex;
 
 use jvmwatch_ring::metrics::Kind;
 use jvmwatch_ring::{Event, Text};
@@ -62,7 +63,7 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         native!(c"metrics", c"()Ljava/nio/ByteBuffer;", metrics as extern "system" fn(_, _) -> _),
         native!(c"register", c"(ILjava/lang/String;)I", register as extern "system" fn(_, _, _, _) -> _),
         native!(c"intern", c"(Ljava/lang/String;)I", intern as extern "system" fn(_, _, _) -> _),
-        native!(c"event", c"(ILjava/lang/String;)V", app_event as extern "system" fn(_, _, _, _)),
+        native!(c"event", c"(Ljava/lang/String;Ljava/lang/String;)V", app_event as extern "system" fn(_, _, _, _)),
         native!(c"app", c"(Ljava/lang/String;)V", app as extern "system" fn(_, _, _)),
         native!(c"gcCycle", c"(IJIIIZJJ)V", gc_cycle as extern "system" fn(_, _, _, _, _, _, _, _, _, _)),
         native!(c"gcPool", c"(IIJJ)V", gc_pool as extern "system" fn(_, _, _, _, _, _)),
@@ -102,19 +103,47 @@ fn with_agent<T>(default: T, f: impl FnOnce(&'static Agent) -> T) -> T {
     }
 }
 
-/// Copies a Java string (modified UTF-8; fine for names and details).
-fn string(jni: *mut sys::JNIEnv, s: sys::jstring) -> String {
+/// Longest Java string copied, in UTF-16 units: every place a string goes is shorter (names
+/// ≤ 120 bytes, details ≤ 40, string table entries ≤ 63), so nothing useful is lost.
+const MAX_JAVA_STRING: sys::jsize = 1024;
+
+/// Copies a Java string as UTF-16 (`GetStringRegion`) and converts it properly:
+/// `GetStringUTFChars` hands over *modified* UTF-8, in which a supplementary character (an
+/// emoji) is two 3-byte surrogates that are not UTF-8, so distinct names would decode to the
+/// same replacement characters. An unpaired surrogate becomes U+FFFD. At most
+/// [`MAX_JAVA_STRING`] units are copied.
+pub(crate) fn java_string(jni: *mut sys::JNIEnv, s: sys::jstring) -> String {
     if s.is_null() {
         return String::new();
     }
-    let chars = jni!(jni, GetStringUTFChars, s, ptr::null_mut()).unwrap_or(ptr::null());
-    if chars.is_null() {
+    let len = jni!(jni, GetStringLength, s).unwrap_or(0).clamp(0, MAX_JAVA_STRING);
+    let mut units = vec![0u16; len as usize];
+    let _ = jni!(jni, GetStringRegion, s, 0, len, units.as_mut_ptr());
+    // SAFETY: `jni` is the current thread's JNIEnv (every caller is a native method or the
+    // sampler thread); the range is within the string, so this only clears a stray error.
+    if unsafe { clear_exception(jni) } {
         return String::new();
     }
-    // SAFETY: GetStringUTFChars returned a NUL-terminated string valid until released.
-    let out = unsafe { CStr::from_ptr(chars) }.to_string_lossy().into_owned();
-    let _ = jni!(jni, ReleaseStringUTFChars, s, chars);
-    out
+    String::from_utf16_lossy(&units)
+}
+
+/// `s` with control characters replaced by `?`, for a warning text.
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+/// Why a full instrument name (`name` or `name{k=v,...}`) is refused, if it is: a control
+/// character (a newline would end a line of the Prometheus text), or no name at all. The
+/// Java API checks more (tag syntax, tag keys that collide as Prometheus labels); this is the
+/// check every caller of the native gets.
+pub fn refuse_instrument(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.starts_with('{') {
+        Some("no name")
+    } else if name.chars().any(char::is_control) {
+        Some("control character")
+    } else {
+        None
+    }
 }
 
 extern "system" fn metrics(jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::jobject {
@@ -132,11 +161,18 @@ extern "system" fn register(
 ) -> sys::jint {
     with_agent(-1, |a| {
         let Some(kind) = Kind::from_u32(kind as u32) else { return -1 };
-        let name = string(jni, name);
+        let name = java_string(jni, name);
+        if let Some(why) = refuse_instrument(&name) {
+            let text = format!("metric refused: {why}: {}", printable(&name));
+            a.writer.emit(&Event::AgentWarning { text: Text::new(&text, 40) });
+            return -1;
+        }
         match a.writer.register(kind, &name) {
             Some(i) => i as sys::jint,
             None => {
-                a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("metric dropped: {name}"), 40) });
+                a.writer.emit(&Event::AgentWarning {
+                    text: Text::new(&format!("metric dropped: {}", printable(&name)), 40),
+                });
                 -1
             }
         }
@@ -144,19 +180,76 @@ extern "system" fn register(
 }
 
 extern "system" fn intern(jni: *mut sys::JNIEnv, _cls: sys::jclass, s: sys::jstring) -> sys::jint {
-    with_agent(u16::MAX as sys::jint, |a| a.writer.intern(&string(jni, s)) as sys::jint)
+    with_agent(u16::MAX as sys::jint, |a| a.writer.intern(&java_string(jni, s)) as sys::jint)
 }
 
-extern "system" fn app_event(jni: *mut sys::JNIEnv, _cls: sys::jclass, name: sys::jint, detail: sys::jstring) {
+/// How many entries of the ring's string table (63) application event names may take,
+/// [`OVERFLOW_EVENT_NAME`] included. The rest stays for the in-VM monitor's collector, cause,
+/// action and pool names, which compact GC events refer to.
+pub const APP_EVENT_NAMES: usize = 16;
+/// The name an application event gets once the application's share of the table is used up;
+/// its real name then goes inline, in front of the detail (`name: detail`).
+pub const OVERFLOW_EVENT_NAME: &str = "event";
+
+/// The application event names interned so far (at most [`APP_EVENT_NAMES`]).
+static APP_NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The string id for an application event name, and whether the name must go inline in the
+/// detail because the application's share of the string table is used up.
+fn app_event_name(a: &Agent, name: &str) -> (u16, bool) {
+    // The table keeps at most 63 bytes of a string: compare what it would keep.
+    let mut end = name.len().min(jvmwatch_ring::metrics::STRING_SIZE - 1);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &name[..end];
+    let mut names = APP_NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    let known = names.iter().any(|n| n == name);
+    // One entry of the share is kept for the overflow name itself.
+    let room = names.len() + 1 < APP_EVENT_NAMES || (name == OVERFLOW_EVENT_NAME && names.len() < APP_EVENT_NAMES);
+    if known || room {
+        let id = a.writer.intern(name);
+        if id != u16::MAX {
+            if !known {
+                names.push(name.to_string());
+            }
+            return (id, false);
+        }
+    }
+    let id = a.writer.intern(OVERFLOW_EVENT_NAME);
+    if id != u16::MAX && !names.iter().any(|n| n == OVERFLOW_EVENT_NAME) {
+        names.push(OVERFLOW_EVENT_NAME.to_string());
+    }
+    (id, name != OVERFLOW_EVENT_NAME)
+}
+
+extern "system" fn app_event(jni: *mut sys::JNIEnv, _cls: sys::jclass, name: sys::jstring, detail: sys::jstring) {
     with_agent((), |a| {
-        let detail = Text::new(&string(jni, detail), 38);
-        a.writer.emit(&Event::AppEvent { name: name as u16, detail });
+        let name = java_string(jni, name);
+        let detail = java_string(jni, detail);
+        let (id, inline) = app_event_name(a, &name);
+        let detail = if inline { Text::new(&format!("{name}: {detail}"), 38) } else { Text::new(&detail, 38) };
+        a.writer.emit(&Event::AppEvent { name: id, detail });
     })
+}
+
+/// Serialises [`jvmwatch_ring::Writer::set_app_name`]: it checks that the name is still
+/// empty and then writes it word by word, so two threads naming the app at once (the monitor
+/// reading `-Djvmwatch.app` and the application calling `Jvmwatch.setApp`) could both pass
+/// the check and interleave their words into a torn name. Under this lock the second caller
+/// sees the first one's complete name and leaves it (first call wins). Readers need no lock:
+/// the first word is stored last with Release, so a reader sees either no name or a whole one.
+static APP_NAME_LOCK: Mutex<()> = Mutex::new(());
+
+/// Sets the application name once, safely against concurrent callers (see [`APP_NAME_LOCK`]).
+pub fn set_app_name(writer: &jvmwatch_ring::Writer, name: &str) -> bool {
+    let _guard = APP_NAME_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    writer.set_app_name(name)
 }
 
 extern "system" fn app(jni: *mut sys::JNIEnv, _cls: sys::jclass, name: sys::jstring) {
     with_agent((), |a| {
-        a.writer.set_app_name(&string(jni, name));
+        set_app_name(&a.writer, &java_string(jni, name));
     })
 }
 
@@ -213,7 +306,7 @@ extern "system" fn deadlock(
     text: sys::jstring,
 ) {
     with_agent((), |a| {
-        let text = Text::new(&string(jni, text), 38);
+        let text = Text::new(&java_string(jni, text), 38);
         a.writer.emit(&Event::Deadlock {
             threads: threads.clamp(0, 255) as u8,
             index: index.clamp(0, 255) as u8,
@@ -224,7 +317,7 @@ extern "system" fn deadlock(
 
 extern "system" fn warn(jni: *mut sys::JNIEnv, _cls: sys::jclass, text: sys::jstring) {
     with_agent((), |a| {
-        a.writer.emit(&Event::AgentWarning { text: Text::new(&string(jni, text), 40) });
+        a.writer.emit(&Event::AgentWarning { text: Text::new(&java_string(jni, text), 40) });
     })
 }
 
@@ -234,4 +327,49 @@ extern "system" fn gauge_set(_jni: *mut sys::JNIEnv, _cls: sys::jclass, index: s
             a.writer.gauge_set(index as usize, value);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jvmwatch_ring::{Identity, Ring, Writer};
+    use std::sync::Barrier;
+
+    const ROUNDS: usize = 2000;
+
+    /// Without the lock, 4 threads racing on a fresh ring tore the name about once in a
+    /// thousand rounds ("DDDD…DDDBBBBBBB").
+    #[test]
+    fn concurrent_app_names_are_never_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (b'A'..=b'D').map(|c| char::from(c).to_string().repeat(31)).collect();
+        for round in 0..ROUNDS {
+            let path = dir.path().join(format!("{round}.ring"));
+            let w = Writer::create(&path, 1024, &Identity::default()).unwrap();
+            let barrier = Barrier::new(names.len());
+            std::thread::scope(|s| {
+                for n in &names {
+                    let (w, barrier) = (&w, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        set_app_name(w, n)
+                    });
+                }
+            });
+            let got = Ring::open(&path).unwrap().live().unwrap().app_name;
+            assert!(names.contains(&got), "round {round}: torn name {got:?}");
+            drop(w);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn instrument_names_with_control_characters_are_refused() {
+        assert_eq!(refuse_instrument("a\nb"), Some("control character"));
+        assert_eq!(refuse_instrument("a{k=v\r}"), Some("control character"));
+        assert_eq!(refuse_instrument(""), Some("no name"));
+        assert_eq!(refuse_instrument("{k=v}"), Some("no name"));
+        assert_eq!(refuse_instrument("http.requests{route=/x}"), None);
+        assert_eq!(refuse_instrument("emoji.\u{1F600}"), None);
+    }
 }

@@ -127,7 +127,8 @@ fn thread_event(jni: *mut sys::JNIEnv, thread: sys::jthread, start: bool) {
     let n = unsafe { a.jvmti.thread_name(jni, thread, &mut name) };
     // SAFETY: gettid has no preconditions; the callback runs on the thread itself.
     let tid = unsafe { libc::gettid() } as u32;
-    let name = Text::from_bytes(&name[..n.min(36)]);
+    // Modified UTF-8 (an emoji is two 3-byte surrogates): decode it, then cut at a character.
+    let name = Text::new(&jvmti::from_modified_utf8(&name[..n]), 36);
     let ev = if start { Event::ThreadStart { tid, name } } else { Event::ThreadEnd { tid, name } };
     a.writer.emit(&ev);
 }

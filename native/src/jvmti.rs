@@ -140,7 +140,8 @@ impl Jvmti {
         }
         let mut n = 0;
         if !info.name.is_null() {
-            // SAFETY: JVMTI gives a NUL-terminated (modified UTF-8) string.
+            // SAFETY: JVMTI gives a NUL-terminated string (modified UTF-8: decode it with
+            // `from_modified_utf8`).
             let b = unsafe { CStr::from_ptr(info.name) }.to_bytes();
             n = b.len().min(out.len());
             out[..n].copy_from_slice(&b[..n]);
@@ -204,4 +205,54 @@ pub unsafe fn clear_exception(jni: *mut sys::JNIEnv) -> bool {
         return true;
     }
     false
+}
+
+/// Decodes the *modified* UTF-8 that JNI and JVMTI hand over (NUL as `C0 80`, a
+/// supplementary character as two 3-byte surrogates) into a proper string. Plain UTF-8
+/// 4-byte sequences are accepted too; anything malformed becomes U+FFFD.
+pub fn from_modified_utf8(b: &[u8]) -> String {
+    let cont = |i: usize| b.get(i).is_some_and(|c| c & 0xC0 == 0x80);
+    let low = |i: usize| (b[i] & 0x3F) as u32;
+    let mut units: Vec<u16> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c < 0x80 {
+            units.push(c as u16);
+            i += 1;
+        } else if c & 0xE0 == 0xC0 && cont(i + 1) {
+            units.push(((c as u32 & 0x1F) << 6 | low(i + 1)) as u16);
+            i += 2;
+        } else if c & 0xF0 == 0xE0 && cont(i + 1) && cont(i + 2) {
+            units.push(((c as u32 & 0x0F) << 12 | low(i + 1) << 6 | low(i + 2)) as u16);
+            i += 3;
+        } else if c & 0xF8 == 0xF0 && cont(i + 1) && cont(i + 2) && cont(i + 3) {
+            let cp = (c as u32 & 0x07) << 18 | low(i + 1) << 12 | low(i + 2) << 6 | low(i + 3);
+            match char::from_u32(cp) {
+                Some(ch) => units.extend_from_slice(ch.encode_utf16(&mut [0; 2])),
+                None => units.push(0xFFFD),
+            }
+            i += 4;
+        } else {
+            units.push(0xFFFD);
+            i += 1;
+        }
+    }
+    String::from_utf16_lossy(&units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::from_modified_utf8;
+
+    #[test]
+    fn modified_utf8_decodes_surrogate_pairs_and_nul() {
+        // U+1F600 as a surrogate pair D83D DE00, each as 3 bytes; NUL as C0 80.
+        let b = [b'a', 0xED, 0xA0, 0xBD, 0xED, 0xB8, 0x80, 0xC0, 0x80, 0xC3, 0xA9];
+        assert_eq!(from_modified_utf8(&b), "a\u{1F600}\u{0}\u{E9}");
+        assert_eq!(from_modified_utf8("plain \u{1F603}".as_bytes()), "plain \u{1F603}");
+        // Cut in the middle of a pair: a replacement character, never a panic.
+        assert_eq!(from_modified_utf8(&b[..5]), "a\u{FFFD}\u{FFFD}");
+        assert_eq!(from_modified_utf8(&[0xFF, b'x']), "\u{FFFD}x");
+    }
 }

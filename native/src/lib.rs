@@ -21,6 +21,22 @@ pub mod options;
 pub mod sampler;
 
 use std::ffi::{c_char, c_void, CStr};
+use std::io::Write;
+
+/// Writes one line to stderr and ignores any error. Every line the agent prints goes through
+/// here: `eprintln!` panics when stderr is gone (a closed pipe gives EPIPE), and a panic
+/// outside `catch_unwind` in an `extern "C"` entry point aborts the JVM.
+pub fn say_line(args: std::fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args);
+    let _ = err.write_all(b"\n");
+}
+
+/// `say!("...", args)`: [`say_line`] with `format!` arguments.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::say_line(format_args!($($t)*)) };
+}
+pub(crate) use say;
 
 /// Entry point for `-agentpath:`. Never fails the JVM unless the user asked for `strict=true`.
 ///
@@ -47,7 +63,7 @@ pub unsafe extern "C" fn Agent_OnLoad(
     match result {
         Ok(code) => code,
         Err(_) => {
-            eprintln!("jvmwatch: internal error during start-up; the JVM continues without jvmwatch");
+            say!("jvmwatch: internal error during start-up; the JVM continues without jvmwatch");
             bindings::JNI_OK as bindings::jint
         }
     }
@@ -64,6 +80,6 @@ pub unsafe extern "C" fn Agent_OnAttach(
     _options: *mut c_char,
     _reserved: *mut c_void,
 ) -> bindings::jint {
-    eprintln!("jvmwatch: attaching to a running JVM is not supported; start the JVM with -agentpath");
+    say!("jvmwatch: attaching to a running JVM is not supported; start the JVM with -agentpath");
     bindings::JNI_ERR
 }

@@ -6,7 +6,11 @@
 //! embedded here) that reads the platform MXBeans; thread states come from JVMTI; CPU time
 //! from the kernel. If the class cannot be defined (e.g. a runtime without
 //! `java.management`), the sampler goes on with the JVMTI and kernel figures and writes an
-//! `agent_warning` event.
+//! `agent_warning` event. If one sample of the probe fails (an `OutOfMemoryError` while the
+//! application has filled the heap, typically), the previous snapshot stays as it is (a
+//! snapshot is never published half filled), the exception is cleared and the next interval
+//! tries again; one `agent_warning` per run of failures (at most one a minute) says so. The
+//! heartbeat goes on either way.
 //!
 //! Not a GC callback: this thread may allocate and call JNI. It is a daemon agent thread, so
 //! it never holds up JVM exit; it stops at VM death.
@@ -14,7 +18,7 @@
 use std::ffi::{c_void, CStr};
 use std::ptr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jvmwatch_ring::{now_ns, Collector, Event, GcCollector, Name, Pool, Snapshot, Text, UNKNOWN};
 
@@ -86,26 +90,28 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
     let interval = a.config.interval;
     let mut next = Instant::now();
     let mut warned_behind = false;
+    let mut failing = Failing::default();
     while !a.stopping.load(Ordering::Relaxed) {
         // SAFETY: forwarded; the frame bounds the local refs made by one sample.
         if jni!(jni, PushLocalFrame, 64) == Some(0) {
-            let mut snap = Snapshot::default();
-            snap.time_ns = now_ns();
-            snap.cpu_time_ns = process_cpu_ns();
             // SAFETY: forwarded; inside the local frame.
-            if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
-                snap.thread_states = states;
-                snap.threads_live = states[1..5].iter().sum();
-            }
-            if let Some(p) = &mut probe {
-                // SAFETY: forwarded.
-                if let Err(e) = unsafe { p.sample(jni, &mut snap) } {
-                    a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("probe: {e}"), 40) });
-                    probe = None;
-                }
-            }
+            let snap = unsafe { sample(a, jni, probe.as_mut()) };
             let _ = jni!(jni, PopLocalFrame, ptr::null_mut());
-            a.writer.write_snapshot(&snap);
+            match snap {
+                Ok(snap) => {
+                    failing.ok();
+                    a.writer.write_snapshot(&snap);
+                }
+                // Keep the previous snapshot (never publish one with the heap half filled)
+                // and try again next interval: an OutOfMemoryError in the probe is exactly
+                // when the heap figures matter.
+                Err(e) => failing.failed(a, &e),
+            }
+        } else {
+            // Out of memory for the frame itself: clear the OutOfMemoryError, retry later.
+            // SAFETY: forwarded.
+            unsafe { clear_exception(jni) };
+            failing.failed(a, "no local frame");
         }
         a.writer.heartbeat(now_ns());
         next += interval;
@@ -119,6 +125,50 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
             }
             next = now;
         }
+    }
+}
+
+/// One snapshot: JVMTI thread states, process CPU time and, with a probe, its figures.
+///
+/// # Safety
+/// `jni` must be the current thread's JNIEnv, inside a local frame.
+unsafe fn sample(a: &Agent, jni: *mut sys::JNIEnv, probe: Option<&mut Probe>) -> Result<Snapshot, String> {
+    let mut snap = Snapshot::default();
+    snap.time_ns = now_ns();
+    snap.cpu_time_ns = process_cpu_ns();
+    // SAFETY: forwarded.
+    if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
+        snap.thread_states = states;
+        snap.threads_live = states[1..5].iter().sum();
+    }
+    if let Some(p) = probe {
+        // SAFETY: forwarded.
+        unsafe { p.sample(jni, &mut snap) }?;
+    }
+    Ok(snap)
+}
+
+/// Failed samples in a row, and when the sampler last warned about one.
+#[derive(Default)]
+struct Failing {
+    streak: u64,
+    warned: Option<Instant>,
+}
+
+impl Failing {
+    /// At most one warning per failure streak, and at most one a minute.
+    const QUIET: Duration = Duration::from_secs(60);
+
+    fn failed(&mut self, a: &Agent, why: &str) {
+        self.streak += 1;
+        if self.streak == 1 && !matches!(self.warned, Some(t) if t.elapsed() < Self::QUIET) {
+            self.warned = Some(Instant::now());
+            a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("probe: {why}; retrying"), 40) });
+        }
+    }
+
+    fn ok(&mut self) {
+        self.streak = 0;
     }
 }
 
@@ -183,14 +233,7 @@ impl Probe {
                 out.push(Name::new("?"));
                 continue;
             }
-            let chars = jni!(jni, GetStringUTFChars, s, ptr::null_mut()).unwrap_or(ptr::null());
-            if chars.is_null() {
-                out.push(Name::new("?"));
-            } else {
-                // SAFETY: GetStringUTFChars returns a NUL-terminated string until released.
-                out.push(Name::new(&unsafe { CStr::from_ptr(chars) }.to_string_lossy()));
-                let _ = jni!(jni, ReleaseStringUTFChars, s, chars);
-            }
+            out.push(Name::new(&crate::bridge::java_string(jni, s)));
             let _ = jni!(jni, DeleteLocalRef, s);
         }
         let _ = jni!(jni, DeleteLocalRef, arr);

@@ -26,7 +26,9 @@ import java.nio.ByteOrder;
  * Instruments are registered once by name and tags and then recorded lock-free, straight into
  * the mapped file (atomic adds through a VarHandle; no JNI on the recording path). Without the
  * agent every call is a no-op costing one branch. Names plus tags are at most 120 bytes; the
- * file holds up to 126 instruments (beyond that, new instruments are no-ops).
+ * file holds up to 126 instruments (beyond that, new instruments are no-ops). A name or tags
+ * that could not become a valid Prometheus series (see {@link #refusal}) give a no-op
+ * instrument and an {@code agent_warning} event; registering never throws.
  */
 public final class Jvmwatch {
     private Jvmwatch() {}
@@ -36,9 +38,9 @@ public final class Jvmwatch {
     /** The metrics region, or null when the agent is not loaded. */
     static final ByteBuffer BUF;
     private static final MethodHandle REGISTER;
-    private static final MethodHandle INTERN;
     private static final MethodHandle EVENT;
     private static final MethodHandle APP;
+    private static final MethodHandle WARN;
 
     // Layout of the metrics region (ring/src/metrics.rs; docs/ring-format.md).
     static final int HEADER = 4096;
@@ -51,23 +53,23 @@ public final class Jvmwatch {
 
     static {
         ByteBuffer buf = null;
-        MethodHandle register = null, intern = null, event = null, app = null;
+        MethodHandle register = null, event = null, app = null, warn = null;
         try {
             Class<?> bridge = Class.forName("io.jvmwatch.internal.Bridge", true, null);
             MethodHandles.Lookup l = MethodHandles.publicLookup();
             buf = (ByteBuffer) l.findStatic(bridge, "metrics", MethodType.methodType(ByteBuffer.class)).invoke();
             register = l.findStatic(bridge, "register", MethodType.methodType(int.class, int.class, String.class));
-            intern = l.findStatic(bridge, "intern", MethodType.methodType(int.class, String.class));
-            event = l.findStatic(bridge, "event", MethodType.methodType(void.class, int.class, String.class));
+            event = l.findStatic(bridge, "event", MethodType.methodType(void.class, String.class, String.class));
             app = l.findStatic(bridge, "app", MethodType.methodType(void.class, String.class));
+            warn = l.findStatic(bridge, "warn", MethodType.methodType(void.class, String.class));
         } catch (Throwable noAgent) {
             buf = null;
         }
         BUF = buf;
         REGISTER = register;
-        INTERN = intern;
         EVENT = event;
         APP = app;
+        WARN = warn;
     }
 
     /** True when the agent is loaded and metrics reach the ring file. */
@@ -90,7 +92,12 @@ public final class Jvmwatch {
         return new Timer(register(3, name, tags));
     }
 
-    /** Records a notable moment (deploy, config reload, slow query); detail is cut to 38 bytes. */
+    /**
+     * Records a notable moment (deploy, config reload, slow query); detail is cut to 38 bytes.
+     * Event names are kept in the ring's small string table: the application's share is 15
+     * distinct names; further names are written as {@code event} with the name in front of
+     * the detail ({@code name: detail}). Use a few fixed names and put what varies in the detail.
+     */
     public static void event(String name, String detail) {
         if (BUF == null) {
             return;
@@ -99,8 +106,7 @@ public final class Jvmwatch {
         String d = detail == null ? "" : detail;
         String n = name == null ? "event" : name;
         try {
-            int id = (int) INTERN.invokeExact(n);
-            EVENT.invokeExact(id, d);
+            EVENT.invokeExact(n, d);
         } catch (Throwable t) {
             // never let monitoring break the application
         }
@@ -118,13 +124,10 @@ public final class Jvmwatch {
         }
     }
 
-    /** The full name with tags: {@code name{k=v,k2=v2}}. */
+    /** The full name with tags: {@code name{k=v,k2=v2}}. Call {@link #refusal} first. */
     static String fullName(String name, String... tags) {
         if (tags == null || tags.length == 0) {
             return name;
-        }
-        if (tags.length % 2 != 0) {
-            throw new IllegalArgumentException("tags are key, value pairs: " + tags.length + " strings given");
         }
         StringBuilder sb = new StringBuilder(name).append('{');
         for (int i = 0; i < tags.length; i += 2) {
@@ -136,14 +139,91 @@ public final class Jvmwatch {
         return sb.append('}').toString();
     }
 
-    /** Byte offset of the instrument's stripe 0, or -1 (no agent, table full, name too long). */
+    /**
+     * Why a name and tags cannot be registered, or null when they can. Names and tags end up
+     * as Prometheus metric and label names (docs/http-api.md): control characters, the
+     * characters that structure {@code name{k=v,...}}, names in the agent's {@code jvm.}
+     * namespace, and tag keys that become the same label (after non-alphanumerics become
+     * {@code _} and reserved or invalid keys get a {@code tag_} prefix: {@code a.b} next to
+     * {@code a_b}, {@code jvm} next to {@code tag_jvm}, a key given twice) are refused.
+     */
+    static String refusal(String name, String... tags) {
+        if (name == null || name.isEmpty()) {
+            return "no name";
+        }
+        if (bad(name, "{},=")) {
+            return "bad name";
+        }
+        if (name.startsWith("jvm.")) {
+            return "jvm. is reserved";
+        }
+        if (tags == null) {
+            return null;
+        }
+        if (tags.length % 2 != 0) {
+            return "odd tags";
+        }
+        java.util.Set<String> labels = new java.util.HashSet<>();
+        for (int i = 0; i < tags.length; i += 2) {
+            String k = tags[i];
+            String v = tags[i + 1];
+            if (k == null || v == null || k.isEmpty() || bad(k, "{},=") || bad(v, "{},")) {
+                return "bad tag";
+            }
+            if (!labels.add(label(k))) {
+                return "tags collide";
+            }
+        }
+        return null;
+    }
+
+    /** True if {@code s} has a control character or one of {@code chars}. */
+    private static boolean bad(String s, String chars) {
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (Character.isISOControl(c) || chars.indexOf(c) >= 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** The Prometheus label a tag key becomes (sidecar/src/serve/metrics.rs, label_name). */
+    static String label(String key) {
+        StringBuilder sb = new StringBuilder(key.length() + 4);
+        for (int i = 0; i < key.length(); i++) {
+            char c = key.charAt(i);
+            boolean ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+            // A supplementary character is one character: one '_' for its two UTF-16 units.
+            if (Character.isHighSurrogate(c) && i + 1 < key.length() && Character.isLowSurrogate(key.charAt(i + 1))) {
+                i++;
+            }
+            sb.append(ok ? c : '_');
+        }
+        String s = sb.toString();
+        if (s.isEmpty() || Character.isDigit(s.charAt(0)) || s.startsWith("__") || s.equals("jvm")
+                || s.equals("quantile") || s.equals("le")) {
+            return "tag_" + s;
+        }
+        return s;
+    }
+
+    /**
+     * Byte offset of the instrument's stripe 0, or -1 (no agent, refused, table full, name
+     * too long). Never throws: a refused name gives a no-op instrument and an agent warning.
+     */
     private static int register(int kind, String name, String... tags) {
-        String full = fullName(name, tags);
         if (BUF == null) {
             return -1;
         }
         try {
-            int index = (int) REGISTER.invokeExact(kind, full);
+            String why = refusal(name, tags);
+            if (why != null) {
+                String shown = name == null ? "" : name;
+                WARN.invokeExact("metric refused: " + why + ": " + shown);
+                return -1;
+            }
+            int index = (int) REGISTER.invokeExact(kind, fullName(name, tags));
             return index < 0 ? -1 : HEADER + index * INSTRUMENT_SIZE + STRIPES;
         } catch (Throwable t) {
             return -1;

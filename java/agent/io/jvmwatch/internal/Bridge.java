@@ -18,11 +18,18 @@ public final class Bridge {
     /** Registers (or finds) an instrument: kind 1 counter, 2 gauge, 3 timer. -1 if full. */
     public static native int register(int kind, String name);
 
-    /** Interns a short string in the ring's string table; its id, or 65535 when full. */
+    /**
+     * Interns a short string in the ring's string table; its id, or 65535 when full. For the
+     * monitor's own names (collectors, causes, actions, pools); application events go through
+     * {@link #event}, which bounds how much of the table they take.
+     */
     public static native int intern(String s);
 
-    /** Writes an application event: name (string id) and detail. */
-    public static native void event(int name, String detail);
+    /**
+     * Writes an application event. The name takes a string-table entry while the
+     * application's share (16 entries) lasts; after that it goes inline in the detail.
+     */
+    public static native void event(String name, String detail);
 
     /** Sets the application name in the ring header (first call wins). */
     public static native void app(String name);

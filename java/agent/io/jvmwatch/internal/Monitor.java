@@ -144,40 +144,55 @@ public final class Monitor implements Runnable {
                 Bridge.register(2, "jvm.buffer_pool.used_buffers{pool=" + n + "}")};
         }
         Set<Long> reported = new HashSet<>();
+        boolean warnedOom = false;
         for (long tick = 0;; tick++) {
-            // findDeadlockedThreads runs a safepoint operation: every 5 s, not every second.
-            long[] dead = tick % 5 == 0 ? threads.findDeadlockedThreads() : null;
-            if (dead != null) {
-                Arrays.sort(dead);
-                ThreadInfo[] infos = threads.getThreadInfo(dead);
-                boolean fresh = false;
-                for (long id : dead) {
-                    fresh |= reported.add(id);
-                }
-                if (fresh) {
-                    for (int i = 0; i < infos.length; i++) {
-                        ThreadInfo ti = infos[i];
-                        if (ti != null) {
-                            Bridge.deadlock(infos.length, i, ti.getThreadName() + " > " + ti.getLockOwnerName());
-                        }
-                    }
-                }
-            }
-            if (loaded >= 0) {
-                Bridge.gaugeSet(loaded, classes.getTotalLoadedClassCount());
-            }
-            if (unloaded >= 0) {
-                Bridge.gaugeSet(unloaded, classes.getUnloadedClassCount());
-            }
-            for (int i = 0; i < buf.length; i++) {
-                if (buf[i][0] >= 0) {
-                    Bridge.gaugeSet(buf[i][0], buffers.get(i).getMemoryUsed());
-                }
-                if (buf[i][1] >= 0) {
-                    Bridge.gaugeSet(buf[i][1], buffers.get(i).getCount());
+            // An OutOfMemoryError (the application filled the heap) skips this tick, it does
+            // not end the monitor: the next tick tries again.
+            try {
+                tick(threads, classes, buffers, loaded, unloaded, buf, reported, tick);
+            } catch (OutOfMemoryError e) {
+                if (!warnedOom) {
+                    warnedOom = true;
+                    Bridge.warn("monitor: OutOfMemoryError; retrying");
                 }
             }
             Thread.sleep(1000);
+        }
+    }
+
+    private static void tick(ThreadMXBean threads, ClassLoadingMXBean classes, List<BufferPoolMXBean> buffers,
+            int loaded, int unloaded, int[][] buf, Set<Long> reported, long tick) {
+        // findDeadlockedThreads runs a safepoint operation: every 5 s, not every second.
+        long[] dead = tick % 5 == 0 ? threads.findDeadlockedThreads() : null;
+        if (dead != null) {
+            Arrays.sort(dead);
+            ThreadInfo[] infos = threads.getThreadInfo(dead);
+            boolean fresh = false;
+            for (long id : dead) {
+                fresh |= reported.add(id);
+            }
+            if (fresh) {
+                for (int i = 0; i < infos.length; i++) {
+                    ThreadInfo ti = infos[i];
+                    if (ti != null) {
+                        Bridge.deadlock(infos.length, i, ti.getThreadName() + " > " + ti.getLockOwnerName());
+                    }
+                }
+            }
+        }
+        if (loaded >= 0) {
+            Bridge.gaugeSet(loaded, classes.getTotalLoadedClassCount());
+        }
+        if (unloaded >= 0) {
+            Bridge.gaugeSet(unloaded, classes.getUnloadedClassCount());
+        }
+        for (int i = 0; i < buf.length; i++) {
+            if (buf[i][0] >= 0) {
+                Bridge.gaugeSet(buf[i][0], buffers.get(i).getMemoryUsed());
+            }
+            if (buf[i][1] >= 0) {
+                Bridge.gaugeSet(buf[i][1], buffers.get(i).getCount());
+            }
         }
     }
 
