@@ -149,11 +149,11 @@ fn bad_requests_get_json_errors_and_do_not_block_others() {
     // A slow client that sends half a request head, and an SSE client that never reads, do
     // not keep others from being served.
     let mut slow = TcpStream::connect(svc.addr).unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n", svc.addr).as_bytes()).unwrap();
     let mut stuck: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut s = TcpStream::connect(svc.addr).unwrap();
-            s.write_all(b"GET /api/v1/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s.write_all(format!("GET /api/v1/stream HTTP/1.1\r\nHost: {}\r\n\r\n", svc.addr).as_bytes()).unwrap();
             s
         })
         .collect();
@@ -373,4 +373,58 @@ fn a_crashed_jvm_is_crashed_with_its_report_and_a_crash_on_oom_is_oom() {
     let with_oom =
         list.as_array().unwrap().iter().filter(|j| j["findings"].as_array().unwrap().contains(&"oom".into())).count();
     assert_eq!(with_oom, 1, "only the CrashOnOutOfMemoryError JVM: {list}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_idle_connections_huge_heads_and_stuck_streams_leave_others_served() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let mut svc = Service::start(dir.path(), &[]);
+    let mut jvm = start_sleeper(jdk, dir.path());
+    wait_for_jvm(&svc, jvm.id(), "running");
+    let before = rss_kib(svc.pid());
+    // 1,000 connections that never send a byte (slowloris), kept open.
+    let idle: Vec<TcpStream> = (0..1000).map(|_| TcpStream::connect(svc.addr).unwrap()).collect();
+    // 20 stream clients that never read, while the JVM keeps writing events.
+    let stuck: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(svc.addr).unwrap();
+            s.write_all(format!("GET /api/v1/stream HTTP/1.1\r\nHost: {}\r\n\r\n", svc.addr).as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    // An oversized head (1 MiB of headers) and an oversized body.
+    let mut big = TcpStream::connect(svc.addr).unwrap();
+    let _ = big.write_all(
+        format!("GET /healthz HTTP/1.1\r\nHost: {}\r\nX: {}\r\n\r\n", svc.addr, "a".repeat(1 << 20)).as_bytes(),
+    );
+    let mut body = TcpStream::connect(svc.addr).unwrap();
+    let _ = body.write_all(
+        format!("DELETE /api/v1/jvms/x HTTP/1.1\r\nHost: {}\r\nContent-Length: 1073741824\r\n\r\n", svc.addr)
+            .as_bytes(),
+    );
+    let _ = body.write_all(&vec![b'z'; 1 << 20]);
+    // Others are served meanwhile (the service holds at most 1,024 connections: these are
+    // 1,022 + the probes, so make room first by closing a few idle ones).
+    let mut idle = idle;
+    idle.truncate(990);
+    for _ in 0..20 {
+        assert_eq!(get(svc.addr, "/healthz").status, 200);
+        assert_eq!(get(svc.addr, "/api/v1/jvms").status, 200);
+    }
+    let during = rss_kib(svc.pid());
+    eprintln!("sidecar RSS: {before} KiB before, {during} KiB with 1,000 idle + 20 stuck stream connections");
+    assert!(during < before + 64 * 1024, "memory stays bounded: {before} → {during} KiB");
+    assert!(svc.running());
+    drop((idle, stuck, big, body));
+    kill9(&mut jvm);
 }

@@ -236,6 +236,11 @@ impl Service {
         Service { child, addr: addr.expect("serve printed its address") }
     }
 
+    /// The service's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()

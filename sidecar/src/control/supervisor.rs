@@ -210,10 +210,7 @@ impl Supervisor {
             Err(e) => return eprintln!("jvmwatch: {e}"),
         };
         for row in rows {
-            let alive_ring = jvmwatch_ring::Ring::open(Path::new(&row.ring))
-                .ok()
-                .filter(|r| r.writer_alive() && r.header().pid == row.pid);
-            let pidfd = alive_ring.and_then(|_| Pidfd::open(row.pid).ok());
+            let pidfd = is_our_child(&row).then(|| Pidfd::open(row.pid).ok()).flatten();
             let mut groups = self.groups();
             match (pidfd, groups.get_mut(&row.app)) {
                 (Some(pidfd), Some(g)) => {
@@ -515,6 +512,20 @@ impl Supervisor {
                 });
             }
         });
+    }
+}
+
+/// Whether the process recorded in `row` still runs and is that JVM (not a reused pid):
+/// its ring's writer lock is held and names the pid, or — a JVM whose supervisor was killed
+/// before its agent made the ring — its command line (or `JAVA_TOOL_OPTIONS`) carries that
+/// ring's path.
+fn is_our_child(row: &ChildRow) -> bool {
+    match jvmwatch_ring::Ring::open(Path::new(&row.ring)) {
+        Ok(r) => r.writer_alive() && r.header().pid == row.pid,
+        Err(_) => ["cmdline", "environ"].iter().any(|f| {
+            std::fs::read(format!("/proc/{}/{f}", row.pid))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| String::from_utf8_lossy(arg).contains(&row.ring)))
+        }),
     }
 }
 
