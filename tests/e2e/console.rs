@@ -34,10 +34,7 @@ fn script(d: &Driver, sid: &str, js: &str) -> Value {
 
 #[test]
 fn console_shows_live_charts_in_chromium() {
-    let have = Command::new("chromedriver").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !have {
-        assert_ne!(std::env::var("JVMWATCH_REQUIRE_BROWSER").as_deref(), Ok("1"), "chromedriver missing");
-        eprintln!("skipped: chromedriver/chromium not installed (scripts/test.sh installs them)");
+    if !have_browser() {
         return;
     }
     let jdk = &jdks()[0];
@@ -47,27 +44,7 @@ fn console_shows_live_charts_in_chromium() {
         spawn(java_cmd(jdk, &format!("dir={}", dir.path().display()), &["-Xmx64m"], "Sleeper", &[], dir.path()));
     let id = wait_for_jvm(&svc, jvm.id(), "running")["id"].as_str().unwrap().to_string();
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
-    wait_for(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(driver.addr).ok()?;
-        (get(driver.addr, "/status").json()["value"]["ready"] == true).then_some(())
-    })
-    .expect("chromedriver ready");
-    let profile = dir.path().join("chromium-profile");
-    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
-    }}}});
-    let sid = post(driver.addr, "/session", &caps)["value"]["sessionId"].as_str().unwrap().to_string();
+    let (driver, sid) = browser(dir.path());
     post(driver.addr, &format!("/session/{sid}/url"), &json!({ "url": format!("http://{}/?jvm={id}", svc.addr) }));
 
     // Wait until live data has arrived over SSE and been charted.
@@ -101,4 +78,75 @@ fn console_shows_live_charts_in_chromium() {
     for chart in ["heap", "gc", "threads"] {
         assert!(counts[chart].as_u64().unwrap_or(0) > 0, "chart {chart} has no points: {counts}");
     }
+}
+
+/// chromedriver with a headless Chromium session; the profile goes under `dir`.
+fn browser(dir: &std::path::Path) -> (Driver, String) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let driver = Driver { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+    wait_for(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(driver.addr).ok()?;
+        (get(driver.addr, "/status").json()["value"]["ready"] == true).then_some(())
+    })
+    .expect("chromedriver ready");
+    let profile = dir.join("chromium-profile");
+    let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())]
+    }}}});
+    let sid = post(driver.addr, "/session", &caps)["value"]["sessionId"].as_str().unwrap().to_string();
+    (driver, sid)
+}
+
+fn have_browser() -> bool {
+    let have = Command::new("chromedriver").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert_ne!(std::env::var("JVMWATCH_REQUIRE_BROWSER").as_deref(), Ok("1"), "chromedriver missing");
+        eprintln!("skipped: chromedriver/chromium not installed (scripts/test.sh installs them)");
+    }
+    have
+}
+
+#[test]
+fn console_shows_the_controllers_apps_and_decisions_in_chromium() {
+    if !have_browser() {
+        return;
+    }
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let rings = dir.path().join("rings");
+    std::fs::create_dir(&rings).unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[[rule]]\nname = \"watch_it\"\nwhen = \"alive\"\nthen = [\"flag\"]\n").unwrap();
+    let state = dir.path().join("state");
+    let svc = Service::start(&rings, &["--rules", rules.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let mut jvm = spawn(java_cmd(jdk, &format!("dir={}", rings.display()), &["-Xmx64m"], "Sleeper", &[], dir.path()));
+    wait_for(Duration::from_secs(60), || {
+        let d = get(svc.addr, "/api/v1/decisions").json();
+        (!d["decisions"].as_array()?.is_empty()).then_some(())
+    })
+    .expect("a decision");
+    let (driver, sid) = browser(dir.path());
+    post(driver.addr, &format!("/session/{sid}/url"), &json!({ "url": format!("http://{}/", svc.addr) }));
+    let row = wait_for(Duration::from_secs(60), || {
+        let v = script(
+            &driver,
+            &sid,
+            "const t = document.getElementById('controller'); const r = document.querySelector('#decisions tr');\
+             return (t && !t.hidden && r) ? r.textContent : null",
+        );
+        v.as_str().map(str::to_string)
+    });
+    let _ = request(driver.addr, "DELETE", &format!("/session/{sid}"), &[]);
+    let _ = jvm.kill();
+    let row = row.expect("the decisions table shows a row");
+    assert!(row.contains("watch_it") && row.contains("flag") && row.contains("alive"), "{row}");
 }
