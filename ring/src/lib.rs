@@ -6,6 +6,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod metrics;
 pub mod reader;
