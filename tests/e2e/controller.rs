@@ -454,7 +454,7 @@ fn run_supervises_one_jvm_and_ends_with_its_clean_exit() {
 }
 
 #[test]
-fn serve_with_rules_records_decisions_but_never_signals_a_jvm_it_did_not_start() {
+fn serve_with_rules_never_signals_a_jvm_it_did_not_start_but_turns_its_liveness_and_recommends() {
     let jdk = &jdks()[0];
     let work = tempdir();
     let rings = work.path().join("rings");
@@ -463,27 +463,57 @@ fn serve_with_rules_records_decisions_but_never_signals_a_jvm_it_did_not_start()
     std::fs::write(
         &rules,
         "[[rule]]\nname = \"always\"\nwhen = \"alive\"\nthen = [\"thread_dump\", \"restart\", \"hook:note\"]\n\
-                            [hooks.note]\ncommand = [\"/bin/true\"]\n",
+         [[rule]]\nname = \"busy\"\nscope = \"app\"\nwhen = \"alive\"\nthen = [\"scale_up\"]\n\
+         [hooks.note]\ncommand = [\"/bin/true\"]\n",
     )
     .unwrap();
-    let svc = Service::start(
-        &rings,
-        &["--rules", rules.to_str().unwrap(), "--state-dir", work.path().join("state").to_str().unwrap()],
-    );
+    let state = work.path().join("state");
+    let svc = Service::start(&rings, &["--rules", rules.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
     let mut jvm = spawn(java_cmd(jdk, &format!("dir={}", rings.display()), &["-Xmx64m"], "Sleeper", &[], work.path()));
-    let d = wait("a decision", 60, || {
-        let ds = get(svc.addr, "/api/v1/decisions").json();
-        ds["decisions"].as_array()?.iter().find(|d| d["steps"].as_array().is_some_and(|s| s.len() >= 3)).cloned()
-    });
-    let steps = d["steps"].as_array().unwrap();
-    assert_eq!((steps[0]["step"].as_str(), steps[0]["outcome"].as_str()), (Some("thread_dump"), Some("skipped")));
-    assert!(steps[0]["detail"].as_str().unwrap().contains("allow_signals"), "{d}");
-    assert_eq!((steps[1]["step"].as_str(), steps[1]["outcome"].as_str()), (Some("restart"), Some("skipped")));
-    assert_eq!((steps[2]["step"].as_str(), steps[2]["outcome"].as_str()), (Some("hook:note"), Some("ok")));
+    let restart = |ds: &Value| -> Option<Value> {
+        ds["decisions"]
+            .as_array()?
+            .iter()
+            .find(|d| d["rule"] == "always" && d["steps"].as_array().is_some_and(|s| s.len() >= 4))
+            .cloned()
+    };
+    let d = wait("the restart decision carried out", 60, || restart(&get(svc.addr, "/api/v1/decisions").json()));
+    let steps: Vec<(String, String)> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap().into(), s["outcome"].as_str().unwrap().into()))
+        .collect();
+    let want = [("thread_dump", "skipped"), ("warn", "ok"), ("act", "ok"), ("hook:note", "ok")];
+    assert_eq!(steps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>(), want, "{d}");
+    assert!(d["steps"][0]["detail"].as_str().unwrap().contains("allow_signals"), "{d}");
     assert!(jvm.try_wait().unwrap().is_none(), "the JVM was not signalled");
-    // Latched: one decision for as long as the condition holds.
-    assert_eq!(get(svc.addr, "/api/v1/decisions").json()["decisions"].as_array().unwrap().len(), 1);
+    // Its orchestrator is told through liveness: per JVM and per app.
+    let id = d["instance"].as_str().unwrap();
+    assert_eq!(get(svc.addr, &format!("/api/v1/jvms/{id}/live")).status, 503);
+    let app_live = get(svc.addr, "/api/v1/live?app=default");
+    assert_eq!(app_live.status, 503, "{}", app_live.text());
+    assert_eq!(get(svc.addr, "/api/v1/live?app=other").status, 200, "no JVM of that app: nothing to restart");
+    assert_eq!(get(svc.addr, "/api/v1/live").status, 400);
+    // The JVM's ring says who asked for its restart.
+    let r = inspect(&rings.join(format!("{id}.ring")), 100_000);
+    assert!(r["events"].as_array().unwrap().iter().any(|e| e["type"] == "controller_action" && e["stage"] == "act"));
+    // Latched: one restart decision for as long as the condition holds.
+    let ds = get(svc.addr, "/api/v1/decisions").json();
+    assert_eq!(ds["decisions"].as_array().unwrap().iter().filter(|d| d["rule"] == "always").count(), 1);
+    // Exports for an autoscaler.
+    let scale = wait("a recommendation", 30, || {
+        let s = get(svc.addr, "/api/v1/apps/default/scale");
+        (s.status == 200).then(|| s.json())
+    });
+    assert_eq!((scale["current"].as_u64(), scale["desired"].as_u64()), (Some(1), Some(2)), "{scale}");
+    assert_eq!(scale["reasons"][0], "busy: alive");
     let m = get(svc.addr, "/metrics").text();
     assert!(m.contains("jvmwatch_decisions_total{app=\"default\",rule=\"always\",action=\"restart\"} 1"), "{m}");
+    assert!(m.contains("jvmwatch_rule_active{app=\"default\",rule=\"always\"} 1"), "{m}");
+    assert!(m.contains("jvmwatch_scale_recommendation{app=\"default\"} 2"), "{m}");
+    if let Some(r) = promtool_check(&m) {
+        r.expect("promtool check metrics");
+    }
     let _ = jvm.kill();
 }

@@ -106,6 +106,9 @@ fn heap_dump(c: &Controller, d: &Decision, id: Option<i64>) {
 }
 
 fn restart(c: &Arc<Controller>, d: &Decision, id: Option<i64>) {
+    if c.supervisor.is_none() && !c.config().supervisor.allow_signals {
+        return request_restart(c, d, id);
+    }
     let (ring, pid, pidfd) = match target(c, d) {
         Ok(t) => t,
         Err(e) => return c.step(id, "restart", "skipped", &e),
@@ -142,6 +145,28 @@ fn restart(c: &Arc<Controller>, d: &Decision, id: Option<i64>) {
     match result {
         Ok(how) => c.step(id, "act", "ok", &how),
         Err(e) => c.step(id, "act", "failed", &e),
+    }
+}
+
+/// `serve --rules` without `allow_signals`: the JVM's orchestrator restarts it. Warn as
+/// usual, then turn its liveness probe to 503 (kubelet restarts the container).
+fn request_restart(c: &Arc<Controller>, d: &Decision, id: Option<i64>) {
+    let Some(inst) = d.instance.as_deref() else {
+        return c.step(id, "restart", "skipped", "an app-scope decision names no instance");
+    };
+    let ring = c.registry.lock().get(inst).map(|j| j.path.clone());
+    let warned = ring.as_deref().map(|r| mark_ring(r, 0, d, "restart")).unwrap_or(Err("unknown instance".into()));
+    c.step(id, "warn", if warned.is_ok() { "ok" } else { "failed" }, &warned.err().unwrap_or_else(|| d.reason.clone()));
+    if let Some(h) = c.config().supervisor.on_warn.clone() {
+        run_hook(c, d, id, &h);
+    }
+    if let Some(r) = &ring {
+        let _ = mark_ring(r, 2, d, "restart (liveness 503)");
+    }
+    if c.registry.request_restart(inst, &d.rule) {
+        c.step(id, "act", "ok", &format!("liveness of {inst} answers 503 from now on: its orchestrator restarts it"));
+    } else {
+        c.step(id, "act", "failed", "the JVM is no longer followed");
     }
 }
 

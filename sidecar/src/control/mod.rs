@@ -65,6 +65,79 @@ pub struct Controller {
     stop: AtomicBool,
     /// Set when `run`'s single JVM exited cleanly: the run is over.
     pub finished: AtomicBool,
+    /// What the rules say now, for orchestrators: active rules and scale recommendations.
+    exports: Mutex<Exports>,
+}
+
+/// The rule states as exported: `jvmwatch_rule_active`, `jvmwatch_scale_recommendation`,
+/// `GET /api/v1/apps/{app}/scale`.
+#[derive(Debug, Default, Clone)]
+pub struct Exports {
+    /// (app, rule) → the rule's condition holds for the app, or for one of its JVMs.
+    pub rule_active: BTreeMap<(String, String), bool>,
+    /// app → the replica count its scale rules want.
+    pub scale: BTreeMap<String, ScaleRecommendation>,
+}
+
+/// The replica count an app's scale rules would want.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScaleRecommendation {
+    /// The app.
+    pub app: String,
+    /// Live instances now.
+    pub current: u32,
+    /// current + 1 while a scale_up rule holds, − 1 while only a scale_down rule holds,
+    /// within the app's min/max when configured.
+    pub desired: u32,
+    /// The active scale rules and their conditions.
+    pub reasons: Vec<String>,
+}
+
+/// Exports from the rule states of one evaluation.
+pub fn exports(cfg: &Config, world: &World, state: &EvalState) -> Exports {
+    let app_of: HashMap<&str, &str> = world.instances.iter().map(|i| (i.id.as_str(), i.app.as_str())).collect();
+    let mut out = Exports::default();
+    let mut live: BTreeMap<String, u32> = BTreeMap::new();
+    for i in &world.instances {
+        *live.entry(i.app.clone()).or_default() += u32::from(i.alive);
+    }
+    for r in &cfg.rules {
+        for app in live.keys() {
+            if r.app.as_deref().is_none_or(|a| a == app) {
+                out.rule_active.insert((app.clone(), r.name.clone()), false);
+            }
+        }
+    }
+    let mut up: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut down: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in state.states().filter(|v| v.true_since_ms.is_some()) {
+        let Some(rule) = cfg.rules.iter().find(|r| r.name == v.rule) else { continue };
+        let app = app_of.get(v.key).copied().unwrap_or(v.key).to_string();
+        out.rule_active.insert((app.clone(), rule.name.clone()), true);
+        let why = format!("{}: {}", rule.name, rule.when_src);
+        if rule.then.contains(&jvmwatch_controller::Action::ScaleUp) {
+            up.entry(app.clone()).or_default().push(why.clone());
+        }
+        if rule.then.contains(&jvmwatch_controller::Action::ScaleDown) {
+            down.entry(app).or_default().push(why);
+        }
+    }
+    for (app, current) in live {
+        let bounds = world.apps.get(&app).map(|a| (a.min, a.max)).or_else(|| cfg.app(&app).map(|a| (a.min, a.max)));
+        let (mut desired, mut reasons) = (current, Vec::new());
+        if let Some(r) = up.remove(&app) {
+            desired = current + 1;
+            reasons = r;
+        } else if let Some(r) = down.remove(&app) {
+            desired = current.saturating_sub(1);
+            reasons = r;
+        }
+        if let Some((min, max)) = bounds {
+            desired = desired.clamp(min, max.max(min));
+        }
+        out.scale.insert(app.clone(), ScaleRecommendation { app, current, desired, reasons });
+    }
+    out
 }
 
 impl Controller {
@@ -95,6 +168,7 @@ impl Controller {
             exit_tx,
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            exports: Mutex::new(Exports::default()),
         })
     }
 
@@ -161,10 +235,40 @@ impl Controller {
         }
     }
 
-    /// `jvmwatch_decisions_total{app,rule,action}` in Prometheus text format.
+    /// The exports of the last evaluation.
+    pub fn exports(&self) -> Exports {
+        self.exports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `jvmwatch_decisions_total{app,rule,action}`, `jvmwatch_rule_active{app,rule}` and
+    /// `jvmwatch_scale_recommendation{app}` in Prometheus text format.
     pub fn metrics_text(&self) -> String {
+        use crate::serve::metrics::esc;
+        let mut out = String::new();
+        {
+            let x = self.exports.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str(
+                "# HELP jvmwatch_rule_active 1 while a rule's condition holds for the app (or one of its JVMs).\n\
+                 # TYPE jvmwatch_rule_active gauge\n",
+            );
+            for ((app, rule), on) in &x.rule_active {
+                out.push_str(&format!(
+                    "jvmwatch_rule_active{{app=\"{}\",rule=\"{}\"}} {}\n",
+                    esc(app),
+                    esc(rule),
+                    u8::from(*on)
+                ));
+            }
+            out.push_str(
+                "# HELP jvmwatch_scale_recommendation The instance count the app's scale rules want.\n\
+                 # TYPE jvmwatch_scale_recommendation gauge\n",
+            );
+            for (app, r) in &x.scale {
+                out.push_str(&format!("jvmwatch_scale_recommendation{{app=\"{}\"}} {}\n", esc(app), r.desired));
+            }
+        }
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::from(
+        out.push_str(
             "# HELP jvmwatch_decisions_total Decisions taken by the controller, by app, rule and action.\n\
              # TYPE jvmwatch_decisions_total counter\n",
         );
@@ -241,7 +345,9 @@ impl Controller {
                 Some(s) => s.app_status(),
                 None => BTreeMap::<String, AppStatus>::new(),
             };
-            for d in evaluate(&cfg, &world, &mut state, now) {
+            let decisions = evaluate(&cfg, &world, &mut state, now);
+            *self.exports.lock().unwrap_or_else(|e| e.into_inner()) = exports(&cfg, &world, &state);
+            for d in decisions {
                 let id = self.record(&d);
                 let me = Arc::clone(&self);
                 let _ = std::thread::Builder::new()

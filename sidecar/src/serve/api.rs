@@ -77,6 +77,9 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/stream", get(stream_all))
         .route("/api/v1/decisions", get(decisions))
         .route("/api/v1/apps", get(apps))
+        .route("/api/v1/apps/{app}/scale", get(app_scale))
+        .route("/api/v1/live", get(app_live))
+        .route("/api/v1/ready", get(app_ready))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .with_state(app)
@@ -247,6 +250,47 @@ async fn decisions(State(app): State<Shared>, q: QueryResult) -> Response {
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store read failed"),
     }
+}
+
+/// `GET /api/v1/apps/{app}/scale`: the instance count the app's scale rules want, and why.
+async fn app_scale(State(app): State<Shared>, Path(name): Path<String>) -> Response {
+    let c = match controller(&app) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    match c.exports().scale.get(&name) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no JVM of app {name:?} is followed")),
+    }
+}
+
+/// App-level probes for an orchestrator that does not know JVM ids:
+/// `GET /api/v1/live?app=NAME` answers 503 when a live JVM of the app is hung or a restart was
+/// decided for it (and 200 when none runs: the container's own exit covers a dead JVM);
+/// `GET /api/v1/ready?app=NAME` answers 200 when at least one JVM of the app is ready.
+async fn app_probe(app: Shared, q: QueryResult, ready: bool) -> Response {
+    let q = match query(q) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let Some(name) = q.get("app") else { return error(StatusCode::BAD_REQUEST, "app: required, e.g. ?app=shop") };
+    let jvms = app.registry.lock();
+    let alive: Vec<_> = jvms.values().filter(|j| j.alive && j.app() == name.as_str()).collect();
+    let ok = if ready { alive.iter().any(|j| j.is_ready()) } else { alive.iter().all(|j| j.is_live()) };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let detail: Vec<Value> = alive
+        .iter()
+        .map(|j| json!({ "id": &*j.id, "live": j.is_live(), "ready": j.is_ready(), "restart_requested": j.restart_requested }))
+        .collect();
+    (status, Json(json!({ "ok": ok, "app": name, "jvms": detail }))).into_response()
+}
+
+async fn app_live(State(app): State<Shared>, q: QueryResult) -> Response {
+    app_probe(app, q, false).await
+}
+
+async fn app_ready(State(app): State<Shared>, q: QueryResult) -> Response {
+    app_probe(app, q, true).await
 }
 
 /// `GET /api/v1/apps`: the supervised apps, their state and instances.

@@ -94,6 +94,9 @@ pub struct Jvm {
     pub gone: Option<String>,
     /// The process's exit status as its supervisor saw it (`exited(3)`, `killed(SIGKILL)`).
     pub exit_status: Option<String>,
+    /// The rule whose restart decision this JVM's orchestrator is to carry out (`serve
+    /// --rules`): its liveness probe answers 503 from then on.
+    pub restart_requested: Option<String>,
     /// Writer gone and everything read: nothing more will change.
     pub settled: bool,
     /// When events last arrived (a quiet ring's cursor is polled less often).
@@ -130,6 +133,7 @@ impl Jvm {
             findings: Vec::new(),
             gone: None,
             exit_status: None,
+            restart_requested: None,
             settled: false,
             last_events: Instant::now(),
             last_refresh: Instant::now(),
@@ -305,6 +309,7 @@ impl Jvm {
             "file": self.path,
             "gone": self.gone,
             "exit": self.exit_status,
+            "restart_requested": self.restart_requested,
         })
     }
 
@@ -323,9 +328,19 @@ impl Jvm {
         Msg { jvm: self.id.clone(), seq: None, kind: "snapshot", data: v.to_string() }
     }
 
-    /// Live probe: the JVM process is alive and its sampler is not stuck.
+    /// Live probe: the JVM process is alive, its sampler is not stuck, and no restart was
+    /// decided for it.
     pub fn is_live(&self) -> bool {
-        self.alive && !self.findings.contains(&"hung")
+        self.alive && !self.findings.contains(&"hung") && self.restart_requested.is_none()
+    }
+
+    /// The app it belongs to: the name it set (`-Djvmwatch.app`), else `default`.
+    pub fn app(&self) -> &str {
+        if self.live.app_name.is_empty() {
+            "default"
+        } else {
+            &self.live.app_name
+        }
     }
 
     /// Ready probe: live, initialised, its first snapshot written (so every figure the
@@ -497,6 +512,16 @@ impl Registry {
             }
         }
         self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Marks JVM `id` for a restart by its orchestrator (its liveness turns 503); false if
+    /// the service does not know it.
+    pub fn request_restart(&self, id: &str, rule: &str) -> bool {
+        let mut jvms = self.lock();
+        let Some(j) = jvms.get_mut(id) else { return false };
+        j.restart_requested = Some(rule.to_string());
+        self.generation.fetch_add(1, Ordering::Release);
+        true
     }
 
     /// Forgets a JVM (after its file was archived).
