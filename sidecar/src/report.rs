@@ -285,7 +285,35 @@ pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
         instruments: &instruments,
         strings: &strings,
     };
-    Ok(build(&ring, &parts, n_events))
+    Ok(build(&ring, &parts, n_events, Seen::default()))
+}
+
+/// Events the service's detail view reads at most besides the `n_events` it shows: enough for
+/// the GC findings' window; earlier OOM and deadlock events come from what the service has
+/// seen while following (`seen`).
+pub const RECENT: usize = 4096;
+
+/// Like [`inspect`], reading only the newest `max(n_events, RECENT)` events (the service's
+/// `GET /api/v1/jvms/{id}`: its cost does not grow with the ring). `lost_events` then counts
+/// what was lost among those.
+pub fn inspect_recent(path: &Path, n_events: usize, seen: Seen) -> Result<Report, ReadError> {
+    let ring = Ring::open(path)?;
+    let alive = ring.writer_alive();
+    let live = ring.live()?;
+    let snapshot = ring.snapshot()?;
+    let from = live.cursor.saturating_sub(n_events.max(RECENT) as u64);
+    let scan = ring.scan(from, alive)?;
+    let (instruments, strings) = ring.metrics()?;
+    let parts = Parts {
+        alive,
+        live: &live,
+        snapshot: snapshot.as_ref(),
+        records: &scan.records,
+        lost: scan.lost(),
+        instruments: &instruments,
+        strings: &strings,
+    };
+    Ok(build(&ring, &parts, n_events, Seen { covers_records: false, ..seen }))
 }
 
 /// Whether a crash report says the JVM died of running out of memory
@@ -381,11 +409,11 @@ pub struct Parts<'a> {
 }
 
 /// Builds a report from parts already read.
-pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize) -> Report {
+pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report {
     let (alive, live, snapshot, records) = (p.alive, p.live, p.snapshot, p.records);
     let h = ring.header();
     let (verdict, crash_report) = verdict_of(h, live, alive);
-    let mut facts = facts(h, live, alive, snapshot, records, Seen::default());
+    let mut facts = facts(h, live, alive, snapshot, records, seen);
     facts.oom |= crash_report.as_deref().is_some_and(crash_was_oom);
     let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
@@ -444,5 +472,28 @@ mod redact_tests {
         for (input, want) in cases {
             assert_eq!(super::redact_args(input), want);
         }
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use jvmwatch_ring::{Collector, Event, Identity, Writer};
+
+    #[test]
+    fn the_service_detail_reads_only_the_tail_and_keeps_what_it_saw_before() {
+        let d = tempfile::tempdir().unwrap();
+        let id = Identity { pid: 1, start_ns: 1, interval_ns: 100_000_000, ..Identity::default() };
+        let w = Writer::create(&d.path().join("t.ring"), 65_536, &id).unwrap();
+        for i in 0..70_000u64 {
+            w.emit(&Event::GcPauseEnd { gc_id: i, collector: Collector::G1, duration_ns: 1 });
+        }
+        let full = super::inspect(w.path(), 10).unwrap();
+        assert_eq!(full.lost_events, 70_000 - 65_536, "inspect walks the whole ring");
+        let seen = super::Seen { oom: true, ..super::Seen::default() };
+        let recent = super::inspect_recent(w.path(), 10, seen).unwrap();
+        assert_eq!(recent.events.len(), 10);
+        assert_eq!(recent.lost_events, 0, "only the newest {} events were read", super::RECENT);
+        assert_eq!(recent.events_total, 70_000);
+        assert!(recent.findings.contains(&"oom"), "what the service saw earlier is kept");
     }
 }

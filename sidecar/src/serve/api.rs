@@ -310,11 +310,11 @@ async fn list(State(app): State<Shared>) -> Json<Value> {
 }
 
 async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
-    let (q, path, gone) = match (query(q), known(&app, &id)) {
+    let (q, path, gone, seen) = match (query(q), known(&app, &id)) {
         (Ok(q), Ok(())) => {
             let jvms = app.registry.lock();
             let j = &jvms[id.as_str()];
-            (q, j.path.clone(), j.gone.as_ref().map(|_| j.summary()))
+            (q, j.path.clone(), j.gone.as_ref().map(|_| j.summary()), j.seen)
         }
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
@@ -325,7 +325,7 @@ async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
     if let Some(summary) = gone {
         return Json(summary).into_response();
     }
-    match tokio::task::spawn_blocking(move || report::inspect(&path, n)).await {
+    match tokio::task::spawn_blocking(move || report::inspect_recent(&path, n, seen)).await {
         Ok(Ok(mut r)) => {
             r.jvm.args = report::redact_args(&r.jvm.args);
             Json(r).into_response()
