@@ -517,3 +517,77 @@ fn serve_with_rules_never_signals_a_jvm_it_did_not_start_but_turns_its_liveness_
     }
     let _ = jvm.kill();
 }
+
+#[test]
+fn hooks_that_hang_are_killed_failures_are_retried_webhooks_get_the_decision_and_sse_tells() {
+    let jdk = &jdks()[0];
+    let work = tempdir();
+    let rings = work.path().join("rings");
+    std::fs::create_dir(&rings).unwrap();
+    // A webhook receiver: answers 200 and hands over what it got.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, got) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = listener.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0;
+            while let Ok(k) = s.read(&mut buf[n..]) {
+                n += k;
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                if k == 0 || text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
+                    break;
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    });
+    let rules = work.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[[rule]]\nname = \"h\"\nwhen = \"alive\"\nthen = [\"hook:hang\", \"hook:fail\", \"hook:web\"]\n\
+             [hooks.hang]\ncommand = [\"/bin/sleep\", \"30\"]\ntimeout = \"300ms\"\n\
+             [hooks.fail]\ncommand = [\"/bin/sh\", \"-c\", \"echo nope >&2; exit 4\"]\nretries = 2\n\
+             [hooks.web]\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"5s\"\n"
+        ),
+    )
+    .unwrap();
+    let state = work.path().join("state");
+    let svc = Service::start(&rings, &["--rules", rules.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let mut sse = jvmwatch_tests::http::Sse::open(svc.addr, "/api/v1/stream", None);
+    let mut jvm = spawn(java_cmd(jdk, &format!("dir={}", rings.display()), &["-Xmx64m"], "Sleeper", &[], work.path()));
+    let decision_msg =
+        (0..100_000).filter_map(|_| sse.next_msg()).find(|m| m.event == "decision").expect("an SSE decision");
+    assert_eq!(decision_msg.json()["rule"], "h");
+    let d = wait("every hook step", 60, || {
+        let ds = get(svc.addr, "/api/v1/decisions").json();
+        let d = ds["decisions"].as_array()?.first()?.clone();
+        (d["steps"].as_array()?.len() >= 5).then_some(d)
+    });
+    let steps: Vec<(&str, &str)> = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_str().unwrap(), s["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("hook:hang", "timeout"),
+            ("hook:fail", "failed"),
+            ("hook:fail", "failed"),
+            ("hook:fail", "failed"),
+            ("hook:web", "ok")
+        ],
+        "{d}"
+    );
+    assert!(d["steps"][0]["detail"].as_str().unwrap().contains("killed after 300ms"), "{d}");
+    assert!(d["steps"][1]["detail"].as_str().unwrap().contains("exited(4)"), "{d}");
+    let body = got.recv_timeout(Duration::from_secs(10)).expect("the webhook was called");
+    assert!(body.starts_with("POST /hook HTTP/1.1") && body.contains("\"rule\":\"h\""), "{body}");
+    let _ = jvm.kill();
+}
