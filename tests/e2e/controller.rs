@@ -591,3 +591,40 @@ fn hooks_that_hang_are_killed_failures_are_retried_webhooks_get_the_decision_and
     assert!(body.starts_with("POST /hook HTTP/1.1") && body.contains("\"rule\":\"h\""), "{body}");
     let _ = jvm.kill();
 }
+
+#[test]
+fn ports_and_instance_numbers_are_substituted_and_a_heap_dump_is_taken_on_request() {
+    let work = tempdir();
+    std::fs::write(work.path().join("control"), "latency 1").unwrap();
+    let java = jdks()[0].java.clone();
+    let cfg = work.path().join("jvmwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[controller]\nsample_every = \"200ms\"\n[supervisor]\ndiagnose_timeout = \"60s\"\n\
+             [[app]]\nname = \"shop\"\nmin = 1\nmax = 1\nport_base = 9000\n\
+             command = [\"{}\", \"-Xmx64m\", \"-Dport=${{PORT}}\", \"-Dslot=${{INSTANCE}}\", \"-cp\", \"{SCENARIOS}:{API_JAR}\", \"Service\", \"{}\"]\n\
+             [[rule]]\nname = \"dump\"\nwhen = \"last(app.requests) > 20\"\nthen = [\"heap_dump\"]\ncooldown = \"1h\"\n",
+            java.display(),
+            work.path().join("control").display()
+        ),
+    )
+    .unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    let inst = wait("an instance", 60, || sup.instances("shop").first().cloned());
+    let id = inst["id"].as_str().unwrap().to_string();
+    let d = wait("the heap dump", 120, || {
+        sup.decisions()
+            .into_iter()
+            .find(|d| d["rule"] == "dump" && d["steps"].as_array().is_some_and(|s| !s.is_empty()))
+    });
+    let step = &d["steps"][0];
+    assert_eq!((step["step"].as_str(), step["outcome"].as_str()), (Some("heap_dump"), Some("ok")), "{d}");
+    let file = std::path::PathBuf::from(step["detail"].as_str().unwrap());
+    assert!(file.starts_with(work.path().join("state/logs")), "{}", file.display());
+    assert!(std::fs::metadata(&file).unwrap().len() > 1000, "an HPROF file");
+    let detail = get(sup.addr, &format!("/api/v1/jvms/{id}")).json();
+    let args = detail["jvm"]["args"].as_str().unwrap();
+    assert!(args.contains("-Dport=9001") && args.contains("-Dslot=1"), "{args}");
+    sup.stop();
+}
