@@ -80,6 +80,17 @@ pub struct SupervisorCfg {
     pub diagnose_timeout: Duration,
     /// `serve --rules` may signal JVMs it did not start (default false).
     pub allow_signals: bool,
+    /// When failed apps escalate to a VM restart or a failover (None: never).
+    pub escalation: Option<crate::ha::Policy>,
+    /// Offline apps count on the available side of the `sum` policy (default false).
+    pub count_offline: bool,
+    /// At most one escalation per this long (default 1h), across supervisor restarts.
+    pub escalation_cooldown: Duration,
+    /// Hook run to restart the VM on escalation.
+    pub vm_restart: Option<String>,
+    /// Hook run to fail over on escalation (with the failed apps named); used when set,
+    /// else `vm_restart`.
+    pub failover: Option<String>,
 }
 
 impl Default for SupervisorCfg {
@@ -95,6 +106,11 @@ impl Default for SupervisorCfg {
             heap_dump: false,
             diagnose_timeout: Duration::from_secs(30),
             allow_signals: false,
+            escalation: None,
+            count_offline: false,
+            escalation_cooldown: Duration::from_secs(3600),
+            vm_restart: None,
+            failover: None,
         }
     }
 }
@@ -140,6 +156,12 @@ pub struct AppCfg {
     pub port_base: Option<u16>,
     /// Extra agent options.
     pub agent_options: Option<String>,
+    /// Weight in escalation decisions (default 0).
+    pub priority: u32,
+    /// Apps that must be online before this one starts (and that stop after it).
+    pub depends_on: Vec<String>,
+    /// A start that is not ready within this long fails (None: no limit).
+    pub start_timeout: Option<Duration>,
 }
 
 /// Where a rule is evaluated.
@@ -316,6 +338,11 @@ struct RawSupervisor {
     heap_dump: Option<bool>,
     diagnose_timeout: Option<S<String>>,
     allow_signals: Option<bool>,
+    escalation: Option<S<String>>,
+    count_offline: Option<bool>,
+    escalation_cooldown: Option<S<String>>,
+    vm_restart: Option<S<String>>,
+    failover: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +367,10 @@ struct RawApp {
     cwd: Option<S<String>>,
     port_base: Option<S<u16>>,
     agent_options: Option<String>,
+    priority: Option<u32>,
+    #[serde(default)]
+    depends_on: Vec<S<String>>,
+    start_timeout: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -655,6 +686,25 @@ fn check_supervisor(
         heap_dump: s.heap_dump.unwrap_or(d.heap_dump),
         diagnose_timeout: src.dur(&s.diagnose_timeout, d.diagnose_timeout, &sec, "diagnose_timeout")?,
         allow_signals: s.allow_signals.unwrap_or(d.allow_signals),
+        escalation: match &s.escalation {
+            None => None,
+            Some(v) => match v.get_ref().as_str() {
+                "highest" => Some(crate::ha::Policy::Highest),
+                "sum" => Some(crate::ha::Policy::Sum),
+                other => {
+                    return Err(src.err(
+                        v.span().start,
+                        sec,
+                        Some("escalation"),
+                        format!("unknown escalation policy `{other}`, expected \"highest\" or \"sum\""),
+                    ))
+                }
+            },
+        },
+        count_offline: s.count_offline.unwrap_or(d.count_offline),
+        escalation_cooldown: src.dur(&s.escalation_cooldown, d.escalation_cooldown, &sec, "escalation_cooldown")?,
+        vm_restart: hook(&s.vm_restart, "vm_restart")?,
+        failover: hook(&s.failover, "failover")?,
     })
 }
 
@@ -669,6 +719,7 @@ fn unknown_hook(name: &str, hooks: &BTreeMap<String, Hook>) -> String {
 
 fn check_apps(src: &Src<'_>, raw: Vec<RawApp>) -> Result<Vec<AppCfg>, ConfigError> {
     let mut apps: Vec<AppCfg> = Vec::with_capacity(raw.len());
+    let mut deps: Vec<(Vec<S<String>>, usize)> = Vec::with_capacity(raw.len());
     for a in raw {
         let name = a.name.get_ref().clone();
         let sec = Some(format!("app \"{name}\""));
@@ -747,7 +798,37 @@ fn check_apps(src: &Src<'_>, raw: Vec<RawApp>) -> Result<Vec<AppCfg>, ConfigErro
             cwd: a.cwd.map(|c| PathBuf::from(c.into_inner())),
             port_base: a.port_base.map(Spanned::into_inner),
             agent_options: a.agent_options,
+            priority: a.priority.unwrap_or(0),
+            depends_on: a.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            start_timeout: match &a.start_timeout {
+                None => None,
+                Some(_) => Some(src.dur(&a.start_timeout, Duration::ZERO, &sec, "start_timeout")?),
+            },
         });
+        deps.push((a.depends_on, name_at));
+    }
+    // Dependencies name configured apps, and have no cycle.
+    for (app, (ds, _)) in apps.iter().zip(&deps) {
+        for d in ds {
+            if apps.iter().all(|a| a.name != *d.get_ref()) {
+                let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+                return Err(src.err(
+                    d.span().start,
+                    Some(format!("app \"{}\"", app.name)),
+                    Some("depends_on"),
+                    format!("unknown app `{}`, expected one of {}", d.get_ref(), names.join(", ")),
+                ));
+            }
+        }
+    }
+    if let Err(cycle) = crate::ha::start_order(&apps) {
+        let at = apps.iter().zip(&deps).find(|(a, _)| a.name == cycle[0]).map_or(0, |(_, (_, at))| *at);
+        return Err(src.err(
+            at,
+            Some(format!("app \"{}\"", cycle[0])),
+            Some("depends_on"),
+            format!("dependency cycle {}, expected none", cycle.join(" -> ")),
+        ));
     }
     Ok(apps)
 }

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod eval;
 pub mod expr;
+pub mod ha;
 pub mod series;
 mod series_store;
 pub mod window;

@@ -62,6 +62,9 @@ pub fn main(serve_cfg: serve::Config, cfg_path: Option<PathBuf>, state_dir: Path
             cwd: None,
             port_base: None,
             agent_options: None,
+            priority: 0,
+            depends_on: Vec::new(),
+            start_timeout: None,
         });
     }
     if matches!(mode, Mode::Supervise) {
