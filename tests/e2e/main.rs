@@ -8,6 +8,7 @@ mod collectors;
 mod console;
 mod controller;
 mod deaths;
+mod deploy;
 mod hostile_files;
 mod lifecycle;
 mod serve;

@@ -174,6 +174,11 @@ pub fn update(
             }
         };
         let inst = &mut world.instances[n];
+        // Every tick: a JVM names its app (`-Djvmwatch.app`) only after its ring appeared.
+        let app = app_of(j);
+        if inst.app != app {
+            inst.app = app;
+        }
         inst.alive = j.alive;
         inst.verdict = j.verdict.as_str().to_string();
         inst.findings = j.findings.iter().map(|f| f.to_string()).collect();
