@@ -58,6 +58,20 @@ enum Cmd {
         #[command(flatten)]
         common: ControlArgs,
     },
+    /// Take a supervised app offline (its JVMs stop, no restarts) or back online.
+    App {
+        /// `offline` or `online`.
+        #[arg(value_parser = ["offline", "online"])]
+        state: String,
+        /// The app's name.
+        name: String,
+        /// Where `jvmwatch supervise` listens.
+        #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
+        addr: String,
+        /// File holding the supervisor's bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+    },
     /// Run one JVM under the agent and the supervisor: `jvmwatch run [--rules FILE] -- java ...`.
     Run {
         /// Rules (and hooks, supervisor settings) for this JVM.
@@ -135,6 +149,18 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::App { state, name, addr, token_file } => {
+            match control::cli::set_app_state(&addr, &token_file, &name, &state) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("jvmwatch: app {state} {name}: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Supervise { config, common } => control(common, Some(config), control::cli::Mode::Supervise),
         Cmd::Run { rules, app, common, command } => control(common, rules, control::cli::Mode::Run { app, command }),
         Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads, rules, state_dir } => {

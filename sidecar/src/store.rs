@@ -202,6 +202,13 @@ impl Store {
         Ok(m.into_iter().map(|((a, r, x), n)| (a, r, x, n)).collect())
     }
 
+    /// When rule `rule` last decided (ms), if ever.
+    pub fn last_decision_at(&self, rule: &str) -> Result<Option<u64>, StoreError> {
+        let at: Option<i64> =
+            self.db().query_row("SELECT MAX(at_ms) FROM decisions WHERE rule = ?1", params![rule], |r| r.get(0))?;
+        Ok(at.map(|t| t as u64))
+    }
+
     /// Remembers a running child.
     pub fn add_child(&self, c: &ChildRow) -> Result<(), StoreError> {
         self.db().execute(

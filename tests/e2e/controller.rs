@@ -628,3 +628,204 @@ fn ports_and_instance_numbers_are_substituted_and_a_heap_dump_is_taken_on_reques
     assert!(args.contains("-Dport=9001") && args.contains("-Dslot=1"), "{args}");
     sup.stop();
 }
+
+/// A config of several apps, each the Service scenario with its own control file
+/// `work/<app>.control` holding `mode`: (name, priority, depends_on, mode).
+fn ha_config(work: &Path, apps: &[(&str, u32, &[&str], &str)], supervisor: &str) -> PathBuf {
+    let java = jdks()[0].java.clone();
+    let mut text = format!(
+        "[controller]\nsample_every = \"200ms\"\n[supervisor]\ngrace = \"2s\"\nbackoff_initial = \"100ms\"\n\
+         backoff_max = \"200ms\"\nmax_restarts = 1\nrestart_window = \"5m\"\n{supervisor}\n\
+         [hooks.vm]\ncommand = [\"/bin/sh\", \"-c\", \"echo \\\"$JVMWATCH_APP $JVMWATCH_REASON\\\" >> {}\"]\n",
+        work.join("escalations.log").display()
+    );
+    for (name, prio, deps, mode) in apps {
+        let control = work.join(format!("{name}.control"));
+        std::fs::write(&control, mode).unwrap();
+        let deps: Vec<String> = deps.iter().map(|d| format!("\"{d}\"")).collect();
+        text.push_str(&format!(
+            "[[app]]\nname = \"{name}\"\npriority = {prio}\ndepends_on = [{}]\n\
+             command = [\"{}\", \"-Xmx48m\", \"-XX:TieredStopAtLevel=1\", \"-cp\", \"{SCENARIOS}:{API_JAR}\", \"Service\", \"{}\"]\n",
+            deps.join(", "),
+            java.display(),
+            control.display()
+        ));
+    }
+    let p = work.join("ha.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn app_state(sup: &Sup, app: &str) -> String {
+    sup.apps()
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == app).map(|x| x["state"].to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn failed_apps_escalate_by_sum_but_not_by_highest_once_and_never_again_after_a_restart() {
+    let apps: &[(&str, u32, &[&str], &str)] =
+        &[("a", 5, &[], "latency 1"), ("b", 3, &[], "exit 3"), ("c", 3, &[], "exit 3")];
+    // highest: A (5) is the highest and online → no escalation.
+    let work = tempdir();
+    let cfg = ha_config(work.path(), apps, "escalation = \"highest\"\nvm_restart = \"vm\"");
+    let sup = Sup::start(&cfg, work.path());
+    wait("b and c failed, a online", 90, || {
+        (app_state(&sup, "b") == "\"failed\""
+            && app_state(&sup, "c") == "\"failed\""
+            && app_state(&sup, "a") == "\"online\"")
+            .then_some(())
+    });
+    // Judged after each group failed; the second judgement sees both failed.
+    wait("the judgement with both failed", 30, || sup.logged("failed [b=3, c=3] do not outrank"));
+    assert!(!sup.decisions().iter().any(|d| d["rule"] == "escalate"), "highest: a=5 online outranks b=3, c=3");
+    assert!(!work.path().join("escalations.log").exists());
+    sup.stop();
+
+    // sum: 3 + 3 >= 5 → escalate once, with the priorities recorded.
+    let work = tempdir();
+    let cfg = ha_config(work.path(), apps, "escalation = \"sum\"\nvm_restart = \"vm\"");
+    let mut sup = Sup::start(&cfg, work.path());
+    let d = wait("the escalation", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "escalate"));
+    assert_eq!(d["reason"], "sum: failed [b=3, c=3] = 6 >= available [a=5] = 5", "{d}");
+    assert_eq!(d["app"], "b,c");
+    let figs: Vec<(String, f64)> = d["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["expr"].as_str().unwrap().into(), f["value"].as_f64().unwrap()))
+        .collect();
+    assert!(
+        figs.contains(&("priority(a) [available]".into(), 5.0)) && figs.contains(&("priority(b) [failed]".into(), 3.0))
+    );
+    let log = work.path().join("escalations.log");
+    let hooked = wait("the vm_restart hook", 30, || std::fs::read_to_string(&log).ok());
+    assert_eq!(hooked.lines().count(), 1, "{hooked}");
+    assert!(hooked.starts_with("b,c sum:"), "{hooked}");
+    // kill -9 of the supervisor, then a new one on the same state: b and c fail again, and
+    // the escalation is not repeated (escalation_cooldown, default 1 h, counted from the store).
+    let a_pid = sup.instances("a").first().map(|i| i["pid"].as_u64().unwrap_or(0));
+    sup.child.kill().unwrap();
+    sup.child.wait().unwrap();
+    drop(sup);
+    let sup = Sup::start(&cfg, work.path());
+    wait("b and c failed again", 90, || {
+        (app_state(&sup, "b") == "\"failed\"" && app_state(&sup, "c") == "\"failed\"").then_some(())
+    });
+    wait("the suppressed escalation", 30, || sup.logged("within escalation_cooldown"));
+    assert_eq!(sup.decisions().iter().filter(|d| d["rule"] == "escalate").count(), 1);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1, "the hook ran exactly once");
+    if let Some(pid) = a_pid {
+        assert_eq!(sup.instances("a").first().and_then(|i| i["pid"].as_u64()), Some(pid), "a was adopted");
+    }
+    sup.stop();
+}
+
+#[test]
+fn a_high_priority_app_failing_alone_escalates_under_highest() {
+    let work = tempdir();
+    let apps: &[(&str, u32, &[&str], &str)] =
+        &[("a", 5, &[], "latency 1"), ("b", 3, &[], "latency 1"), ("c", 6, &[], "exit 3")];
+    let cfg = ha_config(work.path(), apps, "escalation = \"highest\"\nfailover = \"vm\"");
+    let sup = Sup::start(&cfg, work.path());
+    let d = wait("the escalation", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "escalate"));
+    assert_eq!(d["app"], "c");
+    assert!(d["reason"].as_str().unwrap().starts_with("highest: failed [c=6] reach priority 6 >= 5"), "{d}");
+    let hooked = wait("the failover hook", 30, || std::fs::read_to_string(work.path().join("escalations.log")).ok());
+    assert!(hooked.starts_with("c highest:"), "{hooked}");
+    sup.stop();
+}
+
+#[test]
+fn dependencies_order_starts_and_stops_and_an_offline_app_is_never_restarted() {
+    let work = tempdir();
+    let apps: &[(&str, u32, &[&str], &str)] =
+        &[("c", 1, &["b"], "latency 1"), ("b", 1, &["a"], "latency 1"), ("a", 1, &[], "latency 1")];
+    let cfg = ha_config(work.path(), apps, "");
+    let token = work.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    // Supervise with a token so the offline endpoint can be used.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push('\n');
+    std::fs::write(&cfg, text).unwrap();
+    let sup = {
+        use std::io::BufRead;
+        let mut child = Command::new(jvmwatch())
+            .arg("supervise")
+            .arg(&cfg)
+            .arg("--dir")
+            .arg(work.path().join("rings"))
+            .arg("--state-dir")
+            .arg(work.path().join("state"))
+            .args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(&token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("http://").nth(1).map(|r| r.trim_end_matches('/').parse().unwrap()))
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+        Sup { child, addr, log }
+    };
+    wait("all three online", 120, || ["a", "b", "c"].iter().all(|a| app_state(&sup, a) == "\"online\"").then_some(()));
+    let started = |app: &str| -> u64 {
+        let id = sup.instances(app)[0]["id"].as_str().unwrap().to_string();
+        id.rsplit('-').next().unwrap().parse().unwrap()
+    };
+    let (a, b, c) = (started("a"), started("b"), started("c"));
+    assert!(a < b && b < c, "dependencies start first: a {a}, b {b}, c {c}");
+
+    // Offline: b's instance stops, and b is never restarted; online brings it back.
+    let out = Command::new(jvmwatch())
+        .args(["app", "offline", "b", "--addr", &sup.addr.to_string(), "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait("b offline with no instance", 60, || {
+        (app_state(&sup, "b") == "\"offline\"" && sup.instances("b").is_empty()).then_some(())
+    });
+    // Longer than backoff (100–200 ms) many times over: nothing restarts it.
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(sup.instances("b").is_empty(), "an offline app is never restarted");
+    }
+    assert!(!sup.decisions().iter().any(|d| d["rule"] == "process_exit" && d["app"] == "b"));
+    let out = Command::new(jvmwatch())
+        .args(["app", "online", "b", "--addr", &sup.addr.to_string(), "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait("b back online", 60, || (app_state(&sup, "b") == "\"online\"").then_some(()));
+    // Without the token: 401.
+    assert_eq!(jvmwatch_tests::http::request(sup.addr, "POST", "/api/v1/apps/b/offline", &[]).status, 401);
+
+    // Stop: dependents first (c, then b, then a), as their rings' exit times show.
+    let rings = work.path().join("rings");
+    let exits = || -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&rings)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ring"))
+            .map(|p| inspect(&p, 1))
+            .filter_map(|r| Some((r["app"].as_str()?.to_string(), r["exited_at"].as_str()?.to_string())))
+            .collect();
+        v.sort_by(|x, y| x.1.cmp(&y.1));
+        v
+    };
+    let before = exits().len();
+    sup.stop();
+    let order: Vec<String> = exits().into_iter().skip(before).map(|(a, _)| a).collect();
+    assert_eq!(order, ["c", "b", "a"], "dependents stop first");
+}

@@ -26,6 +26,28 @@ pub enum Mode {
     },
 }
 
+/// `jvmwatch app offline|online NAME`: one authenticated POST to a running supervisor.
+pub fn set_app_state(addr: &str, token_file: &Path, app: &str, state: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let token = std::fs::read_to_string(token_file).with_context(|| format!("cannot read {}", token_file.display()))?;
+    let sock: std::net::SocketAddr =
+        addr.parse().with_context(|| format!("--addr {addr:?}: expected an address like 127.0.0.1:7457"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))
+        .with_context(|| format!("cannot reach jvmwatch at {sock}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(
+        s,
+        "POST /api/v1/apps/{app}/{state} HTTP/1.1\r\nHost: {sock}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split(' ').nth(1).unwrap_or("?");
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+    anyhow::ensure!(status == "200", "HTTP {status}: {body}");
+    Ok(format!("{app} is {state}"))
+}
+
 /// The default directory for the decision store and child logs.
 pub fn default_state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {

@@ -67,6 +67,8 @@ pub struct Controller {
     pub finished: AtomicBool,
     /// What the rules say now, for orchestrators: active rules and scale recommendations.
     exports: Mutex<Exports>,
+    /// A group failed: judge escalation on the next loop wake-up.
+    pub escalate_pending: AtomicBool,
 }
 
 /// The rule states as exported: `jvmwatch_rule_active`, `jvmwatch_scale_recommendation`,
@@ -169,6 +171,7 @@ impl Controller {
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             exports: Mutex::new(Exports::default()),
+            escalate_pending: AtomicBool::new(false),
         })
     }
 
@@ -323,6 +326,10 @@ impl Controller {
             let now = now_ms();
             if let Some(s) = &self.supervisor {
                 s.start_due(&self, now);
+                s.check_start_timeouts(&self, now);
+                if self.escalate_pending.swap(false, Ordering::Relaxed) {
+                    s.maybe_escalate(&self);
+                }
             }
             let sample_now = now.saturating_sub(last_sample) >= cfg.controller.sample_every.as_millis() as u64;
             if sample_now {

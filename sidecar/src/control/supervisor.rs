@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use jvmwatch_controller::ha::{self, AppState, AppView};
 use jvmwatch_controller::{Action, AppCfg, AppStatus, Config, Decision, Figure, SupervisorCfg};
 
 use super::proc::{describe, Pidfd};
@@ -58,17 +59,45 @@ pub struct Group {
     pub pending: Vec<u64>,
     /// Crash-looped past `max_restarts`: no more restarts until the config is reloaded.
     pub failed: bool,
+    /// Stopped on purpose (`POST /api/v1/apps/{app}/offline`): no starts, no restarts.
+    pub offline: bool,
 }
 
-/// `starting`/`online`/`failed` of a group, for the API.
-fn group_state(g: &Group) -> &'static str {
-    if g.failed {
-        "failed"
-    } else if !g.pending.is_empty() || g.members.is_empty() {
-        "starting"
-    } else {
-        "online"
+impl Group {
+    fn new(cfg: AppCfg) -> Group {
+        Group {
+            cfg,
+            members: BTreeMap::new(),
+            crashes: VecDeque::new(),
+            pending: Vec::new(),
+            failed: false,
+            offline: false,
+        }
     }
+}
+
+/// A group's state; `ready` tells whether an instance's JVM answers its readiness probe.
+fn group_state(g: &Group, ready: &dyn Fn(&str) -> bool) -> AppState {
+    let running: Vec<&String> = g.members.iter().filter(|(_, m)| m.stopping.is_none()).map(|(id, _)| id).collect();
+    if g.failed {
+        AppState::Failed
+    } else if g.offline {
+        AppState::Offline
+    } else if !g.pending.is_empty() && !g.crashes.is_empty() {
+        AppState::Restarting
+    } else if running.is_empty() || !g.pending.is_empty() || !running.iter().all(|id| ready(id)) {
+        AppState::Starting
+    } else {
+        AppState::Online
+    }
+}
+
+/// The ids of `ids` whose JVMs answer their readiness probe. Lock order: the registry lock is
+/// never taken while the groups lock is held (the controller loop holds the registry's and
+/// then asks for the groups'), so callers collect ids first.
+fn ready_set(c: &Controller, ids: Vec<String>) -> std::collections::HashSet<String> {
+    let jvms = c.registry.lock();
+    ids.into_iter().filter(|id| jvms.get(id.as_str()).is_some_and(|j| j.is_ready())).collect()
 }
 
 /// The supervisor.
@@ -88,22 +117,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor for `cfg`'s apps.
     pub fn new(cfg: &Config, ring_dir: PathBuf, state_dir: &Path, agent: PathBuf, single: bool) -> Supervisor {
-        let groups = cfg
-            .apps
-            .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    Group {
-                        cfg: a.clone(),
-                        members: BTreeMap::new(),
-                        crashes: VecDeque::new(),
-                        pending: Vec::new(),
-                        failed: false,
-                    },
-                )
-            })
-            .collect();
+        let groups = cfg.apps.iter().map(|a| (a.name.clone(), Group::new(a.clone()))).collect();
         Supervisor {
             groups: Mutex::new(groups),
             sup: Mutex::new(cfg.supervisor.clone()),
@@ -129,16 +143,13 @@ impl Supervisor {
         *self.sup.lock().unwrap_or_else(|e| e.into_inner()) = cfg.supervisor.clone();
         let mut groups = self.groups();
         for a in &cfg.apps {
-            let g = groups.entry(a.name.clone()).or_insert_with(|| Group {
-                cfg: a.clone(),
-                members: BTreeMap::new(),
-                crashes: VecDeque::new(),
-                pending: Vec::new(),
-                failed: false,
-            });
+            let g = groups.entry(a.name.clone()).or_insert_with(|| Group::new(a.clone()));
             g.cfg = a.clone();
             g.failed = false;
             g.crashes.clear();
+            if g.offline {
+                continue;
+            }
             let have = (g.members.len() + g.pending.len()) as u32;
             for _ in have..a.min {
                 g.pending.push(0);
@@ -167,8 +178,17 @@ impl Supervisor {
             .collect()
     }
 
-    /// The groups as JSON for `GET /api/v1/apps`.
-    pub fn apps_json(&self) -> serde_json::Value {
+    /// The groups as JSON for `GET /api/v1/apps`: state, priority, dependencies, instances
+    /// and the last decision about each.
+    pub fn apps_json(&self, c: &Controller) -> serde_json::Value {
+        let set = ready_set(c, self.member_ids());
+        let ready = |id: &str| set.contains(id);
+        let names: Vec<String> = self.groups().keys().cloned().collect();
+        let last: BTreeMap<String, _> = names
+            .into_iter()
+            .map(|n| (n.clone(), c.store.decisions(0, Some(&n), 1).ok().and_then(|mut d| d.pop())))
+            .collect();
+        let last = |app: &str| last.get(app).cloned().flatten();
         let groups = self.groups();
         serde_json::Value::Array(
             groups
@@ -176,7 +196,9 @@ impl Supervisor {
                 .map(|(n, g)| {
                     serde_json::json!({
                         "name": n,
-                        "state": group_state(g),
+                        "state": group_state(g, &ready),
+                        "priority": g.cfg.priority,
+                        "depends_on": g.cfg.depends_on,
                         "min": g.cfg.min, "max": g.cfg.max,
                         "instances": g.members.iter().map(|(id, m)| serde_json::json!({
                             "id": id, "pid": m.pid, "slot": m.slot, "adopted": m.adopted,
@@ -185,10 +207,167 @@ impl Supervisor {
                         })).collect::<Vec<_>>(),
                         "pending_starts": g.pending.len(),
                         "recent_crashes": g.crashes.len(),
+                        "last_decision": last(n),
                     })
                 })
                 .collect(),
         )
+    }
+
+    /// Every app's name, priority and state, for the escalation policies.
+    pub fn app_views(&self, c: &Controller) -> Vec<AppView> {
+        let set = ready_set(c, self.member_ids());
+        let ready = |id: &str| set.contains(id);
+        self.groups()
+            .iter()
+            .map(|(n, g)| AppView { name: n.clone(), priority: g.cfg.priority, state: group_state(g, &ready) })
+            .collect()
+    }
+
+    /// Every member's id.
+    fn member_ids(&self) -> Vec<String> {
+        self.groups().values().flat_map(|g| g.members.keys().cloned()).collect()
+    }
+
+    /// Apps in start order (dependencies first).
+    fn start_order(&self) -> Vec<String> {
+        let apps: Vec<AppCfg> = self.groups().values().map(|g| g.cfg.clone()).collect();
+        ha::start_order(&apps).unwrap_or_else(|_| apps.iter().map(|a| a.name.clone()).collect())
+    }
+
+    /// Takes an app offline (stops its instances, no restarts) or back online.
+    pub fn set_offline(&self, c: &Arc<Controller>, app: &str, offline: bool) -> Result<(), String> {
+        let ids: Vec<String> = {
+            let mut groups = self.groups();
+            let g = groups.get_mut(app).ok_or_else(|| format!("no app {app:?}"))?;
+            g.offline = offline;
+            g.pending.clear();
+            if offline {
+                g.members.keys().cloned().collect()
+            } else {
+                g.failed = false;
+                g.crashes.clear();
+                let n = g.cfg.initial.max(g.cfg.min) as usize;
+                g.pending.extend(std::iter::repeat_n(0, n.saturating_sub(g.members.len())));
+                Vec::new()
+            }
+        };
+        let d = decision(
+            if offline { "app_offline" } else { "app_online" },
+            app,
+            None,
+            vec![],
+            format!("{app} set {} through the API", if offline { "offline" } else { "online" }),
+        );
+        let id = c.record(&d);
+        for inst in ids {
+            match self.stop(&inst, StopReason::ScaleDown) {
+                Ok(how) => c.step(id, "stop", "ok", &format!("{inst}: {how}")),
+                Err(e) => c.step(id, "stop", "failed", &format!("{inst}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails the starts that did not become ready within their app's `start_timeout`.
+    pub fn check_start_timeouts(&self, c: &Arc<Controller>, now: u64) {
+        let set = ready_set(c, self.member_ids());
+        let ready = |id: &str| set.contains(id);
+        let late: Vec<(String, String, u64)> = {
+            let groups = self.groups();
+            groups
+                .iter()
+                .filter(|(_, g)| !g.failed && !g.offline)
+                .filter_map(|(n, g)| Some((n, g, g.cfg.start_timeout?.as_millis() as u64)))
+                .flat_map(|(n, g, limit)| {
+                    g.members
+                        .iter()
+                        .filter(move |(_, m)| {
+                            m.stopping.is_none() && !m.adopted && now.saturating_sub(m.started_ms) > limit
+                        })
+                        .map(move |(id, _)| (n.clone(), id.clone(), limit))
+                })
+                .filter(|(_, id, _)| !ready(id))
+                .collect()
+        };
+        for (app, inst, limit) in late {
+            let fresh = {
+                let mut groups = self.groups();
+                let g = groups.get_mut(&app).expect("listed");
+                let fresh = !g.failed;
+                g.failed = true;
+                g.pending.clear();
+                fresh
+            };
+            if !fresh {
+                continue;
+            }
+            let d = decision("start_timeout", &app, Some(&inst), vec![], format!("{inst} not ready within {limit} ms"));
+            let id = c.record(&d);
+            match self.stop(&inst, StopReason::Shutdown) {
+                Ok(how) => c.step(id, "stop", "ok", &how),
+                Err(e) => c.step(id, "stop", "failed", &e),
+            }
+            self.maybe_escalate(c);
+        }
+    }
+
+    /// Escalates (VM restart or failover hook) when the policy says so, at most once per
+    /// `escalation_cooldown` — counted from the last `escalate` decision in the store, so a
+    /// restarted supervisor never repeats one.
+    pub fn maybe_escalate(&self, c: &Arc<Controller>) {
+        let s = self.settings();
+        let Some(policy) = s.escalation else { return };
+        let views = self.app_views(c);
+        let Some(e) = ha::escalate(policy, &views, s.count_offline) else {
+            let failed: Vec<String> = views
+                .iter()
+                .filter(|v| v.state == AppState::Failed)
+                .map(|v| format!("{}={}", v.name, v.priority))
+                .collect();
+            eprintln!(
+                "jvmwatch: no escalation ({policy:?}): failed [{}] do not outrank the available apps",
+                failed.join(", ")
+            );
+            return;
+        };
+        let now = now_ms();
+        if let Ok(Some(last)) = c.store.last_decision_at("escalate") {
+            if now.saturating_sub(last) < s.escalation_cooldown.as_millis() as u64 {
+                eprintln!("jvmwatch: escalation due ({}) but within escalation_cooldown of the last one", e.reason);
+                return;
+            }
+        }
+        let hook = s.failover.clone().or(s.vm_restart.clone());
+        let failed: Vec<&str> = e.failed.iter().map(|(n, _)| n.as_str()).collect();
+        let mut d = decision(
+            "escalate",
+            &failed.join(","),
+            None,
+            hook.into_iter().map(Action::Hook).collect(),
+            e.reason.clone(),
+        );
+        d.figures = e
+            .failed
+            .iter()
+            .map(|(n, p)| (n, p, "failed"))
+            .chain(e.available.iter().map(|(n, p)| (n, p, "available")))
+            .map(|(n, p, side)| Figure {
+                expr: format!("priority({n}) [{side}]"),
+                instance: None,
+                value: f64::from(*p),
+                window_ms: None,
+            })
+            .collect();
+        let id = c.record(&d);
+        if d.actions.is_empty() {
+            c.step(id, "escalate", "skipped", "no vm_restart or failover hook configured");
+            return;
+        }
+        let c2 = Arc::clone(c);
+        let _ = std::thread::Builder::new().name("jvmwatch-action".into()).spawn(move || {
+            super::exec::carry_out(&c2, &d, id);
+        });
     }
 
     /// Adopts children recorded by an earlier supervisor that still run, then starts each
@@ -198,6 +377,9 @@ impl Supervisor {
         let mut groups = self.groups();
         for g in groups.values_mut() {
             let have = g.members.len() as u32;
+            if g.offline {
+                continue;
+            }
             for _ in have..g.cfg.initial.max(g.cfg.min) {
                 g.pending.push(0);
             }
@@ -259,12 +441,20 @@ impl Supervisor {
 
     /// Starts the pending instances whose time has come.
     pub fn start_due(&self, c: &Arc<Controller>, now: u64) {
+        // An app starts only once the apps it depends on are online.
+        let online: Vec<String> =
+            self.app_views(c).into_iter().filter(|v| v.state == AppState::Online).map(|v| v.name).collect();
+        let order = self.start_order();
         let due: Vec<String> = {
             let mut groups = self.groups();
             let mut due = Vec::new();
-            for (n, g) in groups.iter_mut() {
-                if g.failed {
+            for n in &order {
+                let Some(g) = groups.get_mut(n) else { continue };
+                if g.failed || g.offline {
                     g.pending.clear();
+                    continue;
+                }
+                if !g.cfg.depends_on.iter().all(|d| online.contains(d)) {
                     continue;
                 }
                 let before = g.pending.len();
@@ -471,6 +661,7 @@ impl Supervisor {
             }
         };
         if failed_now {
+            self.maybe_escalate_later(c);
             let mut actions = vec![];
             if let Some(h) = &s.on_failed {
                 actions.push(Action::Hook(h.clone()));
@@ -502,16 +693,26 @@ impl Supervisor {
         Some(delay)
     }
 
-    /// Stops every instance (supervisor shutdown), in parallel.
+    /// Escalation is judged after the `group_failed` decision is recorded (the caller holds
+    /// no lock then): on the controller's loop thread at its next wake-up.
+    fn maybe_escalate_later(&self, c: &Arc<Controller>) {
+        c.escalate_pending.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops every instance (supervisor shutdown): dependents first, each app's instances in
+    /// parallel.
     pub fn shutdown(&self) {
-        let ids: Vec<String> = self.groups().values().flat_map(|g| g.members.keys().cloned()).collect();
-        std::thread::scope(|sc| {
-            for id in ids {
-                sc.spawn(move || {
-                    let _ = self.stop(&id, StopReason::Shutdown);
-                });
-            }
-        });
+        for app in self.start_order().iter().rev() {
+            let ids: Vec<String> =
+                self.groups().get(app).map(|g| g.members.keys().cloned().collect()).unwrap_or_default();
+            std::thread::scope(|sc| {
+                for id in ids {
+                    sc.spawn(move || {
+                        let _ = self.stop(&id, StopReason::Shutdown);
+                    });
+                }
+            });
+        }
     }
 }
 

@@ -78,6 +78,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/decisions", get(decisions))
         .route("/api/v1/apps", get(apps))
         .route("/api/v1/apps/{app}/scale", get(app_scale))
+        .route("/api/v1/apps/{app}/{state}", axum::routing::post(set_app_state))
         .route("/api/v1/live", get(app_live))
         .route("/api/v1/ready", get(app_ready))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
@@ -293,15 +294,41 @@ async fn app_ready(State(app): State<Shared>, q: QueryResult) -> Response {
     app_probe(app, q, true).await
 }
 
-/// `GET /api/v1/apps`: the supervised apps, their state and instances.
+/// `GET /api/v1/apps`: the supervised apps: state, priority, dependencies, instances, last
+/// decision (`[]` without a supervisor). Reads the store: off the async thread.
 async fn apps(State(app): State<Shared>) -> Response {
     let c = match controller(&app) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    match &c.supervisor {
-        Some(s) => Json(s.apps_json()).into_response(),
-        None => Json(json!([])).into_response(),
+    let v = tokio::task::spawn_blocking(move || c.supervisor.as_ref().map_or(json!([]), |s| s.apps_json(&c))).await;
+    match v {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "apps unavailable"),
+    }
+}
+
+/// `POST /api/v1/apps/{app}/offline` and `.../online` (bearer token): take an app out of
+/// service on purpose (its instances stop; no restarts) or back.
+async fn set_app_state(State(app): State<Shared>, Path((name, state)): Path<(String, String)>) -> Response {
+    let c = match controller(&app) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let offline = match state.as_str() {
+        "offline" => true,
+        "online" => false,
+        _ => return error(StatusCode::NOT_FOUND, "no such route: expected .../offline or .../online"),
+    };
+    if c.supervisor.is_none() {
+        return error(StatusCode::CONFLICT, "no supervisor here: apps are only taken offline under `supervise`");
+    }
+    let n = name.clone();
+    let r = tokio::task::spawn_blocking(move || c.supervisor.as_ref().map(|s| s.set_offline(&c, &n, offline))).await;
+    match r {
+        Ok(Some(Ok(()))) => Json(json!({ "app": name, "state": state })).into_response(),
+        Ok(Some(Err(e))) => error(StatusCode::NOT_FOUND, e),
+        _ => error(StatusCode::INTERNAL_SERVER_ERROR, "failed"),
     }
 }
 
