@@ -829,3 +829,24 @@ fn dependencies_order_starts_and_stops_and_an_offline_app_is_never_restarted() {
     let order: Vec<String> = exits().into_iter().skip(before).map(|(a, _)| a).collect();
     assert_eq!(order, ["c", "b", "a"], "dependents stop first");
 }
+
+#[test]
+fn a_start_that_never_becomes_ready_fails_after_start_timeout() {
+    let work = tempdir();
+    // Not a JVM: it never writes a ring, so it is never ready.
+    let cfg = work.path().join("slow.toml");
+    std::fs::write(&cfg, "[[app]]\nname = \"stuck\"\nstart_timeout = \"1s\"\ncommand = [\"/bin/sleep\", \"600\"]\n")
+        .unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    let pid = wait("an instance", 30, || sup.instances("stuck").first().and_then(|i| i["pid"].as_u64()));
+    let d =
+        wait("the start_timeout decision", 30, || sup.decisions().into_iter().find(|d| d["rule"] == "start_timeout"));
+    assert!(d["reason"].as_str().unwrap().contains("not ready within 1000 ms"), "{d}");
+    wait("failed with its process stopped", 30, || {
+        (app_state(&sup, "stuck") == "\"failed\"" && sup.instances("stuck").is_empty()).then_some(())
+    });
+    // SAFETY: signal 0 only checks whether the process exists.
+    let gone = wait_for(Duration::from_secs(10), || (unsafe { libc::kill(pid as i32, 0) } != 0).then_some(()));
+    assert!(gone.is_some(), "the stuck process was stopped");
+    sup.stop();
+}
