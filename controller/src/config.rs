@@ -162,6 +162,17 @@ pub struct AppCfg {
     pub depends_on: Vec<String>,
     /// A start that is not ready within this long fails (None: no limit).
     pub start_timeout: Option<Duration>,
+    /// What "ready" means for this app's instances instead of the JVM's readiness probe.
+    pub health: Option<Health>,
+}
+
+/// An app's own health check (`${PORT}` and `${INSTANCE}` are substituted per instance).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// `health_url`: a GET answered with 2xx within 2 s (`http://` only).
+    Url(String),
+    /// `health_command`: exits 0 within 5 s.
+    Command(Vec<String>),
 }
 
 /// Where a rule is evaluated.
@@ -371,6 +382,8 @@ struct RawApp {
     #[serde(default)]
     depends_on: Vec<S<String>>,
     start_timeout: Option<S<String>>,
+    health_url: Option<S<String>>,
+    health_command: Option<S<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -803,6 +816,25 @@ fn check_apps(src: &Src<'_>, raw: Vec<RawApp>) -> Result<Vec<AppCfg>, ConfigErro
             start_timeout: match &a.start_timeout {
                 None => None,
                 Some(_) => Some(src.dur(&a.start_timeout, Duration::ZERO, &sec, "start_timeout")?),
+            },
+            health: match (&a.health_url, &a.health_command) {
+                (Some(u), None) if u.get_ref().starts_with("http://") => Some(Health::Url(u.get_ref().clone())),
+                (Some(u), None) => {
+                    return Err(src.err(u.span().start, sec, Some("health_url"), "expected an http:// URL".into()))
+                }
+                (None, Some(c)) if !c.get_ref().is_empty() => Some(Health::Command(c.get_ref().clone())),
+                (None, Some(c)) => {
+                    return Err(src.err(c.span().start, sec, Some("health_command"), "empty command".into()))
+                }
+                (Some(u), Some(_)) => {
+                    return Err(src.err(
+                        u.span().start,
+                        sec,
+                        Some("health_url"),
+                        "both health_url and health_command, expected one".into(),
+                    ))
+                }
+                (None, None) => None,
             },
         });
         deps.push((a.depends_on, name_at));

@@ -199,6 +199,7 @@ mod tests {
             priority: 0,
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             start_timeout: None,
+            health: None,
         }
     }
 

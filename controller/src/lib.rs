@@ -23,7 +23,9 @@ pub mod window;
 
 mod text;
 
-pub use config::{Action, AppCfg, Config, ConfigError, ControllerCfg, Hook, HookTarget, Rule, Scope, SupervisorCfg};
+pub use config::{
+    Action, AppCfg, Config, ConfigError, ControllerCfg, Health, Hook, HookTarget, Rule, Scope, SupervisorCfg,
+};
 pub use eval::{evaluate, AppStatus, Decision, EvalState, Figure, Instance, World};
 pub use expr::Cond;
 pub use window::History;

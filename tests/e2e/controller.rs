@@ -850,3 +850,34 @@ fn a_start_that_never_becomes_ready_fails_after_start_timeout() {
     assert!(gone.is_some(), "the stuck process was stopped");
     sup.stop();
 }
+
+#[test]
+fn an_apps_own_health_command_decides_when_it_is_online() {
+    let work = tempdir();
+    let java = jdks()[0].java.clone();
+    let flag = work.path().join("healthy");
+    let cfg = work.path().join("health.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[app]]\nname = \"web\"\nhealth_command = [\"/bin/sh\", \"-c\", \"test -f {}-${{INSTANCE}}\"]\n\
+             command = [\"{}\", \"-Xmx48m\", \"-cp\", \"{SCENARIOS}:{API_JAR}\", \"Service\", \"{}\"]\n",
+            flag.display(),
+            java.display(),
+            work.path().join("control").display()
+        ),
+    )
+    .unwrap();
+    let sup = Sup::start(&cfg, work.path());
+    // The JVM itself becomes ready, but the app's check fails: starting.
+    let id = wait("the JVM ready", 60, || {
+        let i = sup.instances("web").first()?.clone();
+        let id = i["id"].as_str()?.to_string();
+        (get(sup.addr, &format!("/api/v1/jvms/{id}/ready")).status == 200).then_some(id)
+    });
+    std::thread::sleep(Duration::from_millis(1500)); // more than one check interval (1 s)
+    assert_eq!(app_state(&sup, "web"), "\"starting\"", "{id}: its health command fails");
+    std::fs::write(format!("{}-1", flag.display()), "").unwrap();
+    wait("online once the check passes", 30, || (app_state(&sup, "web") == "\"online\"").then_some(()));
+    sup.stop();
+}

@@ -87,6 +87,7 @@ pub fn main(serve_cfg: serve::Config, cfg_path: Option<PathBuf>, state_dir: Path
             priority: 0,
             depends_on: Vec::new(),
             start_timeout: None,
+            health: None,
         });
     }
     if matches!(mode, Mode::Supervise) {

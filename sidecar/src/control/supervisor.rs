@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use jvmwatch_controller::ha::{self, AppState, AppView};
-use jvmwatch_controller::{Action, AppCfg, AppStatus, Config, Decision, Figure, SupervisorCfg};
+use jvmwatch_controller::{Action, AppCfg, AppStatus, Config, Decision, Figure, Health, SupervisorCfg};
 
 use super::proc::{describe, Pidfd};
 use super::{now_ms, Controller, Exit};
@@ -44,6 +44,70 @@ pub struct Member {
     pub stopping: Option<StopReason>,
     /// Adopted after a supervisor restart (not our child).
     pub adopted: bool,
+    /// With the app's own health check: its last result (its checker thread ends once this
+    /// member is gone, which `gone` tells it).
+    pub health: Option<HealthFlag>,
+}
+
+/// A member's health, as its checker thread last saw it.
+#[derive(Debug, Clone, Default)]
+pub struct HealthFlag {
+    /// The last check passed.
+    pub ok: Arc<std::sync::atomic::AtomicBool>,
+    /// The member is gone: the checker stops.
+    pub gone: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HealthFlag {
+    /// Starts a checker running `check` every second until the member is gone.
+    fn start(check: Health) -> HealthFlag {
+        use std::sync::atomic::Ordering::Relaxed;
+        let flag = HealthFlag::default();
+        let f = flag.clone();
+        let _ = std::thread::Builder::new().name("jvmwatch-health".into()).spawn(move || {
+            while !f.gone.load(Relaxed) {
+                f.ok.store(healthy(&check), Relaxed);
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        flag
+    }
+}
+
+/// Runs one health check: a 2xx answer within 2 s, or exit 0 within 5 s.
+fn healthy(check: &Health) -> bool {
+    match check {
+        Health::Url(url) => {
+            use std::io::{Read, Write};
+            let Some(rest) = url.strip_prefix("http://") else { return false };
+            let (authority, path) =
+                rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+            let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(authority).ok().and_then(|mut a| a.next()) else {
+                return false;
+            };
+            let t = Duration::from_secs(2);
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, t) else { return false };
+            let _ = s.set_read_timeout(Some(t));
+            let mut head = [0u8; 12];
+            write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").is_ok()
+                && s.read_exact(&mut head).is_ok()
+                && head.starts_with(b"HTTP/1.")
+                && head[9] == b'2'
+        }
+        Health::Command(argv) => {
+            let Some((prog, args)) = argv.split_first() else { return false };
+            let Ok(mut child) =
+                Command::new(prog).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+            else {
+                return false;
+            };
+            let ended = Pidfd::open(child.id()).map(|p| p.wait_exit(Some(Duration::from_secs(5)))).unwrap_or(true);
+            if !ended {
+                let _ = child.kill();
+            }
+            child.wait().is_ok_and(|s| s.success()) && ended
+        }
+    }
 }
 
 /// An app's group of instances.
@@ -95,9 +159,16 @@ fn group_state(g: &Group, ready: &dyn Fn(&str) -> bool) -> AppState {
 /// The ids of `ids` whose JVMs answer their readiness probe. Lock order: the registry lock is
 /// never taken while the groups lock is held (the controller loop holds the registry's and
 /// then asks for the groups'), so callers collect ids first.
-fn ready_set(c: &Controller, ids: Vec<String>) -> std::collections::HashSet<String> {
+fn ready_set(c: &Controller, ids: Vec<(String, Option<HealthFlag>)>) -> std::collections::HashSet<String> {
     let jvms = c.registry.lock();
-    ids.into_iter().filter(|id| jvms.get(id.as_str()).is_some_and(|j| j.is_ready())).collect()
+    ids.into_iter()
+        .filter(|(id, health)| match health {
+            // The app's own check decides.
+            Some(h) => h.ok.load(std::sync::atomic::Ordering::Relaxed),
+            None => jvms.get(id.as_str()).is_some_and(|j| j.is_ready()),
+        })
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// The supervisor.
@@ -224,9 +295,9 @@ impl Supervisor {
             .collect()
     }
 
-    /// Every member's id.
-    fn member_ids(&self) -> Vec<String> {
-        self.groups().values().flat_map(|g| g.members.keys().cloned()).collect()
+    /// Every member's id, with its health flag when its app has its own check.
+    fn member_ids(&self) -> Vec<(String, Option<HealthFlag>)> {
+        self.groups().values().flat_map(|g| g.members.iter().map(|(id, m)| (id.clone(), m.health.clone()))).collect()
     }
 
     /// Apps in start order (dependencies first).
@@ -408,6 +479,7 @@ impl Supervisor {
                             started_ms: now_ms(),
                             stopping: None,
                             adopted: true,
+                            health: None,
                         },
                     );
                     eprintln!("jvmwatch: adopted {} (pid {}) of app {}", row.instance, row.pid, row.app);
@@ -524,6 +596,12 @@ impl Supervisor {
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);
         let mut child = cmd.spawn().map_err(|e| format!("{prog}: {e}"))?;
+        let health = cfg.health.as_ref().map(|h| {
+            HealthFlag::start(match h {
+                Health::Url(u) => Health::Url(subst(u)),
+                Health::Command(argv) => Health::Command(argv.iter().map(|a| subst(a)).collect()),
+            })
+        });
         let pid = child.id();
         let pidfd = Pidfd::open(pid).ok().map(Arc::new);
         let _ = c.store.add_child(&ChildRow {
@@ -535,7 +613,7 @@ impl Supervisor {
         self.groups().get_mut(app).map(|g| {
             g.members.insert(
                 id.clone(),
-                Member { pid, pidfd, ring, slot, started_ms: started, stopping: None, adopted: false },
+                Member { pid, pidfd, ring, slot, started_ms: started, stopping: None, adopted: false, health },
             )
         });
         let tx = c.exit_sender();
@@ -613,6 +691,9 @@ impl Supervisor {
             };
             (app.clone(), g.members.remove(&exit.instance).expect("checked"))
         };
+        if let Some(h) = &member.health {
+            h.gone.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let now = now_ms();
         match member.stopping {
             Some(StopReason::Restart) => self.add_pending(&app, now),
