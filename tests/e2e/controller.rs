@@ -128,6 +128,17 @@ command = ["{java}", "-Xmx64m", "-XX:-CreateCoredumpOnCrash", "-cp", "{SCENARIOS
     p
 }
 
+/// Whether decision `d` has at least `n` recorded steps.
+fn has_steps(d: &Value, n: usize) -> bool {
+    d["steps"].as_array().is_some_and(|s| s.len() >= n)
+}
+
+/// A hook's output file once it holds a whole line (the shell creates the file before `echo`
+/// writes to it).
+fn written_line(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok().filter(|s| s.ends_with('\n'))
+}
+
 fn wait<T>(what: &str, limit_s: u64, f: impl FnMut() -> Option<T>) -> T {
     wait_for(Duration::from_secs(limit_s), f).unwrap_or_else(|| panic!("timed out waiting for {what}"))
 }
@@ -171,8 +182,11 @@ cooldown = "1s"
     wait("one instance online", 60, || (sup.instances("shop").len() == 1).then_some(()));
 
     std::fs::write(work.path().join("control"), "latency 250").unwrap();
-    wait("two scale-ups", 60, || (sup.decisions().iter().filter(|d| d["rule"] == "slow").count() == 2).then_some(()));
-    assert_eq!(sup.instances("shop").len(), 3);
+    // Both scale-ups decided and carried out (a decision is stored before its steps run).
+    wait("two scale-ups carried out", 60, || {
+        let done = sup.decisions().iter().filter(|d| d["rule"] == "slow" && has_steps(d, 1)).count();
+        (done == 2 && sup.instances("shop").len() == 3).then_some(())
+    });
     // The rate limit holds: latency stays high, but no third scale-up within the minute. Wait
     // until the rule has been evaluated with the new instances' data for a while: the
     // third instance has sent requests for two seconds of samples.
@@ -210,7 +224,8 @@ fn a_crash_loop_backs_off_then_fails_the_group_and_runs_the_hook_once() {
     let sup = Sup::start(&cfg, work.path());
     let failed = wait("the group to fail", 120, || {
         let a = sup.apps();
-        (a[0]["state"] == "failed").then_some(a)
+        let exits_done = sup.decisions().iter().filter(|d| d["rule"] == "process_exit" && has_steps(d, 1)).count();
+        (a[0]["state"] == "failed" && exits_done == 4).then_some(a)
     });
     assert_eq!(failed[0]["instances"].as_array().unwrap().len(), 0);
     let ds = sup.decisions();
@@ -223,7 +238,7 @@ fn a_crash_loop_backs_off_then_fails_the_group_and_runs_the_hook_once() {
     let delays: Vec<&str> = exits.iter().map(|e| e["steps"][0]["detail"].as_str().unwrap()).collect();
     assert_eq!(delays[..3], ["in 300 ms (backoff)", "in 600 ms (backoff)", "in 1200 ms (backoff)"]);
     assert_eq!(exits[3]["steps"][0]["outcome"], "skipped");
-    let hook = wait("the on_failed hook", 30, || std::fs::read_to_string(work.path().join("hook.log")).ok());
+    let hook = wait("the on_failed hook", 30, || written_line(&work.path().join("hook.log")));
     assert_eq!(hook, "shop group_failed\n", "exactly once");
     // The verdict is exact: the rings of the dead instances say exited(3).
     let jvms = get(sup.addr, "/api/v1/jvms").json();
@@ -260,7 +275,10 @@ cooldown = "30s"
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
     let replaced =
         wait("a replacement", 90, || sup.instances("shop").into_iter().find(|i| i["id"] != first_id.as_str()));
-    let d = sup.decisions().into_iter().find(|d| d["rule"] == "hung").expect("hung decision");
+    // Its steps are recorded as they finish; the replacement may start before the last one.
+    let d = wait("the hung decision's three steps", 60, || {
+        sup.decisions().into_iter().find(|d| d["rule"] == "hung" && has_steps(d, 3))
+    });
     assert_eq!(d["instance"], first_id.as_str());
     let steps: Vec<(String, String)> = d["steps"]
         .as_array()
@@ -306,7 +324,8 @@ cooldown = "1m"
     );
     std::fs::write(&cfg, text).unwrap();
     let sup = Sup::start(&cfg, work.path());
-    let flagged = wait("a flag", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "outlier"));
+    let flagged =
+        wait("a flag", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "outlier" && has_steps(d, 1)));
     let slow = sup.instances("shop").into_iter().find(|i| i["slot"] == 2).expect("slot 2");
     assert_eq!(flagged["instance"], slow["id"], "{flagged}");
     assert_eq!(flagged["steps"][0]["outcome"], "ok");
@@ -700,7 +719,7 @@ fn failed_apps_escalate_by_sum_but_not_by_highest_once_and_never_again_after_a_r
         figs.contains(&("priority(a) [available]".into(), 5.0)) && figs.contains(&("priority(b) [failed]".into(), 3.0))
     );
     let log = work.path().join("escalations.log");
-    let hooked = wait("the vm_restart hook", 30, || std::fs::read_to_string(&log).ok());
+    let hooked = wait("the vm_restart hook", 30, || written_line(&log));
     assert_eq!(hooked.lines().count(), 1, "{hooked}");
     assert!(hooked.starts_with("b,c sum:"), "{hooked}");
     // kill -9 of the supervisor, then a new one on the same state: b and c fail again, and
@@ -732,7 +751,7 @@ fn a_high_priority_app_failing_alone_escalates_under_highest() {
     let d = wait("the escalation", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "escalate"));
     assert_eq!(d["app"], "c");
     assert!(d["reason"].as_str().unwrap().starts_with("highest: failed [c=6] reach priority 6 >= 5"), "{d}");
-    let hooked = wait("the failover hook", 30, || std::fs::read_to_string(work.path().join("escalations.log")).ok());
+    let hooked = wait("the failover hook", 30, || written_line(&work.path().join("escalations.log")));
     assert!(hooked.starts_with("c highest:"), "{hooked}");
     sup.stop();
 }
