@@ -268,24 +268,7 @@ pub fn redact_args(args: &str) -> String {
 
 /// Reads `path` and builds the report with the last `n_events` events.
 pub fn inspect(path: &Path, n_events: usize) -> Result<Report, ReadError> {
-    let ring = Ring::open(path)?;
-    // Liveness first: a writer that dies while we read is reported as it was at the start,
-    // and its unpublished slots then count as torn in the next read, not now.
-    let alive = ring.writer_alive();
-    let live = ring.live()?;
-    let snapshot = ring.snapshot()?;
-    let scan = ring.scan(0, alive)?;
-    let (instruments, strings) = ring.metrics()?;
-    let parts = Parts {
-        alive,
-        live: &live,
-        snapshot: snapshot.as_ref(),
-        records: &scan.records,
-        lost: scan.lost(),
-        instruments: &instruments,
-        strings: &strings,
-    };
-    Ok(build(&ring, &parts, n_events, Seen::default()))
+    read_report(path, n_events, None, Seen::default())
 }
 
 /// Events the service's detail view reads at most besides the `n_events` it shows: enough for
@@ -297,11 +280,18 @@ pub const RECENT: usize = 4096;
 /// `GET /api/v1/jvms/{id}`: its cost does not grow with the ring). `lost_events` then counts
 /// what was lost among those.
 pub fn inspect_recent(path: &Path, n_events: usize, seen: Seen) -> Result<Report, ReadError> {
+    read_report(path, n_events, Some(n_events.max(RECENT)), seen)
+}
+
+/// Reads the ring and builds its report from the newest `tail` events (all when None).
+fn read_report(path: &Path, n_events: usize, tail: Option<usize>, seen: Seen) -> Result<Report, ReadError> {
     let ring = Ring::open(path)?;
+    // Liveness first: a writer that dies while we read is reported as it was at the start,
+    // and its unpublished slots then count as torn in the next read, not now.
     let alive = ring.writer_alive();
     let live = ring.live()?;
     let snapshot = ring.snapshot()?;
-    let from = live.cursor.saturating_sub(n_events.max(RECENT) as u64);
+    let from = tail.map_or(0, |t| live.cursor.saturating_sub(t as u64));
     let scan = ring.scan(from, alive)?;
     let (instruments, strings) = ring.metrics()?;
     let parts = Parts {
