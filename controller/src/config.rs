@@ -166,6 +166,28 @@ pub struct AppCfg {
     pub health: Option<Health>,
 }
 
+impl AppCfg {
+    /// An app of one instance (min = max = initial = 1) running `command`, with every other
+    /// setting at its default.
+    pub fn new(name: &str, command: Vec<String>) -> AppCfg {
+        AppCfg {
+            name: name.into(),
+            command,
+            min: 1,
+            max: 1,
+            initial: 1,
+            env: BTreeMap::new(),
+            cwd: None,
+            port_base: None,
+            agent_options: None,
+            priority: 0,
+            depends_on: Vec::new(),
+            start_timeout: None,
+            health: None,
+        }
+    }
+}
+
 /// An app's own health check (`${PORT}` and `${INSTANCE}` are substituted per instance).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -186,21 +186,7 @@ mod tests {
     }
 
     fn app(name: &str, deps: &[&str]) -> AppCfg {
-        AppCfg {
-            name: name.into(),
-            command: vec!["java".into()],
-            min: 1,
-            max: 1,
-            initial: 1,
-            env: Default::default(),
-            cwd: None,
-            port_base: None,
-            agent_options: None,
-            priority: 0,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            start_timeout: None,
-            health: None,
-        }
+        AppCfg { depends_on: deps.iter().map(|d| d.to_string()).collect(), ..AppCfg::new(name, vec!["java".into()]) }
     }
 
     #[test]

@@ -128,6 +128,13 @@ command = ["{java}", "-Xmx64m", "-XX:-CreateCoredumpOnCrash", "-cp", "{SCENARIOS
     p
 }
 
+/// Appends `rules` to the config file `cfg`.
+fn append(cfg: &Path, rules: &str) {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    text.push_str(rules);
+    std::fs::write(cfg, text).unwrap();
+}
+
 /// Whether decision `d` has at least `n` recorded steps.
 fn has_steps(d: &Value, n: usize) -> bool {
     d["steps"].as_array().is_some_and(|s| s.len() >= n)
@@ -175,9 +182,7 @@ for = "1s"
 then = ["scale_down"]
 cooldown = "1s"
 "#;
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(rules);
-    std::fs::write(&cfg, text).unwrap();
+    append(&cfg, rules);
     let sup = Sup::start(&cfg, work.path());
     wait("one instance online", 60, || (sup.instances("shop").len() == 1).then_some(()));
 
@@ -252,8 +257,8 @@ fn a_crash_loop_backs_off_then_fails_the_group_and_runs_the_hook_once() {
 fn a_hung_jvm_gets_a_thread_dump_then_a_restart_and_its_ring_says_why() {
     let work = tempdir();
     let cfg = config(work.path(), "min = 1\nmax = 1", "");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(
+    append(
+        &cfg,
         r#"
 [[rule]]
 name = "hung"
@@ -262,7 +267,6 @@ then = ["restart"]
 cooldown = "30s"
 "#,
     );
-    std::fs::write(&cfg, text).unwrap();
     let sup = Sup::start(&cfg, work.path());
     let first = wait("an instance", 60, || sup.instances("shop").first().cloned());
     let pid = first["pid"].as_u64().unwrap();
@@ -312,8 +316,8 @@ fn the_anomaly_rule_flags_the_one_slow_instance_of_three() {
     std::fs::write(work.path().join("override-2"), "latency 40").unwrap();
     std::fs::write(work.path().join("override-3"), "latency 3").unwrap();
     let cfg = config(work.path(), "min = 3\nmax = 3", "");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(
+    append(
+        &cfg,
         r#"
 [[rule]]
 name = "outlier"
@@ -322,7 +326,6 @@ then = ["flag"]
 cooldown = "1m"
 "#,
     );
-    std::fs::write(&cfg, text).unwrap();
     let sup = Sup::start(&cfg, work.path());
     let flagged =
         wait("a flag", 90, || sup.decisions().into_iter().find(|d| d["rule"] == "outlier" && has_steps(d, 1)));
@@ -765,9 +768,6 @@ fn dependencies_order_starts_and_stops_and_an_offline_app_is_never_restarted() {
     let token = work.path().join("token");
     std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
     // Supervise with a token so the offline endpoint can be used.
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push('\n');
-    std::fs::write(&cfg, text).unwrap();
     let sup = {
         use std::io::BufRead;
         let mut child = Command::new(jvmwatch())

@@ -28,23 +28,14 @@ pub enum Mode {
 
 /// `jvmwatch app offline|online NAME`: one authenticated POST to a running supervisor.
 pub fn set_app_state(addr: &str, token_file: &Path, app: &str, state: &str) -> Result<String> {
-    use std::io::{Read, Write};
     let token = std::fs::read_to_string(token_file).with_context(|| format!("cannot read {}", token_file.display()))?;
     let sock: std::net::SocketAddr =
         addr.parse().with_context(|| format!("--addr {addr:?}: expected an address like 127.0.0.1:7457"))?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(5))
-        .with_context(|| format!("cannot reach jvmwatch at {sock}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(120)))?;
-    write!(
-        s,
-        "POST /api/v1/apps/{app}/{state} HTTP/1.1\r\nHost: {sock}\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        token.trim()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.split(' ').nth(1).unwrap_or("?");
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim();
-    anyhow::ensure!(status == "200", "HTTP {status}: {body}");
+    let auth = format!("Bearer {}", token.trim());
+    let url = format!("http://{sock}/api/v1/apps/{app}/{state}");
+    let r = super::http::request("POST", &url, &[("Authorization", &auth)], b"", Duration::from_secs(120))
+        .map_err(|e| anyhow::anyhow!("cannot reach jvmwatch: {e}"))?;
+    anyhow::ensure!(r.ok(), "HTTP {}: {}", r.status, r.body);
     Ok(format!("{app} is {state}"))
 }
 
@@ -74,21 +65,7 @@ pub fn main(serve_cfg: serve::Config, cfg_path: Option<PathBuf>, state_dir: Path
     };
     if let Mode::Run { app, command } = &mode {
         anyhow::ensure!(cfg.apps.is_empty(), "`run` takes rules only; put [[app]] sections in a `supervise` config");
-        cfg.apps.push(AppCfg {
-            name: app.clone(),
-            command: command.clone(),
-            min: 1,
-            max: 1,
-            initial: 1,
-            env: Default::default(),
-            cwd: None,
-            port_base: None,
-            agent_options: None,
-            priority: 0,
-            depends_on: Vec::new(),
-            start_timeout: None,
-            health: None,
-        });
+        cfg.apps.push(AppCfg::new(app, command.clone()));
     }
     if matches!(mode, Mode::Supervise) {
         anyhow::ensure!(

@@ -6,7 +6,7 @@
 //!    heap dump (`jcmd PID GC.heap_dump`), waited for within `diagnose_timeout`;
 //! 3. **act**: another `controller_action` event, then SIGTERM, the grace period, SIGKILL.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -93,9 +93,8 @@ fn heap_dump(c: &Controller, d: &Decision, id: Option<i64>) {
     };
     let dir = c.supervisor.as_ref().map(|s| s.log_dir.clone()).unwrap_or_else(std::env::temp_dir);
     let file = dir.join(format!("{}-{}.hprof", d.instance.as_deref().unwrap_or("jvm"), d.at_ms));
-    let jcmd = crate::demo::java_command().with_file_name("jcmd");
-    let jcmd = if jcmd.is_absolute() { jcmd } else { "jcmd".into() };
-    let mut cmd = Command::new(jcmd);
+    // Beside the `java` the JVMs run with: `$JAVA_HOME/bin/jcmd`, else `jcmd` from PATH.
+    let mut cmd = Command::new(crate::demo::java_command().with_file_name("jcmd"));
     cmd.arg(pid.to_string()).arg("GC.heap_dump").arg(&file);
     let limit = c.config().supervisor.diagnose_timeout;
     match run_bounded(cmd, limit) {
@@ -262,21 +261,6 @@ pub fn run_hook(c: &Controller, d: &Decision, id: Option<i64>, name: &str) {
 
 /// POSTs the decision as JSON to an `http://` URL; true on a 2xx answer.
 fn post_json(url: &str, d: &Decision, timeout: Duration) -> Result<bool, String> {
-    let rest = url.strip_prefix("http://").ok_or("only http:// webhooks are supported")?;
-    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-    let addr =
-        std::net::ToSocketAddrs::to_socket_addrs(authority).map_err(|e| e.to_string())?.next().ok_or("no address")?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let body = serde_json::to_string(d).unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).map_err(|e| e.to_string())?;
-    Ok(head.starts_with(b"HTTP/1.") && head[9] == b'2')
+    let body = serde_json::to_vec(d).unwrap_or_default();
+    super::http::request("POST", url, &[("Content-Type", "application/json")], &body, timeout).map(|r| r.ok())
 }

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod exec;
 pub mod feed;
+pub mod http;
 pub mod proc;
 pub mod supervisor;
 
@@ -301,6 +302,7 @@ impl Controller {
         let mut state = EvalState::default();
         let mut cursors = HashMap::new();
         let mut last_sample = 0u64;
+        let mut wanted = (self.config(), self.config().series());
         while !self.stop.load(Ordering::Relaxed) {
             // Wake for the next tick, or sooner for a start that is due (a restart after a
             // short backoff should not wait for the tick).
@@ -335,7 +337,11 @@ impl Controller {
             if sample_now {
                 last_sample = now;
             }
-            let wanted = cfg.series();
+            // The series the rules read change only with the config (SIGHUP).
+            if !Arc::ptr_eq(&wanted.0, &cfg) {
+                wanted = (cfg.clone(), cfg.series());
+            }
+            let wanted_series = &wanted.1;
             {
                 let jvms = self.registry.lock();
                 let app_of = |j: &crate::serve::registry::Jvm| {
@@ -345,7 +351,7 @@ impl Controller {
                         .or_else(|| (!j.live.app_name.is_empty()).then(|| j.live.app_name.clone()))
                         .unwrap_or_else(|| "default".into())
                 };
-                let tick = feed::Tick { wanted: &wanted, history: &cfg.controller, sample_now, t_ms: now };
+                let tick = feed::Tick { wanted: wanted_series, history: &cfg.controller, sample_now, t_ms: now };
                 feed::update(&mut world, &mut cursors, &jvms, &app_of, &tick);
             }
             world.apps = match &self.supervisor {

@@ -77,23 +77,7 @@ impl HealthFlag {
 /// Runs one health check: a 2xx answer within 2 s, or exit 0 within 5 s.
 fn healthy(check: &Health) -> bool {
     match check {
-        Health::Url(url) => {
-            use std::io::{Read, Write};
-            let Some(rest) = url.strip_prefix("http://") else { return false };
-            let (authority, path) =
-                rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
-            let Some(addr) = std::net::ToSocketAddrs::to_socket_addrs(authority).ok().and_then(|mut a| a.next()) else {
-                return false;
-            };
-            let t = Duration::from_secs(2);
-            let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, t) else { return false };
-            let _ = s.set_read_timeout(Some(t));
-            let mut head = [0u8; 12];
-            write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").is_ok()
-                && s.read_exact(&mut head).is_ok()
-                && head.starts_with(b"HTTP/1.")
-                && head[9] == b'2'
-        }
+        Health::Url(url) => super::http::request("GET", url, &[], b"", Duration::from_secs(2)).is_ok_and(|r| r.ok()),
         Health::Command(argv) => {
             let Some((prog, args)) = argv.split_first() else { return false };
             let Ok(mut child) =
