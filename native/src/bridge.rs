@@ -267,6 +267,9 @@ extern "system" fn gc_cycle(
     after: sys::jlong,
 ) {
     with_agent((), |a| {
+        if after >= 0 {
+            a.heap_after_gc.store(after as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         a.writer.emit(&Event::GcCycle {
             gc_number: gc_number as u32,
             duration_us: duration_us.clamp(0, u32::MAX as i64) as u32,

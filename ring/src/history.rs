@@ -16,9 +16,10 @@
 //!         144 cells [8] × 24 B: a u64, b u64, c u32, d u32
 //! ```
 //!
-//! Cell `i` belongs to application instrument `i` of the metrics region (the first
-//! [`HISTORY_CELLS`] registered; later ones are not kept in the history — readers list them as
-//! dropped). Counter: `a` = value. Gauge: `a` = value (i64 bits). Timer: `a` = records and
+//! Cell `k` belongs to the `k`-th application instrument of the metrics region, counting in
+//! registration order and skipping the agent's own (`jvm.` names): [`cell_instruments`].
+//! Instruments are append-only, so the mapping never changes. Instruments past the first
+//! [`HISTORY_CELLS`] are not kept in the history; readers list them as dropped. Counter: `a` = value. Gauge: `a` = value (i64 bits). Timer: `a` = records and
 //! `b` = sum of ns since the previous record, `c` = p99 and `d` = max of those records in µs
 //! (from the bucket deltas: the upper bound of the bucket, capped by the timer's max).
 //! [`crate::snapshot::UNKNOWN`] marks a figure the JVM did not report.
@@ -27,6 +28,14 @@
 //! sequence number the slot should hold, and the check must match.
 
 use crate::layout::{HISTORY_CELLS, HISTORY_RECORD_SIZE};
+use crate::metrics::Instrument;
+
+/// The instruments the history keeps, cell by cell, and those it drops.
+pub fn cell_instruments(all: &[Instrument]) -> (Vec<&Instrument>, Vec<&Instrument>) {
+    let mut app: Vec<&Instrument> = all.iter().filter(|i| !i.name.starts_with("jvm.")).collect();
+    let dropped = app.split_off(app.len().min(HISTORY_CELLS));
+    (app, dropped)
+}
 use crate::snapshot::UNKNOWN;
 
 /// One application instrument's figures in one record (see the module docs).

@@ -639,6 +639,11 @@ impl Writer {
         Some((n, dur))
     }
 
+    /// Stop-the-world pause time so far, ns (Relaxed: a statistic).
+    pub fn gc_pause_total_ns(&self) -> u64 {
+        self.u64_at(hdr::GC_PAUSE_TOTAL_NS).load(Ordering::Relaxed)
+    }
+
     /// Adds one self-measured callback duration to the debug counters. GC-callback safe.
     pub fn record_callback_cost(&self, ns: u64) {
         self.u64_at(hdr::GC_CB_COUNT).fetch_add(1, Ordering::Relaxed);
@@ -733,6 +738,26 @@ impl Writer {
     /// Bytes a stacks capture body may take (0: no stacks region).
     pub fn stacks_budget(&self) -> usize {
         (self.regions.stacks.1 / 2).saturating_sub(stk::BODY)
+    }
+
+    /// Instruments registered so far (Acquire: their entries are complete).
+    pub fn instrument_count(&self) -> usize {
+        (self.u32_at(METRICS_OFFSET + metrics::COUNT).load(Ordering::Acquire) as usize).min(metrics::MAX_INSTRUMENTS)
+    }
+
+    /// True when instrument `index` is one of the agent's own (`jvm.` names), which the
+    /// history does not keep (see [`crate::history`]).
+    pub fn instrument_is_agents(&self, index: usize) -> bool {
+        if index >= self.instrument_count() {
+            return false;
+        }
+        let base = self.instrument(index);
+        // Acquire on the kind: the name, written before it, is complete.
+        if self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let n = self.u32_at(base + metrics::ins::NAME_LEN).load(Ordering::Relaxed) as usize;
+        n >= 4 && self.read_bytes(base + metrics::ins::NAME, 4) == b"jvm."
     }
 
     /// Reads application instrument `index` from the mapping: kind, value (counter sum over

@@ -26,6 +26,9 @@ enum Cmd {
         /// How many of the latest events to show.
         #[arg(long, default_value_t = 50, value_name = "N")]
         events: usize,
+        /// Print the history region's series instead (a text table, or JSON arrays with --json).
+        #[arg(long)]
+        history: bool,
     },
     /// Follow every ring in a directory; serve JSON, SSE, Prometheus metrics and the console.
     Serve {
@@ -135,7 +138,21 @@ fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Inspect { file, json, events } => match report::inspect(&file, events) {
+        Cmd::Inspect { file, json, events: _, history: true } => match jvmwatch_sidecar::history::read(&file) {
+            Ok((h, ins)) => {
+                if json {
+                    println!("{}", jvmwatch_sidecar::history::to_json(&h, &ins));
+                } else {
+                    print!("{}", jvmwatch_sidecar::history::to_text(&h, usize::MAX));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jvmwatch: {}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Inspect { file, json, events, history: false } => match report::inspect(&file, events) {
             Ok(r) => {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).expect("report serialises"));
