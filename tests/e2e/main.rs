@@ -9,6 +9,7 @@ mod console;
 mod controller;
 mod deaths;
 mod deploy;
+mod history;
 mod hostile_files;
 mod lifecycle;
 mod serve;
