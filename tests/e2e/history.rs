@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use jvmwatch_tests::http::*;
 use jvmwatch_tests::*;
 use serde_json::Value;
 
@@ -157,4 +158,41 @@ fn hostile_history_options_are_refused_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the JVM runs without the agent");
     assert!(err.contains("history=7h: at most 6h"), "{err}");
+}
+
+#[test]
+fn the_api_serves_the_history_and_takes_a_stacks_capture_on_request() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let token_file = dir.path().join("token");
+    let token = "0123456789abcdef0123456789abcdef";
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let rings = dir.path().join("rings");
+    std::fs::create_dir(&rings).unwrap();
+    let svc = Service::start(&rings, &["--token-file", token_file.to_str().unwrap()]);
+    let mut jvm = spawn(java_cmd(jdk, &format!("dir={},stacks=1h", rings.display()), &[], "Sleeper", &[], dir.path()));
+    let id = wait_for_jvm(&svc, jvm.id(), "running")["id"].as_str().unwrap().to_string();
+    let h = wait_for(Duration::from_secs(30), || {
+        let h = get(svc.addr, &format!("/api/v1/jvms/{id}/history")).json();
+        (h["time_ms"].as_array()?.len() >= 5).then_some(h)
+    })
+    .expect("history over HTTP");
+    assert_eq!(h["heap_used"].as_array().unwrap().len(), h["time_ms"].as_array().unwrap().len());
+
+    // stacks=1h: the only capture so far is the periodic one at start.
+    let path = format!("/api/v1/jvms/{id}/stacks");
+    assert_eq!(request(svc.addr, "POST", &path, &[]).status, 401, "a capture request needs the token");
+    let auth = format!("Bearer {token}");
+    let r = request(svc.addr, "POST", &path, &[("Authorization", &auth)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = r.json();
+    assert_eq!(c["reason"], "dump_request");
+    assert!(c["threads"].as_array().unwrap().iter().any(|t| t["name"] == "main"), "{c}");
+    assert_eq!(get(svc.addr, &path).json()["captured_at"], c["captured_at"]);
+
+    jvm.kill().unwrap();
+    jvm.wait().unwrap();
+    wait_for_jvm(&svc, jvm.id(), "killed");
+    assert_eq!(request(svc.addr, "POST", &path, &[("Authorization", &auth)]).status, 409);
+    assert_eq!(get(svc.addr, &path).status, 200, "the last capture outlives the JVM");
 }
