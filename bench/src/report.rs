@@ -83,7 +83,7 @@ pub fn markdown(r: &Value) -> String {
 
 fn history(s: &mut String, v: &Value) {
     let _ = writeln!(s, "\n### 8. Flight history\n");
-    let p = |x: &Value, d: i32| format!("{} / {} / {}", f(&x["p50"], d), f(&x["p99"], d), f(&x["max"], d));
+    let p = |x: &Value, d: usize| format!("{} / {} / {}", f(&x["p50"], d), f(&x["p99"], d), f(&x["max"], d));
     let _ = writeln!(
         s,
         "Per sample, in the agent (batches of calls interleaved; p50 / p99 / max of the batch medians, ns): the \
