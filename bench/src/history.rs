@@ -67,7 +67,13 @@ pub struct HistoryBench {
 }
 
 fn identity(g: Geometry) -> Identity {
-    Identity { pid: std::process::id(), start_ns: now_ns(), interval_ns: 100_000_000, geometry: g, ..Identity::default() }
+    Identity {
+        pid: std::process::id(),
+        start_ns: now_ns(),
+        interval_ns: 100_000_000,
+        geometry: g,
+        ..Identity::default()
+    }
 }
 
 const DEFAULT: Geometry =
@@ -248,10 +254,14 @@ pub fn run(tools: &Tools, scratch: &Scratch, smoke: bool) -> Result<HistoryBench
     drop(fw);
     let runs = if smoke { 2 } else { 10 };
     let inspect_history_ms = run_ms(
-        Command::new(&tools.jvmwatch).args(["inspect", "--history", "--json"]).arg(&full).stdout(std::process::Stdio::null()),
+        Command::new(&tools.jvmwatch)
+            .args(["inspect", "--history", "--json"])
+            .arg(&full)
+            .stdout(std::process::Stdio::null()),
         runs,
     )?;
-    let inspect_ms = run_ms(Command::new(&tools.jvmwatch).arg("inspect").arg(&full).stdout(std::process::Stdio::null()), runs)?;
+    let inspect_ms =
+        run_ms(Command::new(&tools.jvmwatch).arg("inspect").arg(&full).stdout(std::process::Stdio::null()), runs)?;
 
     let sizes: &[usize] = if smoke { &[40, 400] } else { &[40, 400, 4000] };
     let mut stacks = Vec::new();

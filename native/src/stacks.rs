@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 use std::ptr;
 
-use jvmwatch_ring::stacks::{Builder, Reason, MAX_FRAMES};
 use jvmwatch_ring::now_ns;
+use jvmwatch_ring::stacks::{Builder, Reason, MAX_FRAMES};
 
 use crate::agent::Agent;
 use crate::bindings as sys;
@@ -29,7 +29,12 @@ pub struct Names {
 ///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv (the sampler thread's).
-pub unsafe fn capture(a: &Agent, jni: *mut sys::JNIEnv, names: &mut Names, reason: Reason) -> Result<(u32, u32), String> {
+pub unsafe fn capture(
+    a: &Agent,
+    jni: *mut sys::JNIEnv,
+    names: &mut Names,
+    reason: Reason,
+) -> Result<(u32, u32), String> {
     let t0 = now_ns();
     let j = a.jvmti;
     let mut info: *mut sys::jvmtiStackInfo = ptr::null_mut();
@@ -80,10 +85,7 @@ pub unsafe fn capture(a: &Agent, jni: *mut sys::JNIEnv, names: &mut Names, reaso
     Ok((kept, total))
 }
 
-fn jvmti_call(
-    j: Jvmti,
-    f: impl FnOnce(*mut sys::jvmtiEnv) -> Option<sys::jvmtiError>,
-) -> Result<(), String> {
+fn jvmti_call(j: Jvmti, f: impl FnOnce(*mut sys::jvmtiEnv) -> Option<sys::jvmtiError>) -> Result<(), String> {
     match f(j.0) {
         Some(sys::JVMTI_ERROR_NONE) => Ok(()),
         Some(e) => Err(format!("JVMTI error {e}")),
@@ -172,7 +174,13 @@ impl Names {
     /// # Safety
     /// `jni` must be the current thread's JNIEnv inside a local frame; `method` a method id
     /// JVMTI handed out.
-    unsafe fn frame(&mut self, j: Jvmti, jni: *mut sys::JNIEnv, method: sys::jmethodID, at: sys::jlocation) -> (String, i32) {
+    unsafe fn frame(
+        &mut self,
+        j: Jvmti,
+        jni: *mut sys::JNIEnv,
+        method: sys::jmethodID,
+        at: sys::jlocation,
+    ) -> (String, i32) {
         let (name, lines) = self.methods.entry(method as usize).or_insert_with(|| {
             let mut cls: sys::jclass = ptr::null_mut();
             let class = jvmti_call(j, |env| {

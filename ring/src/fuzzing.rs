@@ -20,7 +20,8 @@ fn template() -> &'static [u8] {
     T.get_or_init(|| {
         let dir = tempdir_path("template");
         let _ = std::fs::remove_dir_all(&dir);
-        let geometry = crate::Geometry { fine_slots: 16, coarse_slots: 4, coarse_step_ns: 1_000_000_000, stacks_size: 16384 };
+        let geometry =
+            crate::Geometry { fine_slots: 16, coarse_slots: 4, coarse_step_ns: 1_000_000_000, stacks_size: 16384 };
         let id = Identity { pid: 7, start_ns: 1, interval_ns: 100_000_000, geometry, ..Identity::default() };
         let w = Writer::create_in(&dir, 1024, &id).expect("create a template ring");
         w.set_state(State::Running);

@@ -235,7 +235,7 @@ fn parse_geometry(h: &[u8], capacity: u64) -> Result<Geometry, ReadError> {
     if g.fine_slots as u64 > MAX_HISTORY_SLOTS || g.coarse_slots as u64 > MAX_HISTORY_SLOTS {
         return bad(format!("history of {} + {} slots is implausible", g.fine_slots, g.coarse_slots));
     }
-    if g.fine_slots == 0 && g.coarse_slots != 0 || g.coarse_slots != 0 && g.coarse_step_ns == 0 {
+    if g.coarse_slots != 0 && (g.fine_slots == 0 || g.coarse_step_ns == 0) {
         return bad("history tiers do not add up".into());
     }
     if g.stacks_size > MAX_STACKS_SIZE || !g.stacks_size.is_multiple_of(8192) {
@@ -279,16 +279,12 @@ impl Ring {
         self.read_at(&mut next, hdr::HISTORY_FINE_NEXT as u64)?;
         // The next words are loaded before any record (the writer stores them last).
         fence(Ordering::Acquire);
-        let mut out = History {
-            fine_step_ns: self.header.interval_ns,
-            coarse_step_ns: g.coarse_step_ns,
-            ..History::default()
-        };
-        let tiers = [(start, g.fine_slots as u64, u64_at(&next, 0)), (
-            start + g.fine_slots as u64 * HISTORY_RECORD_SIZE as u64,
-            g.coarse_slots as u64,
-            u64_at(&next, 8),
-        )];
+        let mut out =
+            History { fine_step_ns: self.header.interval_ns, coarse_step_ns: g.coarse_step_ns, ..History::default() };
+        let tiers = [
+            (start, g.fine_slots as u64, u64_at(&next, 0)),
+            (start + g.fine_slots as u64 * HISTORY_RECORD_SIZE as u64, g.coarse_slots as u64, u64_at(&next, 8)),
+        ];
         for (i, (at, slots, next)) in tiers.into_iter().enumerate() {
             if slots == 0 {
                 continue;
@@ -339,9 +335,7 @@ impl Ring {
                 })
                 .max_by_key(|(stamp, _)| *stamp);
             if let Some((_, body)) = best {
-                return crate::stacks::Capture::decode(body)
-                    .map(Some)
-                    .map_err(|e| ReadError::Corrupt(e.to_string()));
+                return crate::stacks::Capture::decode(body).map(Some).map_err(|e| ReadError::Corrupt(e.to_string()));
             }
         }
         Ok(None)

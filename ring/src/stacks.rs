@@ -168,7 +168,8 @@ impl Builder {
         frames: impl IntoIterator<Item = (&'a str, i32)>,
     ) -> bool {
         self.total += 1;
-        let (strings_before, bytes_before, threads_before) = (self.strings.len(), self.string_bytes, self.threads.len());
+        let (strings_before, bytes_before, threads_before) =
+            (self.strings.len(), self.string_bytes, self.threads.len());
         let name = self.intern(name);
         let lock = lock.map_or(NONE, |l| self.intern(l));
         let owner = owner.map_or(NONE, |o| self.intern(o));

@@ -18,9 +18,9 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::event::{check, Event};
+use crate::history::{Sample as HistorySample, Tier};
 use crate::layout::*;
 use crate::metrics;
-use crate::history::{Sample as HistorySample, Tier};
 use crate::snapshot::Snapshot;
 
 /// Who is writing: stored in the header once, at creation, and covered by the header CRC.
@@ -764,7 +764,11 @@ impl Writer {
     /// stripes, gauge bits, or timer count), timer sum and max, and the timer's buckets into
     /// `buckets` (left untouched for counters and gauges). `None` for a free slot.
     /// For the sampler thread; the words are read with Relaxed atomic loads (statistics).
-    pub fn read_instrument(&self, index: usize, buckets: &mut [u64; metrics::BUCKET_COUNT]) -> Option<(metrics::Kind, u64, u64, u64)> {
+    pub fn read_instrument(
+        &self,
+        index: usize,
+        buckets: &mut [u64; metrics::BUCKET_COUNT],
+    ) -> Option<(metrics::Kind, u64, u64, u64)> {
         if index >= metrics::MAX_INSTRUMENTS
             || index >= self.u32_at(METRICS_OFFSET + metrics::COUNT).load(Ordering::Acquire) as usize
         {

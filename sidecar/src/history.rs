@@ -102,7 +102,11 @@ pub fn to_text(h: &History, rows: usize) -> String {
         h.coarse_step_ns / 1_000_000_000,
         h.torn
     );
-    let _ = writeln!(o, "{:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}", "time", "heap MiB", "after GC", "max MiB", "GCs", "threads", "classes");
+    let _ = writeln!(
+        o,
+        "{:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "time", "heap MiB", "after GC", "max MiB", "GCs", "threads", "classes"
+    );
     let mib = |v: u64| if v == UNKNOWN { "-".to_string() } else { format!("{:.1}", v as f64 / 1048576.0) };
     for x in &s[s.len().saturating_sub(rows)..] {
         let _ = writeln!(
@@ -273,7 +277,7 @@ pub fn span(ns: u64) -> String {
     let s = ns / 1_000_000_000;
     match s {
         0..=59 => format!("{s} s"),
-        60..=3599 if s % 60 == 0 => format!("{} min", s / 60),
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..=3599 => format!("{} min {} s", s / 60, s % 60),
         _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
@@ -317,11 +321,14 @@ pub fn timeline(s: &[Sample], timers: &[(usize, String)]) -> Vec<String> {
     let share = |from: u64, to: u64| -> Option<f64> {
         let a = s.iter().find(|x| x.time_ns >= from)?;
         let b = s.iter().rev().find(|x| x.time_ns <= to)?;
-        (b.time_ns > a.time_ns).then(|| (b.gc_pause_ns - a.gc_pause_ns.min(b.gc_pause_ns)) as f64 / (b.time_ns - a.time_ns) as f64)
+        (b.time_ns > a.time_ns)
+            .then(|| (b.gc_pause_ns - a.gc_pause_ns.min(b.gc_pause_ns)) as f64 / (b.time_ns - a.time_ns) as f64)
     };
     let end = last.time_ns;
     let w = TIMELINE_GC_WINDOW_NS;
-    if let (Some(now), Some(before)) = (share(end.saturating_sub(w), end), share(end.saturating_sub(2 * w), end.saturating_sub(w))) {
+    if let (Some(now), Some(before)) =
+        (share(end.saturating_sub(w), end), share(end.saturating_sub(2 * w), end.saturating_sub(w)))
+    {
         if now >= TIMELINE_GC_SHARE && now >= 2.0 * before {
             out.push(format!("GC share {} → {} in the last {}", pct(before), pct(now), span(w)));
         }
@@ -338,7 +345,11 @@ pub fn timeline(s: &[Sample], timers: &[(usize, String)]) -> Vec<String> {
         let p99 = |x: &Sample| (x.cells[*cell].a > 0).then(|| x.cells[*cell].c as f64 / 1e3);
         let recent_from = end.saturating_sub(30_000_000_000);
         let mut before: Vec<f64> = s.iter().filter(|x| x.time_ns < recent_from).filter_map(p99).collect();
-        let worst = s.iter().filter(|x| x.time_ns >= recent_from).filter_map(|x| p99(x).map(|v| (x.time_ns, v))).max_by(|a, b| a.1.total_cmp(&b.1));
+        let worst = s
+            .iter()
+            .filter(|x| x.time_ns >= recent_from)
+            .filter_map(|x| p99(x).map(|v| (x.time_ns, v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
         if before.is_empty() {
             continue;
         }
@@ -368,7 +379,8 @@ mod tests {
         let max = 1000.0;
         // (name, points, fires)
         let noise = |i: u64| ((i * 7919) % 13) as f64 * 10.0;
-        let cases: Vec<(&str, Vec<(u64, f64)>, bool)> = vec![
+        type Case = (&'static str, Vec<(u64, f64)>, bool);
+        let cases: Vec<Case> = vec![
             ("steady climb", pts(|i| 200.0 + 5.0 * i as f64, 60, 2), true),
             ("noisy climb", pts(|i| 200.0 + 5.0 * i as f64 + noise(i), 60, 2), true),
             ("flat", pts(|_| 400.0, 60, 2), false),
@@ -416,7 +428,8 @@ mod tests {
         // GC share jumping from 0 to 50 % in the last 40 s.
         let gc: Vec<Sample> = (0..120).map(|i| sample(i, 400, 20, if i > 80 { (i - 80) * S / 2 } else { 0 })).collect();
         assert_eq!(timeline(&gc, &[]), ["GC share 0 % → 48 % in the last 40 s"]);
-        let calm: Vec<Sample> = (0..400).map(|i| sample(i, 400 + (i % 7) * 5, 30 + (i % 3) as u32, i * S / 100)).collect();
+        let calm: Vec<Sample> =
+            (0..400).map(|i| sample(i, 400 + (i % 7) * 5, 30 + (i % 3) as u32, i * S / 100)).collect();
         assert!(timeline(&calm, &[]).is_empty());
     }
 

@@ -174,7 +174,8 @@ pub fn render(r: &Report) -> String {
                 (Some(l), _, _) => format!(" on {l}"),
                 _ => String::new(),
             };
-            let _ = writeln!(o, "  {:?} {}{lock}", t["name"].as_str().unwrap_or("?"), t["state"].as_str().unwrap_or("?"));
+            let _ =
+                writeln!(o, "  {:?} {}{lock}", t["name"].as_str().unwrap_or("?"), t["state"].as_str().unwrap_or("?"));
             for f in t["frames"].as_array().into_iter().flatten().take(STACK_FRAMES) {
                 let _ = writeln!(o, "      at {}", f.as_str().unwrap_or("?"));
             }

@@ -30,7 +30,11 @@ fn every_collector_produces_pause_events() {
                 .filter(|e| e["type"] == "gc_cycle")
                 .filter_map(|e| e["heap_after_bytes"].as_u64())
                 .collect();
-            assert!(after.is_some_and(|a| a > 0 && cycles.contains(&a)), "JDK {} {flag}: after GC {after:?}, cycles {cycles:?}", jdk.label);
+            assert!(
+                after.is_some_and(|a| a > 0 && cycles.contains(&a)),
+                "JDK {} {flag}: after GC {after:?}, cycles {cycles:?}",
+                jdk.label
+            );
         }
     }
 }

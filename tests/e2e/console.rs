@@ -158,10 +158,20 @@ fn console_draws_every_chart_of_a_dead_jvm_from_its_history_in_chromium() {
     }
     let jdk = &jdks()[0];
     let dir = tempdir();
-    let mut jvm =
-        spawn(java_cmd(jdk, &format!("dir={}", dir.path().display()), &["-Xmx64m"], "AppMetrics", &["hold"], dir.path()));
+    let mut jvm = spawn(java_cmd(
+        jdk,
+        &format!("dir={}", dir.path().display()),
+        &["-Xmx64m"],
+        "AppMetrics",
+        &["hold"],
+        dir.path(),
+    ));
     let ring = wait_for(Duration::from_secs(30), || {
-        std::fs::read_dir(dir.path()).ok()?.flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "ring"))
+        std::fs::read_dir(dir.path())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "ring"))
     })
     .expect("ring file");
     // A few seconds of history, then kill -9.

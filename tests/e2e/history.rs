@@ -24,7 +24,8 @@ fn poll_inspect<T>(ring: &Path, limit: Duration, mut f: impl FnMut(&Value) -> Op
 }
 
 fn history_json(ring: &Path) -> Value {
-    let out = std::process::Command::new(jvmwatch()).args(["inspect", "--history", "--json"]).arg(ring).output().unwrap();
+    let out =
+        std::process::Command::new(jvmwatch()).args(["inspect", "--history", "--json"]).arg(ring).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -59,7 +60,13 @@ fn a_deadlocked_jvm_killed_after_the_finding_leaves_both_threads_and_their_locks
         assert!(t["frames"][0].as_str().unwrap().starts_with("Deadlock.lock:"), "{t}");
     }
     let cites = r["citations"].as_array().unwrap();
-    assert!(cites.iter().any(|c| c.as_str().unwrap().starts_with("Deadlock-A (blocked) waits for java.lang.Object held by Deadlock-B at Deadlock.lock:")), "{cites:?}");
+    assert!(
+        cites.iter().any(|c| c
+            .as_str()
+            .unwrap()
+            .starts_with("Deadlock-A (blocked) waits for java.lang.Object held by Deadlock-B at Deadlock.lock:")),
+        "{cites:?}"
+    );
     // The text output shows them too.
     let text = std::process::Command::new(jvmwatch()).arg("inspect").arg(&ring).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
@@ -71,7 +78,8 @@ fn a_killed_jvm_keeps_its_history_up_to_the_last_sample() {
     let jdk = &jdks()[0];
     let dir = tempdir();
     let ring = dir.path().join("killed.ring");
-    let mut jvm = spawn(java_cmd(jdk, &format!("path={}", ring.display()), &["-Xmx64m"], "GcChurn", &["60000"], dir.path()));
+    let mut jvm =
+        spawn(java_cmd(jdk, &format!("path={}", ring.display()), &["-Xmx64m"], "GcChurn", &["60000"], dir.path()));
     poll_inspect(&ring, Duration::from_secs(60), |r| (r["history_samples"].as_u64()? >= 30).then_some(()))
         .expect("30 history samples");
     jvm.kill().unwrap();
@@ -105,7 +113,14 @@ fn a_slow_heap_leak_is_found_before_the_oom_with_a_fair_time_to_exhaustion() {
     let jdk = &jdks()[0];
     let dir = tempdir();
     let ring = dir.path().join("leak.ring");
-    let mut jvm = spawn(java_cmd(jdk, &format!("path={}", ring.display()), &["-Xmx48m", "-XX:+UseG1GC"], "HeapLeak", &["48"], dir.path()));
+    let mut jvm = spawn(java_cmd(
+        jdk,
+        &format!("path={}", ring.display()),
+        &["-Xmx48m", "-XX:+UseG1GC"],
+        "HeapLeak",
+        &["48"],
+        dir.path(),
+    ));
     // Run inspect on the live file until it reports the leak with the heap about half full.
     let (estimate_s, at) = poll_inspect(&ring, Duration::from_secs(180), |r| {
         let l = &r["heap_leak"];
@@ -135,8 +150,10 @@ fn a_thread_leak_is_found() {
     let dir = tempdir();
     let ring = dir.path().join("threads.ring");
     let _jvm = spawn(java_cmd(jdk, &format!("path={}", ring.display()), &[], "ThreadLeak", &["50"], dir.path()));
-    let r = poll_inspect(&ring, Duration::from_secs(120), |r| findings(r).contains(&"thread_leak".to_string()).then(|| r.clone()))
-        .expect("thread_leak");
+    let r = poll_inspect(&ring, Duration::from_secs(120), |r| {
+        findings(r).contains(&"thread_leak".to_string()).then(|| r.clone())
+    })
+    .expect("thread_leak");
     let timeline: Vec<&str> = r["timeline"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
     assert!(timeline.iter().any(|l| l.starts_with("threads ")), "{timeline:?}");
 }

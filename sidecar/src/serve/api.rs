@@ -425,8 +425,8 @@ async fn app_metrics(State(app): State<Shared>, Path(id): Path<String>, q: Query
 }
 
 /// The ring's path and pid, for the handlers that read the file outside the registry lock.
-fn ring_of(app: &Shared, id: &str) -> Result<(PathBuf, u32, bool), Response> {
-    known(app, id).map_err(IntoResponse::into_response)?;
+fn ring_of(app: &Shared, id: &str) -> Result<(PathBuf, u32, bool), Box<Response>> {
+    known(app, id).map_err(|e| Box::new(e.into_response()))?;
     let jvms = app.registry.lock();
     let j = &jvms[id];
     Ok((j.path.clone(), j.header.pid, j.alive))
@@ -437,12 +437,12 @@ fn ring_of(app: &Shared, id: &str) -> Result<(PathBuf, u32, bool), Response> {
 async fn history(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     let (path, _, _) = match ring_of(&app, &id) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     match tokio::task::spawn_blocking(move || crate::history::read(&path)).await {
         Ok(Ok((h, ins))) => Json(crate::history::to_json(&h, &ins)).into_response(),
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, &e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -456,13 +456,13 @@ fn read_stacks(path: &std::path::Path) -> Result<Option<Value>, String> {
 async fn stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     let (path, _, _) = match ring_of(&app, &id) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     match tokio::task::spawn_blocking(move || read_stacks(&path)).await {
         Ok(Ok(Some(v))) => Json(v).into_response(),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no stacks capture in this ring"),
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -472,7 +472,7 @@ async fn stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
 async fn capture_stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     let (path, pid, alive) = match ring_of(&app, &id) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     if !alive {
         return error(StatusCode::CONFLICT, "the JVM is not running; GET shows its last capture");
@@ -481,7 +481,7 @@ async fn capture_stacks(State(app): State<Shared>, Path(id): Path<String>) -> Re
     // The pid is the writer's own; from another pid namespace it is not ours to signal.
     // SAFETY: kill has no memory preconditions.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) } != 0 {
-        return error(StatusCode::CONFLICT, &format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
+        return error(StatusCode::CONFLICT, format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
