@@ -12,4 +12,5 @@ mod deploy;
 mod hostile_files;
 mod lifecycle;
 mod monitoring;
+mod package;
 mod serve;
