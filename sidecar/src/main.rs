@@ -126,7 +126,8 @@ const EX_MAIN: &str = "\
 Examples:
   java -agentpath:$(jvmwatch agent-path) -jar app.jar    # run a JVM with the agent
   jvmwatch serve                                        # console, JSON, SSE, /metrics on 127.0.0.1:7457
-  jvmwatch inspect /dev/shm/jvmwatch-$(id -u)/*.ring     # how did it die?";
+  jvmwatch inspect /dev/shm/jvmwatch-$(id -u)/*.ring     # how did it die?
+  jvmwatch --version                                    # version and git revision (the agent's ring header has the same)";
 const EX_INSPECT: &str = "\
 Examples:
   jvmwatch inspect /dev/shm/jvmwatch-1000/4242-1700000000-ab12.ring

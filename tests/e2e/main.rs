@@ -9,6 +9,7 @@ mod console;
 mod controller;
 mod deaths;
 mod deploy;
+mod docs;
 mod hostile_files;
 mod lifecycle;
 mod monitoring;
