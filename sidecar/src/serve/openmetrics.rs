@@ -41,7 +41,7 @@ pub fn wanted(accept: &str) -> bool {
             }
         }
         match media.as_str() {
-            "application/openmetrics-text" if version.as_deref().map_or(true, |v| v == "1.0.0" || v == "0.0.1") => {
+            "application/openmetrics-text" if version.as_deref().is_none_or(|v| v == "1.0.0" || v == "0.0.1") => {
                 om = om.max(q)
             }
             "text/plain" | "*/*" | "text/*" => text = text.max(q),
