@@ -15,7 +15,7 @@ pub fn gather(jvmti: &Jvmti, interval_ns: u64) -> Identity {
         pid: std::process::id(),
         start_ns: jvmwatch_ring::now_ns(),
         interval_ns,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent_version: env!("JVMWATCH_VERSION").to_string(),
         hostname: hostname(),
         jvm_version: prop(c"java.vm.version"),
         jvm_vendor: format!("{vendor} / {vm_name}"),

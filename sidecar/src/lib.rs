@@ -1,6 +1,7 @@
 //! The jvmwatch sidecar: reads ring files written by the agent, without the JVM.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod agentpath;
 pub mod appmetrics;
 pub mod control;
 pub mod demo;

@@ -66,6 +66,8 @@ pub struct Report {
     pub pid: u32,
     /// Host the JVM ran on.
     pub hostname: String,
+    /// The writing agent's version and git revision (`0.1.0 (git 1a2b3c4)`).
+    pub agent_version: String,
     /// Application name, if set.
     pub app: Option<String>,
     /// JVM identity.
@@ -453,6 +455,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         findings: found,
         pid: h.pid,
         hostname: h.hostname.clone(),
+        agent_version: h.agent_version.clone(),
         app: (!live.app_name.is_empty()).then(|| live.app_name.clone()),
         jvm: Jvm {
             version: h.jvm_version.clone(),

@@ -203,12 +203,19 @@ async fn healthz(State(app): State<Shared>) -> Json<Value> {
     Json(json!({ "status": "ok", "jvms": app.registry.lock().len(), "dir": app.registry.dir }))
 }
 
-async fn metrics(State(app): State<Shared>) -> Response {
+/// `/metrics`: Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it.
+async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    use super::openmetrics;
     let mut text = app.registry.metrics_text().to_string();
     if let Some(c) = &app.controller {
         text.push_str(&c.metrics_text());
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    if openmetrics::wanted(&accept) {
+        ([(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)], openmetrics::from_text(&text)).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, openmetrics::TEXT_CONTENT_TYPE)], text).into_response()
+    }
 }
 
 fn controller(app: &App) -> Result<Arc<crate::control::Controller>, ApiError> {
