@@ -135,7 +135,9 @@ const EX_INSPECT: &str = "\
 Examples:
   jvmwatch inspect /dev/shm/jvmwatch-1000/4242-1700000000-ab12.ring
   jvmwatch inspect --json --events 200 app.ring | jq .verdict
-  jvmwatch inspect --events 0 copy-from-prod.ring        # verdict and findings only";
+  jvmwatch inspect --events 0 copy-from-prod.ring        # verdict and findings only
+  jvmwatch inspect --history app.ring                    # the minutes before the end, as a table
+  jvmwatch inspect --history --json app.ring | jq '.heap_after_gc[-10:]'";
 const EX_SERVE: &str = "\
 Examples:
   jvmwatch serve                                         # the default ring directory, http://127.0.0.1:7457/
