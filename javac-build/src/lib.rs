@@ -1,7 +1,7 @@
 //! Compiles Java sources from build scripts with the JDK's `javac`.
 //!
 //! The JDK is found through `JAVA_HOME` (if set) or `javac` on `PATH`. Sources are compiled
-//! for Java 17 (`--release 17`), the oldest JDK jvmwatch supports, so the classes load on
+//! for Java 11 (`--release 11`), the oldest JDK jvmwatch supports, so the classes load on
 //! every newer JVM too.
 
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
         return;
     }
     let mut cmd = Command::new(javac());
-    cmd.args(["--release", "17", "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
+    cmd.args(["--release", "11", "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
     if !classpath.is_empty() {
         let cp = std::env::join_paths(classpath).expect("class path");
         cmd.arg("-cp").arg(cp);
@@ -80,7 +80,7 @@ pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
     let status = cmd
         .args(&sources)
         .status()
-        .unwrap_or_else(|e| panic!("could not run javac ({e}); install JDK 17+ or set JAVA_HOME"));
+        .unwrap_or_else(|e| panic!("could not run javac ({e}); install JDK 11+ or set JAVA_HOME"));
     assert!(status.success(), "javac failed for {src_dirs:?}");
 }
 

@@ -22,6 +22,7 @@ pub fn gather(jvmti: &Jvmti, interval_ns: u64) -> Identity {
         cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
         error_file: error_file(&args).unwrap_or_default(),
         command: args.join(" "),
+        flags: 0,
     }
 }
 

@@ -68,6 +68,15 @@ pub struct Header {
     pub error_file: String,
     /// Command line summary.
     pub command: String,
+    /// Header flags (`layout::FLAG_ATTACHED`).
+    pub flags: u32,
+}
+
+impl Header {
+    /// True when the agent was loaded into a running JVM (`jvmwatch attach`), not at start.
+    pub fn attached(&self) -> bool {
+        self.flags & crate::layout::FLAG_ATTACHED != 0
+    }
 }
 
 /// The live part of the header: changes while the JVM runs.
@@ -208,6 +217,7 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
         cwd: str_at(h, hdr::CWD, hdr::CWD_LEN),
         error_file: str_at(h, hdr::ERROR_FILE, hdr::ERROR_FILE_LEN),
         command: str_at(h, hdr::COMMAND, hdr::COMMAND_LEN),
+        flags: u32_at(h, hdr::FLAGS),
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Identity {
     pub error_file: String,
     /// Command line summary.
     pub command: String,
+    /// Header flags (`layout::FLAG_ATTACHED`).
+    pub flags: u32,
 }
 
 /// Why a ring file could not be created.
@@ -168,6 +170,7 @@ pub fn encode_header(capacity: u64, id: &Identity) -> Vec<u8> {
     put(hdr::SLOT_SIZE, &(SLOT_SIZE as u32).to_le_bytes());
     put(hdr::CAPACITY, &(capacity as u32).to_le_bytes());
     put(hdr::PID, &id.pid.to_le_bytes());
+    put(hdr::FLAGS, &id.flags.to_le_bytes());
     put(hdr::START_NS, &id.start_ns.to_le_bytes());
     put(hdr::INTERVAL_NS, &id.interval_ns.to_le_bytes());
     put_str(&mut h, hdr::AGENT_VERSION, hdr::AGENT_VERSION_LEN, &id.agent_version);

@@ -66,6 +66,9 @@ pub struct Report {
     pub pid: u32,
     /// Host the JVM ran on.
     pub hostname: String,
+    /// The agent was loaded into the running JVM (`jvmwatch attach`): events before the
+    /// attach are missing (docs/agent-options.md, "Attached agents").
+    pub attached: bool,
     /// Application name, if set.
     pub app: Option<String>,
     /// JVM identity.
@@ -414,6 +417,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         findings: findings::findings(&facts),
         pid: h.pid,
         hostname: h.hostname.clone(),
+        attached: h.attached(),
         app: (!live.app_name.is_empty()).then(|| live.app_name.clone()),
         jvm: Jvm {
             version: h.jvm_version.clone(),
