@@ -2,6 +2,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod appmetrics;
+pub mod attach;
 pub mod control;
 pub mod demo;
 pub mod findings;
