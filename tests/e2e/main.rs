@@ -2,6 +2,7 @@
 //! Run after `cargo build --release` (scripts/test.sh does both).
 
 mod app_metrics;
+mod attach;
 mod bad_options;
 mod cli;
 mod collectors;
@@ -10,5 +11,6 @@ mod controller;
 mod deaths;
 mod deploy;
 mod hostile_files;
+mod jdk_matrix;
 mod lifecycle;
 mod serve;

@@ -1,0 +1,196 @@
+//! `jvmwatch attach PID`: the agent loaded into a JVM that is already running, through the
+//! HotSpot attach protocol (real JVMs, real sockets), and its refusals.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use jvmwatch_ring::{Event, Ring};
+use jvmwatch_tests::*;
+use serde_json::Value;
+
+/// Starts `Sleeper` without the agent and waits for its "ready" line.
+fn sleeper(mut cmd: Command) -> Proc {
+    let mut child = spawn({
+        cmd.stdin(Stdio::null());
+        cmd
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "Sleeper did not start");
+    child
+}
+
+fn attach(pid: u32, args: &[&str]) -> Output {
+    Command::new(jvmwatch()).arg("attach").arg(pid.to_string()).args(args).output().expect("run jvmwatch attach")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// GC pause ends, GC cycles (from the monitor) and the latest cursor in the ring.
+fn counts(ring: &Path) -> Option<(usize, usize, u64)> {
+    let r = Ring::open(ring).ok()?;
+    let scan = r.scan(0, true).ok()?;
+    let ends = scan.records.iter().filter(|x| matches!(x.event, Event::GcPauseEnd { .. })).count();
+    let cycles = scan.records.iter().filter(|x| matches!(x.event, Event::GcCycle { .. })).count();
+    Some((ends, cycles, r.live().ok()?.cursor))
+}
+
+#[test]
+fn attach_to_a_running_jvm_on_every_lts_jdk() {
+    for jdk in matrix_jdks() {
+        let label = format!("JDK {}", jdk.label);
+        let dir = tempdir();
+        let rings = dir.path().join("rings");
+        let mut child = sleeper(java_cmd_opt(&jdk, None, &["-Xmx64m"], "Sleeper", &[], dir.path()));
+        let pid = child.id();
+        let out = attach(pid, &[&format!("dir={}", rings.display()), "interval=100ms"]);
+        assert!(out.status.success(), "{label}: {}{}", text(&out.stdout), text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains(&format!("attached to JVM {pid}")), "{label}: {stdout}");
+        // `attach` names the ring file the agent created (found in dir=).
+        let ring = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("ring: "))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{label}: no ring line in {stdout}"));
+        assert!(ring.starts_with(&rings) && ring.exists(), "{label}: {}", ring.display());
+
+        // GC events flow: JVMTI pauses and the in-VM monitor's cycles, with a heap snapshot.
+        let (ends, _, cursor) = wait_for(Duration::from_secs(30), || {
+            let c = counts(&ring)?;
+            (c.0 >= 3 && c.1 >= 1).then_some(c)
+        })
+        .unwrap_or_else(|| panic!("{label}: no GC events after attach: {}", inspect(&ring, 20)));
+        let r = inspect(&ring, 0);
+        assert_eq!(r["attached"], true, "{label}");
+        assert_eq!(r["verdict"], "running", "{label}");
+        assert!(r["snapshot"]["heap_used_bytes"].as_u64().unwrap_or(0) > 0, "{label}: {}", r["snapshot"]);
+        assert!(!r["snapshot"]["pools"].as_array().unwrap().is_empty(), "{label}");
+        assert_ne!(r["jvm"]["collector"], "unknown", "{label}");
+
+        // A second attach: "already loaded", a distinct exit code, and nothing breaks.
+        let again = attach(pid, &[&format!("dir={}", rings.display())]);
+        assert_eq!(again.status.code(), Some(3), "{label}: {}{}", text(&again.stdout), text(&again.stderr));
+        assert!(text(&again.stderr).contains("already loaded"), "{label}: {}", text(&again.stderr));
+        assert_eq!(std::fs::read_dir(&rings).unwrap().count(), 1, "{label}: a second ring appeared");
+        let more = wait_for(Duration::from_secs(30), || {
+            let c = counts(&ring)?;
+            (c.0 > ends && c.2 > cursor).then_some(())
+        });
+        assert!(more.is_some(), "{label}: events stopped after the second attach");
+        assert!(child.try_wait().unwrap().is_none(), "{label}: the JVM died");
+
+        // kill -9: inspect tells it, from the file alone.
+        // SAFETY: kill(2) on our own child process.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+        child.wait().unwrap();
+        let r = inspect(&ring, 1_000_000);
+        assert_eq!(r["verdict"], "killed", "{label}");
+        assert_eq!(r["attached"], true, "{label}");
+        assert!(r["vm_init_at"].is_null(), "{label}: an attached agent never sees VM init");
+        let types = event_types(&r);
+        assert!(!types.iter().any(|t| t == "vm_init" || t == "vm_death"), "{label}: {types:?}");
+        assert!(types.iter().any(|t| t == "gc_pause_end"), "{label}");
+        let warnings: Vec<&Value> =
+            r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "agent_warning").collect();
+        assert!(warnings.is_empty(), "{label}: {warnings:?}");
+        // The trigger file is gone again.
+        assert!(!dir.path().join(format!(".attach_pid{pid}")).exists(), "{label}");
+    }
+}
+
+#[test]
+fn a_process_that_is_not_a_jvm_gets_a_clear_error_and_no_signal() {
+    let mut sleep = Proc(Command::new("sleep").arg("60").spawn().unwrap());
+    let out = attach(sleep.id(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("process {} (sleep) is not a HotSpot JVM", sleep.id())), "{err}");
+    // SIGQUIT would have killed it: it must still run.
+    assert!(sleep.try_wait().unwrap().is_none(), "sleep was signalled");
+
+    let out = attach(u32::MAX - 7, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no process"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn disable_attach_mechanism_gets_a_clear_error() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    // On the command line: seen at once, nothing is sent to the JVM.
+    let mut child =
+        sleeper(java_cmd_opt(jdk, None, &["-Xmx32m", "-XX:+DisableAttachMechanism"], "Sleeper", &[], dir.path()));
+    let out = attach(child.id(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("-XX:+DisableAttachMechanism (on its command line)"), "{err}");
+    assert!(child.try_wait().unwrap().is_none());
+    drop(child);
+
+    // Hidden in an @argfile: the socket never appears; after --timeout the error says why
+    // that usually is. The JVM runs on (SIGQUIT only printed a thread dump).
+    let argfile = dir.path().join("jvm.args");
+    std::fs::write(&argfile, "-XX:+DisableAttachMechanism\n").unwrap();
+    let mut child =
+        sleeper(java_cmd_opt(jdk, None, &["-Xmx32m", &format!("@{}", argfile.display())], "Sleeper", &[], dir.path()));
+    let out = attach(child.id(), &["--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("did not open its attach socket") && err.contains("DisableAttachMechanism"), "{err}");
+    assert!(child.try_wait().unwrap().is_none(), "the JVM died");
+    assert!(!dir.path().join(format!(".attach_pid{}", child.id())).exists(), "trigger file left behind");
+}
+
+#[test]
+fn a_jvm_of_another_user_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("note: skipped: needs root and setpriv to run a JVM as another user (uid 65534)");
+        return;
+    }
+    let jdk = &jdks()[0];
+    let java = std::fs::canonicalize(which(&jdk.java)).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&java)
+        .args(["-Xmx32m", "-cp"])
+        .arg(format!("{SCENARIOS}:{API_JAR}"))
+        .arg("Sleeper")
+        .current_dir("/");
+    let mut child = sleeper(cmd);
+    let pid = child.id();
+    let out = attach(pid, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("process {pid} runs as uid 65534")) && err.contains("--any-user"), "{err}");
+    assert!(child.try_wait().unwrap().is_none());
+
+    // Root may go ahead on purpose (HotSpot accepts root); the ring is the JVM user's.
+    let out = attach(pid, &["--any-user"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let ring = text(&out.stdout).lines().find_map(|l| l.strip_prefix("ring: ").map(PathBuf::from)).unwrap();
+    let got = wait_for(Duration::from_secs(30), || counts(&ring).filter(|c| c.0 >= 1));
+    assert!(got.is_some(), "no GC events in {}", ring.display());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&ring).unwrap().uid(), 65534);
+    // SAFETY: kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    child.wait().unwrap();
+    assert_eq!(inspect(&ring, 0)["verdict"], "killed");
+    let _ = std::fs::remove_file(&ring);
+}
+
+/// `java` resolved through PATH when it is a bare name.
+fn which(java: &Path) -> PathBuf {
+    if java.components().count() > 1 {
+        return java.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(java)).find(|p| p.is_file()))
+        .unwrap_or_else(|| java.to_path_buf())
+}
