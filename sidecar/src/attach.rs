@@ -131,7 +131,9 @@ pub enum AttachError {
         pid: u32,
     },
     /// `Agent_OnAttach` returned an error code.
-    #[error("the agent did not start in JVM {pid}: {why} (the JVM's stderr has the details; the JVM runs on unchanged)")]
+    #[error(
+        "the agent did not start in JVM {pid}: {why} (the JVM's stderr has the details; the JVM runs on unchanged)"
+    )]
     AgentFailed {
         /// The pid.
         pid: u32,
@@ -315,7 +317,7 @@ pub fn check_target(pid: u32, any_user: bool) -> Result<Target, AttachError> {
     // SAFETY: geteuid/getegid have no preconditions and cannot fail.
     let (me, my_group) = unsafe { (libc::geteuid(), libc::getegid()) };
     let same = t.uid == me && t.gid == my_group;
-    if !same && !(me == 0 && any_user) {
+    if !(same || me == 0 && any_user) {
         let root_hint = if me == 0 { ", or, as root, add --any-user" } else { "" };
         return Err(AttachError::OtherUser { pid, owner: t.uid, group: t.gid, me, my_group, root_hint });
     }
@@ -491,15 +493,14 @@ fn find_ring(t: &Target, options: &str, since_ns: u64) -> Option<PathBuf> {
     let mut best: Option<(u64, PathBuf)> = None;
     for e in std::fs::read_dir(&dir).ok()?.flatten() {
         let p = e.path();
-        if p.extension().map_or(true, |x| x != "ring") {
+        if p.extension() != Some(std::ffi::OsStr::new("ring")) {
             continue;
         }
         let Ok(ring) = jvmwatch_ring::Ring::open(&p) else { continue };
         let h = ring.header();
-        if h.pid == t.nspid && h.attached() && h.start_ns + 1_000_000_000 >= since_ns {
-            if best.as_ref().map_or(true, |(s, _)| h.start_ns > *s) {
-                best = Some((h.start_ns, p));
-            }
+        let newer = !matches!(&best, Some((s, _)) if *s >= h.start_ns);
+        if h.pid == t.nspid && h.attached() && h.start_ns + 1_000_000_000 >= since_ns && newer {
+            best = Some((h.start_ns, p));
         }
     }
     best.map(|(_, p)| p)

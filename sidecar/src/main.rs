@@ -87,6 +87,9 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Load the agent into a running HotSpot JVM (JDK 11+): `jvmwatch attach PID [OPTION...]`.
+    #[command(
+        after_help = "Exit status: 0 attached, 3 already loaded (nothing changed), 2 any other error.\nWhat an attached agent cannot see: docs/agent-options.md, \"Attached agents\"."
+    )]
     Attach {
         /// The JVM's process id, as seen from here (a JVM in a container works from the host).
         pid: u32,
@@ -166,7 +169,11 @@ fn attach_main(
     };
     match attach::attach(&req) {
         Ok(a) => {
-            let ns = if a.target.nspid != pid { format!(" (pid {} in its namespace)", a.target.nspid) } else { String::new() };
+            let ns = if a.target.nspid != pid {
+                format!(" (pid {} in its namespace)", a.target.nspid)
+            } else {
+                String::new()
+            };
             println!("jvmwatch: attached to JVM {pid}{ns}");
             match a.ring {
                 Some(r) => println!("ring: {}", r.display()),
