@@ -465,11 +465,12 @@ fn one_line(s: &str) -> String {
 /// The ring file the agent just created, seen through `/proc/PID/root`: `path=` if given,
 /// else the newest attached ring of this JVM in `dir=` or the JVM user's default directory.
 fn find_ring(t: &Target, options: &str, since_ns: u64) -> Option<PathBuf> {
-    // Through /proc/PID/root unless the JVM shares our root (then the plain path reads better).
+    // Through /proc/PID/root unless the JVM shares our mount namespace (then the plain path
+    // reads better and stays valid after the JVM is gone).
     let proc_root = PathBuf::from(format!("/proc/{}/root", t.pid));
-    let same_root = std::fs::read_link(&proc_root).is_ok_and(|r| r == Path::new("/"))
-        && std::fs::metadata(&proc_root).ok().map(|m| (m.dev(), m.ino()))
-            == std::fs::metadata("/").ok().map(|m| (m.dev(), m.ino()));
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let same_root = ns(&format!("/proc/{}/ns/mnt", t.pid)).is_some_and(|m| Some(m) == ns("/proc/self/ns/mnt"))
+        && std::fs::read_link(&proc_root).is_ok_and(|r| r == Path::new("/"));
     let root = if same_root { PathBuf::from("/") } else { proc_root };
     let cwd = PathBuf::from(format!("/proc/{}/cwd", t.pid));
     let opt = |k: &str| {

@@ -194,3 +194,60 @@ fn which(java: &Path) -> PathBuf {
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(java)).find(|p| p.is_file()))
         .unwrap_or_else(|| java.to_path_buf())
 }
+
+#[test]
+fn a_jvm_in_other_pid_and_mount_namespaces_is_attached_from_here() {
+    // A container seen from the host: the JVM is pid 1 of a new pid namespace, with a private
+    // /tmp (so its attach socket exists only under /proc/PID/root/tmp).
+    // SAFETY: geteuid has no preconditions.
+    let can = unsafe { libc::geteuid() } == 0
+        && Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--mount-proc", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("note: skipped: needs root and unshare(1) to start a JVM in its own pid and mount namespaces");
+        return;
+    }
+    let jdk = &jdks()[0];
+    let java = std::fs::canonicalize(which(&jdk.java)).unwrap();
+    // The rings go to /dev/shm, which the JVM shares with us (its /tmp is its own).
+    let rings = tempfile::Builder::new().prefix("jvmwatch-e2e-ns-").tempdir_in("/dev/shm").unwrap();
+    let script = format!(
+        "mount -t tmpfs jvmwatch-test /tmp && exec {} -Xmx64m -cp {SCENARIOS}:{API_JAR} Sleeper",
+        java.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "sh", "-c", &script]).current_dir("/");
+    let mut outer = sleeper(cmd);
+    // unshare forks the namespace's pid 1, which execs java.
+    let pid: u32 = std::fs::read_dir(format!("/proc/{}/task", outer.id()))
+        .unwrap()
+        .flatten()
+        .find_map(|t| std::fs::read_to_string(t.path().join("children")).ok()?.split_whitespace().next()?.parse().ok())
+        .expect("the JVM under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")), "{status}");
+
+    let out = attach(pid, &[&format!("dir={}", rings.path().display())]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("attached to JVM {pid} (pid 1 in its namespace)")), "{stdout}");
+    // The ring as seen through the JVM's root, and as seen from here.
+    let seen = stdout.lines().find_map(|l| l.strip_prefix("ring: ").map(PathBuf::from)).unwrap();
+    assert!(seen.starts_with(format!("/proc/{pid}/root")), "{}", seen.display());
+    let ring = rings.path().join(seen.file_name().unwrap());
+    assert!(ring.file_name().unwrap().to_str().unwrap().starts_with("1-"), "named by the namespace pid");
+    let got = wait_for(Duration::from_secs(30), || counts(&ring).filter(|c| c.0 >= 3 && c.1 >= 1));
+    assert!(got.is_some(), "no GC events: {}", inspect(&ring, 20));
+    // The socket was in the JVM's private /tmp, not in ours.
+    assert!(!Path::new("/tmp/.java_pid1").exists());
+
+    // SAFETY: kill(2) on the JVM we started (through unshare).
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    outer.wait().unwrap();
+    let r = inspect(&ring, 0);
+    assert_eq!(r["verdict"], "killed");
+    assert_eq!(r["attached"], true);
+    assert_eq!(r["pid"], 1);
+}
