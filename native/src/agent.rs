@@ -137,13 +137,16 @@ pub unsafe fn on_attach(vm: *mut sys::JavaVM, options: &str) -> sys::jint {
     let raw = options::split(options);
     // SAFETY: forwarded from our caller.
     match unsafe { start(vm, &raw, Mode::Attach) } {
-        Ok(()) => {
-            let a = AGENT.get().expect("set by start");
-            say!("jvmwatch: attached; ring file {}", a.writer.path().display());
-            // SAFETY: forwarded from our caller.
-            unsafe { attach_live(vm, a) };
-            attach_code::OK
-        }
+        Ok(()) => match AGENT.get() {
+            Some(a) => {
+                say!("jvmwatch: attached; ring file {}", a.writer.path().display());
+                // SAFETY: forwarded from our caller.
+                unsafe { attach_live(vm, a) };
+                attach_code::OK
+            }
+            // `start` returns Ok only after setting the agent.
+            None => attach_code::INTERNAL,
+        },
         Err(e) => {
             let (kind, msg) = e.describe();
             say!("jvmwatch: attach: {kind}: {msg}; the JVM continues as it was");

@@ -251,3 +251,31 @@ fn a_jvm_in_other_pid_and_mount_namespaces_is_attached_from_here() {
     assert_eq!(r["attached"], true);
     assert_eq!(r["pid"], 1);
 }
+
+#[test]
+fn a_bad_option_changes_nothing_and_a_started_agent_is_already_loaded() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    // A bad option: the agent says why (exit 2), the JVM runs on, and a good attach then works.
+    let mut child = sleeper(java_cmd_opt(jdk, None, &["-Xmx32m"], "Sleeper", &[], dir.path()));
+    let out = attach(child.id(), &["bogus=1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("an agent option is wrong"), "{}", text(&out.stderr));
+    let ring = dir.path().join("late.ring");
+    let out = attach(child.id(), &[&format!("path={}", ring.display())]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wait_for(Duration::from_secs(30), || counts(&ring).filter(|c| c.0 >= 1)).is_some());
+    assert!(child.try_wait().unwrap().is_none());
+    drop(child);
+
+    // A JVM started with -agentpath: already loaded.
+    let first = dir.path().join("first.ring");
+    let mut child =
+        sleeper(java_cmd(jdk, &format!("path={}", first.display()), &["-Xmx32m"], "Sleeper", &[], dir.path()));
+    let out = attach(child.id(), &[&format!("path={}", dir.path().join("second.ring").display())]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("already loaded"));
+    assert!(!dir.path().join("second.ring").exists());
+    assert_eq!(inspect(&first, 0)["attached"], false);
+    assert!(child.try_wait().unwrap().is_none());
+}
