@@ -58,6 +58,16 @@ pub fn compile(src_dirs: &[&Path], out_dir: &Path) {
 
 /// Like [`compile`], with class directories or jars on the class path.
 pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
+    compile_for(RELEASE, src_dirs, classpath, out_dir)
+}
+
+/// The Java release everything that runs in an application's JVM is compiled for: the agent's
+/// embedded classes, the API jar, the test scenarios and the demo.
+pub const RELEASE: &str = "11";
+
+/// Like [`compile_with`] for another `--release`: only for programs that never run in an
+/// application's JVM (the benchmark workloads use records and JFR streaming, Java 17).
+pub fn compile_for(release: &str, src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
     let mut sources = Vec::new();
     for dir in src_dirs {
         println!("cargo:rerun-if-changed={}", dir.display());
@@ -72,7 +82,7 @@ pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
         return;
     }
     let mut cmd = Command::new(javac());
-    cmd.args(["--release", "11", "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
+    cmd.args(["--release", release, "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
     if !classpath.is_empty() {
         let cp = std::env::join_paths(classpath).expect("class path");
         cmd.arg("-cp").arg(cp);
