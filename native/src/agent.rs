@@ -237,9 +237,10 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>], mode: Mode
     if AGENT.get().is_some() {
         return Err(StartError::Already);
     }
-    let config = options::parse(raw).map_err(StartError::Bad)?;
+    // The JDK first: on JDK 8 the one line says so, whatever the options.
     // SAFETY: forwarded from our caller.
     let jvmti = unsafe { jvmti_env(vm) }?;
+    let config = options::parse(raw).map_err(StartError::Bad)?;
     let missing = match mode {
         Mode::OnLoad => {
             callbacks::add_capabilities(&jvmti)

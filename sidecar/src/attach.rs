@@ -342,13 +342,12 @@ fn socket_path(t: &Target) -> PathBuf {
     PathBuf::from(format!("/proc/{}/root/tmp/.java_pid{}", t.pid, t.nspid))
 }
 
-/// The socket, if it exists and belongs to the JVM's user (a socket planted in /tmp by
-/// someone else is not the JVM's).
-fn ready_socket(t: &Target, path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_socket() && m.uid() == t.uid
-    })
+/// The socket's identity (device, inode), if it exists and belongs to the JVM's user (a
+/// socket planted in /tmp by someone else is not the JVM's).
+fn socket_id(t: &Target, path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = std::fs::metadata(path).ok()?;
+    (m.file_type().is_socket() && m.uid() == t.uid).then_some((m.dev(), m.ino()))
 }
 
 /// Creates the trigger file: in the JVM's working directory, else in its /tmp.
@@ -371,9 +370,12 @@ fn create_trigger(t: &Target) -> Result<PathBuf, AttachError> {
 /// Makes the JVM start its attach listener, and waits (polling) for the socket.
 fn start_listener(t: &Target, timeout: Duration) -> Result<PathBuf, AttachError> {
     let socket = socket_path(t);
-    if ready_socket(t, &socket) {
-        return Ok(socket);
-    }
+    // A socket nobody listens on was left by a JVM that had this pid and was killed (pid 1 of
+    // a restarted container, typically): the new listener replaces it with a new inode.
+    let stale = match socket_id(t, &socket) {
+        Some(_) if UnixStream::connect(&socket).is_ok() => return Ok(socket),
+        other => other,
+    };
     let end = Instant::now() + timeout;
     // A JVM that is still starting installs its SIGQUIT handler a little later: wait for it.
     let mut target = t.clone();
@@ -397,7 +399,7 @@ fn start_listener(t: &Target, timeout: Duration) -> Result<PathBuf, AttachError>
         }
         let start = Instant::now();
         loop {
-            if ready_socket(t, &socket) {
+            if socket_id(t, &socket).is_some_and(|id| Some(id) != stale) {
                 return Ok(socket.clone());
             }
             if std::fs::metadata(format!("/proc/{}", t.pid)).is_err() {

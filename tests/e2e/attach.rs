@@ -22,6 +22,14 @@ fn sleeper(mut cmd: Command) -> Proc {
     child
 }
 
+/// Kills the JVM (SIGKILL) and removes the attach socket a killed JVM leaves in /tmp.
+fn end(mut child: Proc) {
+    let pid = child.id();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(format!("/tmp/.java_pid{pid}"));
+}
+
 fn attach(pid: u32, args: &[&str]) -> Output {
     Command::new(jvmwatch()).arg("attach").arg(pid.to_string()).args(args).output().expect("run jvmwatch attach")
 }
@@ -100,6 +108,7 @@ fn attach_to_a_running_jvm_on_every_lts_jdk() {
         assert!(warnings.is_empty(), "{label}: {warnings:?}");
         // The trigger file is gone again.
         assert!(!dir.path().join(format!(".attach_pid{pid}")).exists(), "{label}");
+        end(child);
     }
 }
 
@@ -183,6 +192,7 @@ fn a_jvm_of_another_user_is_refused() {
     child.wait().unwrap();
     assert_eq!(inspect(&ring, 0)["verdict"], "killed");
     let _ = std::fs::remove_file(&ring);
+    let _ = std::fs::remove_file(format!("/tmp/.java_pid{pid}"));
 }
 
 /// `java` resolved through PATH when it is a bare name.
@@ -266,7 +276,7 @@ fn a_bad_option_changes_nothing_and_a_started_agent_is_already_loaded() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(wait_for(Duration::from_secs(30), || counts(&ring).filter(|c| c.0 >= 1)).is_some());
     assert!(child.try_wait().unwrap().is_none());
-    drop(child);
+    end(child);
 
     // A JVM started with -agentpath: already loaded.
     let first = dir.path().join("first.ring");
@@ -278,4 +288,22 @@ fn a_bad_option_changes_nothing_and_a_started_agent_is_already_loaded() {
     assert!(!dir.path().join("second.ring").exists());
     assert_eq!(inspect(&first, 0)["attached"], false);
     assert!(child.try_wait().unwrap().is_none());
+    end(child);
+}
+
+#[test]
+fn a_stale_socket_left_by_a_killed_jvm_is_replaced() {
+    // A JVM killed with -9 leaves /tmp/.java_pid<pid>; a new JVM with the same pid (pid 1 of a
+    // restarted container) must still be attached. Plant such a socket for a live JVM.
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let mut child = sleeper(java_cmd_opt(jdk, None, &["-Xmx32m"], "Sleeper", &[], dir.path()));
+    let stale = PathBuf::from(format!("/tmp/.java_pid{}", child.id()));
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("plant a socket nobody listens on"));
+    let ring = dir.path().join("r.ring");
+    let out = attach(child.id(), &[&format!("path={}", ring.display())]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(wait_for(Duration::from_secs(30), || counts(&ring).filter(|c| c.0 >= 1)).is_some());
+    assert!(child.try_wait().unwrap().is_none());
+    end(child);
 }
