@@ -10,7 +10,8 @@ fn main() {
     // Start clean so a class whose source was removed is not embedded any more.
     let _ = std::fs::remove_dir_all(&classes);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../java/bench");
-    javac_build::compile(&[&src], &classes);
+    // The workloads use records and JFR streaming: Java 17 (they run on the bench's JDK only).
+    javac_build::compile_for("17", &[&src], &[], &classes);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&classes)
         .expect("read class directory")
         .flatten()

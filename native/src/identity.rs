@@ -23,6 +23,7 @@ pub fn gather(jvmti: &Jvmti, interval_ns: u64) -> Identity {
         error_file: error_file(&args).unwrap_or_default(),
         command: args.join(" "),
         geometry: Default::default(),
+        flags: 0,
     }
 }
 

@@ -195,6 +195,20 @@ impl Jvmti {
     }
 }
 
+/// The current thread's JNIEnv, from the JavaVM (for `Agent_OnAttach`, which gets no JNIEnv).
+///
+/// # Safety
+/// `vm` must be a JavaVM pointer the JVM passed to an agent entry point; call on a thread
+/// attached to the VM.
+pub unsafe fn jni_env(vm: *mut sys::JavaVM) -> Option<*mut sys::JNIEnv> {
+    let mut env: *mut c_void = ptr::null_mut();
+    // SAFETY: per the contract, `vm` and its function table are valid.
+    let get_env = unsafe { (**vm).GetEnv }?;
+    // SAFETY: GetEnv writes one pointer into `env`.
+    let rc = unsafe { get_env(vm, &mut env, sys::JNI_VERSION_1_8 as sys::jint) };
+    (rc == sys::JNI_OK as sys::jint && !env.is_null()).then_some(env.cast())
+}
+
 /// Clears a pending Java exception; returns true if there was one.
 ///
 /// # Safety

@@ -70,17 +70,32 @@ pub unsafe extern "C" fn Agent_OnLoad(
     }
 }
 
-/// Loading into a running JVM (`jcmd JVMTI.agent_load`) is not supported: the ring must see
-/// the JVM from its start. Says so and declines.
+/// Entry point for loading into a running JVM (`jvmwatch attach PID`, or
+/// `jcmd PID JVMTI.agent_load`). Starts what VM init starts at once; never fails the JVM.
+/// Returns 0 when the agent started, or one of [`agent::attach_code`] (a second attach gets
+/// `ALREADY_LOADED`).
 ///
 /// # Safety
-/// Called by the JVM; arguments are not used.
+/// Called by the JVM's attach listener with a valid `JavaVM` pointer and a NUL-terminated
+/// options string (or NULL).
 #[no_mangle]
 pub unsafe extern "C" fn Agent_OnAttach(
-    _vm: *mut bindings::JavaVM,
-    _options: *mut c_char,
+    vm: *mut bindings::JavaVM,
+    options: *mut c_char,
     _reserved: *mut c_void,
 ) -> bindings::jint {
-    say!("jvmwatch: attaching to a running JVM is not supported; start the JVM with -agentpath");
-    bindings::JNI_ERR
+    let options = if options.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the JVM passes a NUL-terminated string that lives for this call.
+        unsafe { CStr::from_ptr(options) }.to_string_lossy().into_owned()
+    };
+    let result = std::panic::catch_unwind(|| {
+        // SAFETY: `vm` is the JavaVM the JVM passed to this entry point, on its thread.
+        unsafe { agent::on_attach(vm, &options) }
+    });
+    result.unwrap_or_else(|_| {
+        say!("jvmwatch: internal error while attaching; the JVM continues as it was");
+        agent::attach_code::INTERNAL
+    })
 }

@@ -27,6 +27,9 @@ pub const METRICS_SIZE: usize = 256 * 1024;
 pub const EVENTS_OFFSET: usize = METRICS_OFFSET + METRICS_SIZE;
 /// One event slot: a cache line.
 pub const SLOT_SIZE: usize = 64;
+/// Header flag bit (`hdr::FLAGS`): the agent was loaded into a running JVM (`jvmwatch attach`,
+/// `Agent_OnAttach`) rather than at JVM start, so events before the attach are missing.
+pub const FLAG_ATTACHED: u32 = 1;
 /// Smallest event ring, in slots (64 KiB).
 pub const MIN_CAPACITY: u64 = 1024;
 /// Largest event ring, in slots (1 GiB).
@@ -58,7 +61,7 @@ pub mod hdr {
     pub const CAPACITY: usize = SLOT_SIZE + 4;
     /// `u32` writer process id (as the writer saw it; may be namespaced).
     pub const PID: usize = CAPACITY + 4;
-    /// `u32` reserved, zero.
+    /// `u32` flags, fixed at creation ([`FLAG_ATTACHED`]); other bits are zero.
     pub const FLAGS: usize = PID + 4;
     /// `u64` JVM start (file creation), ns since the Unix epoch.
     pub const START_NS: usize = FLAGS + 4;
@@ -143,9 +146,6 @@ pub mod hdr {
     /// `u64` next sequence number of the coarse history tier (v2).
     pub const HISTORY_COARSE_NEXT: usize = HISTORY_FINE_NEXT + 8;
 }
-
-/// Bit of [`hdr::FLAGS`]: reserved for "the agent was attached to a running JVM".
-pub const FLAG_ATTACHED: u32 = 1;
 
 /// Lifecycle state stored at [`hdr::STATE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

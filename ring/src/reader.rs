@@ -46,8 +46,6 @@ pub enum ReadError {
 pub struct Header {
     /// Format version (1 or 2).
     pub version: u32,
-    /// Header flags ([`FLAG_ATTACHED`]).
-    pub flags: u32,
     /// History and stacks regions (all zero in version 1).
     pub geometry: Geometry,
     /// Total file size the header claims (checked against the real size).
@@ -74,6 +72,15 @@ pub struct Header {
     pub error_file: String,
     /// Command line summary.
     pub command: String,
+    /// Header flags (`layout::FLAG_ATTACHED`).
+    pub flags: u32,
+}
+
+impl Header {
+    /// True when the agent was loaded into a running JVM (`jvmwatch attach`), not at start.
+    pub fn attached(&self) -> bool {
+        self.flags & crate::layout::FLAG_ATTACHED != 0
+    }
 }
 
 /// The live part of the header: changes while the JVM runs.
@@ -205,7 +212,6 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
     }
     Ok(Header {
         version,
-        flags: u32_at(h, hdr::FLAGS),
         geometry,
         file_size: total,
         capacity,
@@ -219,6 +225,7 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
         cwd: str_at(h, hdr::CWD, hdr::CWD_LEN),
         error_file: str_at(h, hdr::ERROR_FILE, hdr::ERROR_FILE_LEN),
         command: str_at(h, hdr::COMMAND, hdr::COMMAND_LEN),
+        flags: u32_at(h, hdr::FLAGS),
     })
 }
 

@@ -48,6 +48,8 @@ pub struct Identity {
     pub command: String,
     /// Shape of the history and stacks regions (default: none).
     pub geometry: Geometry,
+    /// Header flags (`layout::FLAG_ATTACHED`).
+    pub flags: u32,
 }
 
 /// Why a ring file could not be created.
@@ -172,6 +174,7 @@ pub fn encode_header(capacity: u64, id: &Identity) -> Vec<u8> {
     put(hdr::SLOT_SIZE, &(SLOT_SIZE as u32).to_le_bytes());
     put(hdr::CAPACITY, &(capacity as u32).to_le_bytes());
     put(hdr::PID, &id.pid.to_le_bytes());
+    put(hdr::FLAGS, &id.flags.to_le_bytes());
     put(hdr::START_NS, &id.start_ns.to_le_bytes());
     put(hdr::INTERVAL_NS, &id.interval_ns.to_le_bytes());
     let g = &id.geometry;

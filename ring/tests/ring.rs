@@ -431,3 +431,17 @@ fn an_attached_writer_appends_to_another_writers_ring() {
     std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
     assert!(Writer::attach(&garbage).unwrap_err().to_string().contains("not a ring"));
 }
+
+#[test]
+fn the_attached_flag_roundtrips_through_the_header() {
+    use jvmwatch_ring::layout::FLAG_ATTACHED;
+    let d = dir();
+    let plain = Identity { pid: 7, start_ns: 1, ..Identity::default() };
+    let attached = Identity { flags: FLAG_ATTACHED, ..plain.clone() };
+    let a = Writer::create(&d.path().join("a.ring"), 1024, &plain).unwrap();
+    let b = Writer::create(&d.path().join("b.ring"), 1024, &attached).unwrap();
+    assert!(!Ring::open(a.path()).unwrap().header().attached());
+    let h = Ring::open(b.path()).unwrap().header().clone();
+    assert!(h.attached());
+    assert_eq!(h.flags, FLAG_ATTACHED);
+}

@@ -3,6 +3,7 @@
 
 pub mod agentpath;
 pub mod appmetrics;
+pub mod attach;
 pub mod control;
 pub mod demo;
 pub mod findings;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use jvmwatch_sidecar::{control, demo, report, serve, text};
+use jvmwatch_sidecar::{attach, control, demo, report, serve, text};
 
 /// Reads jvmwatch ring files — live, or after the JVM exited, was killed or crashed.
 #[derive(Parser, Debug)]
@@ -94,6 +94,26 @@ enum Cmd {
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
     },
+    /// Load the agent into a running HotSpot JVM (JDK 11+): `jvmwatch attach PID [OPTION...]`.
+    #[command(
+        after_help = EX_ATTACH
+    )]
+    Attach {
+        /// The JVM's process id, as seen from here (a JVM in a container works from the host).
+        pid: u32,
+        /// Agent options, as after `-agentpath:libjvmwatch.so=` (`dir=/x interval=1s` or `dir=/x,interval=1s`).
+        #[arg(value_name = "OPTION")]
+        options: Vec<String>,
+        /// The agent library (default: libjvmwatch.so beside this binary, or in ../lib).
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
+        /// How long to wait for the JVM's attach listener and for its reply.
+        #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// As root: attach to a JVM of another user too (HotSpot accepts root; refused by default).
+        #[arg(long)]
+        any_user: bool,
+    },
     /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
     #[command(after_help = EX_DEMO)]
     Demo {
@@ -174,6 +194,15 @@ Examples:
   jvmwatch completions bash > /etc/bash_completion.d/jvmwatch
   jvmwatch completions zsh > \"${fpath[1]}/_jvmwatch\"
   jvmwatch completions fish > ~/.config/fish/completions/jvmwatch.fish";
+const EX_ATTACH: &str = "\
+Examples:
+  jvmwatch attach 4242                                   # default options; prints the ring's path
+  jvmwatch attach 4242 interval=1s dir=/dev/shm/jvmwatch-1000
+  jvmwatch attach --agent /opt/jvmwatch/lib/libjvmwatch.so --timeout 30s 4242
+  sudo jvmwatch attach --any-user 4242                   # root, into another user's JVM
+
+Exit status: 0 attached, 3 already loaded (nothing changed), 2 any other error.
+What an attached agent cannot see: docs/agent-options.md, \"Attached agents\".";
 const EX_MANPAGE: &str = "\
 Examples:
   jvmwatch manpage /usr/local/share/man/man1 && man jvmwatch-serve";
@@ -229,6 +258,46 @@ fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) 
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("jvmwatch: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `jvmwatch attach`: exit 0 when the agent started, 3 when it was already loaded, 2 else.
+fn attach_main(
+    pid: u32,
+    options: Vec<String>,
+    agent: Option<PathBuf>,
+    timeout: std::time::Duration,
+    any_user: bool,
+) -> ExitCode {
+    let req = match agent.map(Ok).unwrap_or_else(attach::default_agent) {
+        Ok(agent) => attach::Request { pid, options: options.join(","), agent, timeout, any_user },
+        Err(e) => {
+            eprintln!("jvmwatch: attach: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match attach::attach(&req) {
+        Ok(a) => {
+            let ns = if a.target.nspid != pid {
+                format!(" (pid {} in its namespace)", a.target.nspid)
+            } else {
+                String::new()
+            };
+            println!("jvmwatch: attached to JVM {pid}{ns}");
+            match a.ring {
+                Some(r) => println!("ring: {}", r.display()),
+                None => println!("ring: not found from here; the JVM's stderr names it"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ attach::AttachError::AlreadyLoaded { .. }) => {
+            eprintln!("jvmwatch: attach: {e}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("jvmwatch: attach: {e}");
             ExitCode::from(2)
         }
     }
@@ -328,6 +397,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Attach { pid, options, agent, timeout, any_user } => attach_main(pid, options, agent, timeout, any_user),
         Cmd::Demo { seconds, dir, listen } => {
             match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen) {
                 Ok(()) => ExitCode::SUCCESS,

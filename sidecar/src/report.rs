@@ -68,6 +68,9 @@ pub struct Report {
     pub hostname: String,
     /// The writing agent's version and git revision (`0.1.0 (git 1a2b3c4)`).
     pub agent_version: String,
+    /// The agent was loaded into the running JVM (`jvmwatch attach`): events before the
+    /// attach are missing (docs/agent-options.md, "Attached agents").
+    pub attached: bool,
     /// Application name, if set.
     pub app: Option<String>,
     /// JVM identity.
@@ -456,6 +459,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         pid: h.pid,
         hostname: h.hostname.clone(),
         agent_version: h.agent_version.clone(),
+        attached: h.attached(),
         app: (!live.app_name.is_empty()).then(|| live.app_name.clone()),
         jvm: Jvm {
             version: h.jvm_version.clone(),

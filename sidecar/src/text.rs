@@ -71,6 +71,9 @@ pub fn render(r: &Report) -> String {
         r.pid, r.hostname, r.jvm.vendor, r.jvm.version, r.jvm.collector
     );
     let _ = writeln!(o, "command:   {}", r.jvm.args);
+    if r.attached {
+        let _ = writeln!(o, "agent:     attached to the running JVM (nothing before the attach was recorded)");
+    }
     let t = |x: &Option<String>| x.clone().unwrap_or_else(|| "-".into());
     let _ = writeln!(
         o,

