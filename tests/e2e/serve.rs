@@ -34,10 +34,13 @@ fn follows_a_jvm_while_it_runs_after_kill_and_after_exit() {
     assert_eq!(d["verdict"], "running");
     assert_eq!(d["pid"], jvm.id());
     assert!(d["events"].as_array().unwrap().len() <= 50);
-    // Pull events.
-    let ev = get(svc.addr, &format!("/api/v1/jvms/{id}/events?since=0&limit=5")).json();
+    // Pull events. The file exists from Agent_OnLoad, events start at VM init: wait for five.
+    let ev = wait_for(Duration::from_secs(30), || {
+        let ev = get(svc.addr, &format!("/api/v1/jvms/{id}/events?since=0&limit=5")).json();
+        (ev["events"].as_array()?.len() == 5).then_some(ev)
+    })
+    .expect("five events");
     let evs = ev["events"].as_array().unwrap();
-    assert_eq!(evs.len(), 5);
     assert_eq!(evs[0]["seq"], 0);
     assert_eq!(evs[0]["type"], "vm_init");
     assert_eq!(ev["next"], 5);
