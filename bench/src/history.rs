@@ -37,6 +37,8 @@ pub struct Capture {
     pub captures: usize,
     /// The agent's own timing of one capture, µs (wall time, safepoint included).
     pub capture_us: Percentiles,
+    /// CPU time of the capturing (sampler) thread, µs.
+    pub capture_cpu_us: Percentiles,
     /// The `GetAllStackTraces` safepoints, µs (`-Xlog:safepoint` "Total").
     pub safepoint_us: Option<Percentiles>,
 }
@@ -172,18 +174,24 @@ fn capture(tools: &Tools, scratch: &Scratch, threads: usize, captures: usize) ->
     while seen.len() < captures + 1 && Instant::now() < end {
         if let Ok(r) = Ring::open(&ring) {
             if let Ok(Some(c)) = r.stacks() {
-                seen.entry(c.time_ns).or_insert((c.duration_ns, c.threads.len() as u64, c.total_threads as u64));
+                seen.entry(c.time_ns).or_insert((
+                    c.duration_ns,
+                    c.threads.len() as u64,
+                    c.total_threads as u64,
+                    c.cpu_ns,
+                ));
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(p);
     // The first capture may predate the workload's threads: keep the captures after "ready".
-    let all: Vec<(u64, u64, u64)> = seen.values().skip(1).copied().collect();
+    let all: Vec<(u64, u64, u64, u64)> = seen.values().skip(1).copied().collect();
     if all.is_empty() {
         bail!("no stacks capture at {threads} threads");
     }
     let us: Vec<f64> = all.iter().map(|c| c.0 as f64 / 1e3).collect();
+    let cpu: Vec<f64> = all.iter().map(|c| c.3 as f64 / 1e3).collect();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let sp: Vec<f64> = text
         .lines()
@@ -198,6 +206,7 @@ fn capture(tools: &Tools, scratch: &Scratch, threads: usize, captures: usize) ->
         total: all.last().map_or(0, |c| c.2),
         captures: all.len(),
         capture_us: r(percentiles(&us).expect("captures")),
+        capture_cpu_us: r(percentiles(&cpu).expect("captures")),
         safepoint_us: percentiles(&sp).map(r),
     })
 }

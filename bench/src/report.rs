@@ -105,16 +105,17 @@ fn history(s: &mut String, v: &Value) {
         p(&v["inspect_history_ms"], 1),
         p(&v["inspect_ms"], 1)
     );
-    let _ = writeln!(s, "| threads | captures | kept / total | capture (agent's timing) µs p50 / p99 / max | GetAllStackTraces safepoint µs p50 / p99 / max |\n|---:|---:|---:|---|---|");
+    let _ = writeln!(s, "| threads | captures | kept / total | capture wall µs p50 / p99 / max | capture CPU µs p50 / p99 / max | GetAllStackTraces safepoint µs p50 / p99 / max |\n|---:|---:|---:|---|---|---|");
     for c in v["stacks"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} / {} | {} | {} | {} |",
             c["threads"],
             c["captures"],
             c["kept"],
             c["total"],
             p(&c["capture_us"], 0),
+            p(&c["capture_cpu_us"], 0),
             if c["safepoint_us"].is_null() { "-".into() } else { p(&c["safepoint_us"], 0) }
         );
     }

@@ -267,9 +267,14 @@ extern "system" fn gc_cycle(
     after: sys::jlong,
 ) {
     with_agent((), |a| {
-        // ZGC's and Shenandoah's pause notifications carry no memory usage (after = 0); only
-        // a collection that reports its heap counts.
-        if after > 0 {
+        // Only a whole collection tells the heap after it: the pause-only beans of ZGC and
+        // Shenandoah ("... Pauses") and G1's "G1 Concurrent GC" (remark and cleanup pauses)
+        // report the heap in the middle of a cycle, garbage included, or nothing at all.
+        let whole = a
+            .writer
+            .interned(collector.clamp(0, u16::MAX as i32) as u16)
+            .is_none_or(|n| !n.ends_with(b"Pauses") && n != b"G1 Concurrent GC");
+        if after > 0 && whole {
             a.heap_after_gc.store(after as u64, std::sync::atomic::Ordering::Relaxed);
         }
         a.writer.emit(&Event::GcCycle {

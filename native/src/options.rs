@@ -180,6 +180,13 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
     if c.dir.is_some() && c.path.is_some() {
         return Err("give either dir= or path=, not both".into());
     }
+    let slots = c.history.as_nanos() / c.interval.as_nanos().max(1);
+    if slots > jvmwatch_ring::layout::MAX_HISTORY_SLOTS as u128 {
+        return Err(format!(
+            "history= / interval= is {slots} samples; at most {} (a longer history needs a longer interval)",
+            jvmwatch_ring::layout::MAX_HISTORY_SLOTS
+        ));
+    }
     Ok(c)
 }
 
@@ -234,6 +241,8 @@ mod tests {
         assert_eq!(p("history=1h,interval=1s").unwrap().geometry().fine_slots, 3600);
         assert_eq!(p("stacks=5m").unwrap().stacks, Some(Duration::from_secs(300)));
         assert!(p("history=7h").unwrap_err().contains("at most 6h"));
+        assert!(p("history=6h").unwrap_err().contains("216000 samples"), "6 h at 100 ms is too many slots");
+        assert_eq!(p("history=6h,interval=1s").unwrap().geometry().fine_slots, 21600);
         assert!(p("stacks=10ms").unwrap_err().contains("at least 1s"));
         assert!(p("history=lots").unwrap_err().contains("history=lots"));
     }

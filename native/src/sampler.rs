@@ -94,7 +94,9 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
     let interval = a.config.interval;
     let mut history = History::new(a);
     let mut names = crate::stacks::Names::default();
-    let mut last_stacks = Instant::now();
+    // None: the first capture happens at the first tick (a JVM that hangs in its first
+    // minute still leaves its stacks).
+    let mut last_stacks: Option<Instant> = None;
     let mut next = Instant::now();
     let mut warned_behind = false;
     let mut failing = Failing::default();
@@ -123,8 +125,11 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
         }
         if let Some(period) = a.config.stacks {
             let asked = a.stacks_requested.swap(false, Ordering::Relaxed);
-            if asked || last_stacks.elapsed() >= period {
-                last_stacks = Instant::now();
+            if asked || last_stacks.is_none_or(|t| t.elapsed() >= period) {
+                last_stacks = Some(Instant::now());
+                // A capture of thousands of threads takes a while: beat first, so it never
+                // looks like a hang.
+                a.writer.heartbeat(now_ns());
                 let reason = if asked { Reason::DumpRequest } else { Reason::Periodic };
                 // SAFETY: forwarded; the capture manages its own local frames.
                 if let Err(e) = unsafe { crate::stacks::capture(a, jni, &mut names, reason) } {
@@ -202,7 +207,10 @@ impl History {
             heap_used: snap.heap_used,
             heap_committed: snap.heap_committed,
             heap_max: snap.heap_max,
-            heap_after_gc: snap.heap_used_after_gc().unwrap_or(UNKNOWN),
+            // The whole heap right after the latest collection (GC notifications): UNKNOWN
+            // before the first one and with monitor=off, never the per-pool fallback, which
+            // reads 0 before any collection and misses old-gen under G1.
+            heap_after_gc: snap.heap_after_gc,
             old_used: old.map_or(UNKNOWN, |p| p.used),
             old_max: old.map_or(UNKNOWN, |p| p.max),
             nonheap_used: snap.nonheap_used,

@@ -27,6 +27,11 @@ pub struct Names {
 
 /// Takes one capture and publishes it. Returns the threads kept and the total.
 ///
+/// Every local reference it makes (the thread references `GetAllStackTraces` hands out
+/// included) lives in a local frame pushed here and popped before returning, so nothing is
+/// pinned however the capture ends. Threads blocked entering a monitor go into the capture
+/// first, so a full buffer drops idle threads, not the ones a deadlock or hang is about.
+///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv (the sampler thread's).
 pub unsafe fn capture(
@@ -35,8 +40,33 @@ pub unsafe fn capture(
     names: &mut Names,
     reason: Reason,
 ) -> Result<(u32, u32), String> {
+    if jni!(jni, PushLocalFrame, 32) != Some(0) {
+        // SAFETY: forwarded.
+        unsafe { crate::jvmti::clear_exception(jni) };
+        return Err("no local frame".into());
+    }
+    // SAFETY: forwarded; inside the frame just pushed.
+    let result = unsafe { capture_in_frame(a, jni, names, reason) };
+    let _ = jni!(jni, PopLocalFrame, ptr::null_mut());
+    result
+}
+
+/// [`capture`] inside its local frame.
+///
+/// # Safety
+/// As [`capture`], inside a local frame.
+unsafe fn capture_in_frame(
+    a: &Agent,
+    jni: *mut sys::JNIEnv,
+    names: &mut Names,
+    reason: Reason,
+) -> Result<(u32, u32), String> {
     let t0 = now_ns();
+    let cpu0 = thread_cpu_ns();
     let j = a.jvmti;
+    if names.methods.len() > MAX_CACHED_METHODS {
+        names.methods.clear(); // classes generated without end (lambdas, proxies): start over
+    }
     let mut info: *mut sys::jvmtiStackInfo = ptr::null_mut();
     let mut count: sys::jint = 0;
     jvmti_call(j, |env| {
@@ -45,18 +75,29 @@ pub unsafe fn capture(
     })?;
     let mut b = Builder::new(a.writer.stacks_budget());
     let n = count.max(0) as usize;
-    for i in 0..n {
-        // SAFETY: JVMTI returned `count` entries at `info`, valid until deallocated below.
-        let si = unsafe { &*info.add(i) };
+    // SAFETY: JVMTI returned `count` entries at `info`, valid until deallocated below.
+    let stacks = unsafe { std::slice::from_raw_parts(info, n) };
+    let entering = |si: &sys::jvmtiStackInfo| si.state as u32 & sys::JVMTI_THREAD_STATE_BLOCKED_ON_MONITOR_ENTER != 0;
+    let order = stacks.iter().filter(|si| entering(si)).chain(stacks.iter().filter(|si| !entering(si)));
+    for si in order {
         if jni!(jni, PushLocalFrame, 16) != Some(0) {
+            // SAFETY: forwarded.
+            unsafe { crate::jvmti::clear_exception(jni) };
             break;
         }
         let mut name_buf = [0u8; 64];
         // SAFETY: `jni` is ours; `si.thread` is a live thread reference from JVMTI.
         let len = unsafe { j.thread_name(jni, si.thread, &mut name_buf) };
         let name = from_modified_utf8(&name_buf[..len]);
-        // SAFETY: as above.
-        let (lock, owner) = unsafe { contended(j, jni, si.thread) };
+        let waits = si.state as u32 & sys::JVMTI_THREAD_STATE_IN_OBJECT_WAIT != 0;
+        // Only a thread entering or waiting on a monitor has one; the owner matters (and
+        // costs a VM operation) only for a thread blocked entering it.
+        let (lock, owner) = if entering(si) || waits {
+            // SAFETY: as above.
+            unsafe { contended(j, jni, si.thread, entering(si)) }
+        } else {
+            (None, None)
+        };
         let frames: Vec<(String, i32)> = (0..si.frame_count.max(0) as usize)
             .map(|f| {
                 // SAFETY: `frame_count` frames at `frame_buffer`, inside the JVMTI allocation.
@@ -73,16 +114,26 @@ pub unsafe fn capture(
             frames.iter().map(|(m, l)| (m.as_str(), *l)),
         );
         let _ = jni!(jni, PopLocalFrame, ptr::null_mut());
-        let _ = jni!(jni, DeleteLocalRef, si.thread);
     }
     j.deallocate(info.cast());
     let total = n as u32;
-    let body = b.finish(t0, now_ns().saturating_sub(t0), reason);
+    let body = b.finish(t0, now_ns().saturating_sub(t0), thread_cpu_ns().saturating_sub(cpu0), reason);
     let kept = jvmwatch_ring::stacks::Capture::decode(&body).map(|c| c.threads.len() as u32).unwrap_or(0);
     if !a.writer.write_stacks(&body) {
         return Err("the ring has no stacks region".into());
     }
     Ok((kept, total))
+}
+
+/// Methods whose names the capture remembers before it starts over.
+const MAX_CACHED_METHODS: usize = 50_000;
+
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn jvmti_call(j: Jvmti, f: impl FnOnce(*mut sys::jvmtiEnv) -> Option<sys::jvmtiError>) -> Result<(), String> {
@@ -132,11 +183,17 @@ fn class_of(j: Jvmti, cls: sys::jclass) -> Option<String> {
     take_string(j, sig).map(|s| class_name(&s))
 }
 
-/// The monitor `thread` waits to enter (its class) and its owner's name, if any.
+/// The monitor `thread` waits for (its class) and, when `owner` is asked for, its owner's
+/// name (`GetObjectMonitorUsage` is a VM operation: only for threads blocked entering it).
 ///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv inside a local frame; `thread` a live reference.
-unsafe fn contended(j: Jvmti, jni: *mut sys::JNIEnv, thread: sys::jthread) -> (Option<String>, Option<String>) {
+unsafe fn contended(
+    j: Jvmti,
+    jni: *mut sys::JNIEnv,
+    thread: sys::jthread,
+    owner: bool,
+) -> (Option<String>, Option<String>) {
     let mut mon: sys::jobject = ptr::null_mut();
     let ok = jvmti_call(j, |env| {
         // SAFETY: valid thread reference and out-pointer.
@@ -147,6 +204,9 @@ unsafe fn contended(j: Jvmti, jni: *mut sys::JNIEnv, thread: sys::jthread) -> (O
     }
     let cls = jni!(jni, GetObjectClass, mon).unwrap_or(ptr::null_mut());
     let lock = if cls.is_null() { None } else { class_of(j, cls) };
+    if !owner {
+        return (lock, None);
+    }
     // SAFETY: jvmtiMonitorUsage is a plain C struct; all-zero is a valid initial value.
     let mut usage: sys::jvmtiMonitorUsage = unsafe { std::mem::zeroed() };
     let owner = match jvmti_call(j, |env| {

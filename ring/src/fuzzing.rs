@@ -46,7 +46,7 @@ fn template() -> &'static [u8] {
         }
         let mut b = crate::stacks::Builder::new(w.stacks_budget());
         b.thread("main", 1, Some("java.lang.Object"), Some("other"), [("A.b", 3), ("A.main", 9)]);
-        w.write_stacks(&b.finish(1, 2, crate::stacks::Reason::Periodic));
+        w.write_stacks(&b.finish(1, 2, 3, crate::stacks::Reason::Periodic));
         let bytes = std::fs::read(w.path()).expect("read the template");
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);

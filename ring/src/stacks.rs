@@ -6,9 +6,10 @@
 //! a writer that dies half-way leaves the previous capture whole. The body:
 //!
 //! ```text
-//! 0   time_ns u64        8  duration_ns u64 (the capture's own cost)
-//! 16  reason u32         20 total_threads u32   24 strings u32   28 threads u32
-//! 32  strings: len u16, UTF-8 bytes ...            (method, thread, class names, interned)
+//! 0   time_ns u64        8  duration_ns u64 (wall time of the capture, safepoint included)
+//! 16  cpu_ns u64 (the capturing thread's CPU time)
+//! 24  reason u32         28 total_threads u32   32 strings u32   36 threads u32
+//! 40  strings: len u16, UTF-8 bytes ...            (method, thread, class names, interned)
 //!     threads: name u32, lock u32, owner u32, state u16, frames u16, frames × (method u32, line i32)
 //! ```
 //!
@@ -21,6 +22,8 @@ pub const NONE: u32 = u32::MAX;
 pub const MAX_FRAMES: usize = 32;
 /// Longest string kept, bytes.
 pub const MAX_STRING: usize = 512;
+/// Most bytes a decoded capture may take (strings copied per reference).
+const DECODED_BUDGET: usize = 64 << 20;
 
 /// Why a capture was taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,8 +98,10 @@ impl ThreadStack {
 pub struct Capture {
     /// When, ns since the Unix epoch.
     pub time_ns: u64,
-    /// What the capture cost the agent, ns.
+    /// Wall time of the capture, ns (the safepoint included).
     pub duration_ns: u64,
+    /// CPU time the capturing thread spent, ns.
+    pub cpu_ns: u64,
     /// Why it was taken.
     pub reason: Reason,
     /// Threads the JVM had; more than `threads.len()` when the buffer was full.
@@ -117,7 +122,7 @@ pub struct Builder {
     total: u32,
 }
 
-const FIXED: usize = 32;
+const FIXED: usize = 40;
 
 fn clip(s: &str) -> &str {
     let mut end = s.len().min(MAX_STRING);
@@ -197,10 +202,11 @@ impl Builder {
     }
 
     /// The body.
-    pub fn finish(self, time_ns: u64, duration_ns: u64, reason: Reason) -> Vec<u8> {
+    pub fn finish(self, time_ns: u64, duration_ns: u64, cpu_ns: u64, reason: Reason) -> Vec<u8> {
         let mut b = Vec::with_capacity(self.size());
         b.extend_from_slice(&time_ns.to_le_bytes());
         b.extend_from_slice(&duration_ns.to_le_bytes());
+        b.extend_from_slice(&cpu_ns.to_le_bytes());
         b.extend_from_slice(&reason.code().to_le_bytes());
         b.extend_from_slice(&self.total.to_le_bytes());
         b.extend_from_slice(&(self.strings.len() as u32).to_le_bytes());
@@ -249,6 +255,7 @@ impl Capture {
         let mut i = Input { b: body, at: 0 };
         let time_ns = i.u64()?;
         let duration_ns = i.u64()?;
+        let cpu_ns = i.u64()?;
         let reason = Reason::from_code(i.u32()?);
         let total_threads = i.u32()?;
         let n_strings = i.u32()? as usize;
@@ -257,30 +264,45 @@ impl Capture {
         if n_strings > body.len() / 2 || n_threads > body.len() / 16 {
             return Err(StacksError("counts exceed the body"));
         }
-        let mut strings = Vec::with_capacity(n_strings);
+        let mut strings = Vec::with_capacity(n_strings.min(4096));
         for _ in 0..n_strings {
             let n = i.u16()? as usize;
-            strings.push(String::from_utf8_lossy(i.take(n)?).into_owned());
+            strings.push(String::from_utf8_lossy(i.take(n)?.get(..n.min(MAX_STRING)).unwrap_or_default()).into_owned());
         }
-        let s = |x: u32| -> Option<String> {
-            (x != NONE).then(|| strings.get(x as usize).cloned().unwrap_or_else(|| "?".into()))
+        // Every reference to a string copies it: a hostile body of many references to one
+        // long string must not blow up. Real captures stay far below this budget.
+        let mut budget = DECODED_BUDGET;
+        let mut s = |x: u32| -> Result<Option<String>, StacksError> {
+            if x == NONE {
+                return Ok(None);
+            }
+            let v = strings.get(x as usize).map_or("?", String::as_str);
+            budget = budget.checked_sub(v.len() + 24).ok_or(StacksError("decodes to more than 64 MiB"))?;
+            Ok(Some(v.to_owned()))
         };
-        let mut threads = Vec::with_capacity(n_threads);
+        let mut threads = Vec::with_capacity(n_threads.min(4096));
         for _ in 0..n_threads {
-            let name = s(i.u32()?).unwrap_or_else(|| "?".into());
-            let lock = s(i.u32()?);
-            let owner = s(i.u32()?);
+            let name = s(i.u32()?)?.unwrap_or_else(|| "?".into());
+            let lock = s(i.u32()?)?;
+            let owner = s(i.u32()?)?;
             let state = i.u16()?;
             let n_frames = (i.u16()? as usize).min(MAX_FRAMES);
             let mut frames = Vec::with_capacity(n_frames);
             for _ in 0..n_frames {
-                let method = s(i.u32()?).unwrap_or_else(|| "?".into());
+                let method = s(i.u32()?)?.unwrap_or_else(|| "?".into());
                 let line = i.u32()? as i32;
                 frames.push(Frame { method, line });
             }
             threads.push(ThreadStack { name, state, lock, owner, frames });
         }
-        Ok(Capture { time_ns, duration_ns, reason, total_threads: total_threads.max(threads.len() as u32), threads })
+        Ok(Capture {
+            time_ns,
+            duration_ns,
+            cpu_ns,
+            reason,
+            total_threads: total_threads.max(threads.len() as u32),
+            threads,
+        })
     }
 }
 
@@ -294,7 +316,7 @@ mod tests {
         assert!(b.thread("main", 3, None, None, [("Foo.bar", 12), ("Foo.main", 3)]));
         assert!(b.thread("Deadlock-A", 2, Some("java.lang.Object"), Some("Deadlock-B"), [("Deadlock.lock", 22)]));
         assert!(!b.thread("x".repeat(300).as_str(), 1, None, None, []), "over budget");
-        let body = b.finish(5, 6, Reason::DumpRequest);
+        let body = b.finish(5, 6, 7, Reason::DumpRequest);
         assert!(body.len() <= 200);
         let c = Capture::decode(&body).unwrap();
         assert_eq!((c.time_ns, c.duration_ns, c.reason, c.total_threads), (5, 6, Reason::DumpRequest, 3));
@@ -309,16 +331,49 @@ mod tests {
     fn hostile_bodies_are_errors_not_panics() {
         let mut b = Builder::new(1 << 16);
         b.thread("t", 1, Some("L"), None, [("m", 1)]);
-        let body = b.finish(1, 2, Reason::Periodic);
+        let body = b.finish(1, 2, 3, Reason::Periodic);
         for n in 0..body.len() {
             let _ = Capture::decode(&body[..n]);
         }
         let mut lie = body.clone();
-        lie[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        lie[32..36].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(Capture::decode(&lie).is_err());
         let mut bad_index = body;
         let at = bad_index.len() - 8 - 16;
         bad_index[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
         assert_eq!(Capture::decode(&bad_index).unwrap().threads[0].name, "?");
+    }
+
+    #[test]
+    fn many_references_to_one_long_string_are_refused_not_expanded() {
+        // One 512-byte string, then a million frames that all name it: 8 MB of body that
+        // would copy 512 MB.
+        let mut body = Vec::new();
+        for v in [1u64, 2, 3] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [1u32, 1, 1, 1] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(&512u16.to_le_bytes());
+        body.extend_from_slice(&[b'x'; 512]);
+        for v in [0u32, NONE, NONE] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        body.extend_from_slice(&1u16.to_le_bytes());
+        body.extend_from_slice(&(MAX_FRAMES as u16).to_le_bytes());
+        for _ in 0..MAX_FRAMES {
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.extend_from_slice(&1i32.to_le_bytes());
+        }
+        assert!(Capture::decode(&body).is_ok(), "one thread is fine");
+        let mut many = body[..40].to_vec();
+        let n = 200_000u32;
+        many[36..40].copy_from_slice(&n.to_le_bytes());
+        many.extend_from_slice(&body[40..40 + 2 + 512]);
+        for _ in 0..n {
+            many.extend_from_slice(&body[40 + 2 + 512..]);
+        }
+        assert!(Capture::decode(&many).is_err(), "the budget stops it");
     }
 }

@@ -571,6 +571,19 @@ impl Writer {
         count as u16
     }
 
+    /// The interned string `id`, if there is one. Takes the registration lock: not for GC
+    /// callbacks.
+    pub fn interned(&self, id: u16) -> Option<Vec<u8>> {
+        let _guard = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let count = self.u32_at(METRICS_OFFSET + metrics::STRING_COUNT).load(Ordering::Acquire) as usize;
+        if id as usize >= count.min(metrics::MAX_STRINGS) {
+            return None;
+        }
+        let at = METRICS_OFFSET + metrics::STRINGS + id as usize * metrics::STRING_SIZE;
+        let n = (self.read_bytes(at, 1)[0] as usize).min(metrics::STRING_SIZE - 1);
+        Some(self.read_bytes(at + 1, n))
+    }
+
     fn instrument(&self, i: usize) -> usize {
         METRICS_OFFSET + metrics::HEADER + i * metrics::INSTRUMENT_SIZE
     }

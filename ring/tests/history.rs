@@ -68,7 +68,7 @@ fn stacks_captures_alternate_buffers_and_the_newest_wins() {
     for n in 1..=3u64 {
         let mut b = Builder::new(w.stacks_budget());
         b.thread(&format!("t{n}"), 1, None, None, [("A.b", 1)]);
-        assert!(w.write_stacks(&b.finish(n, 0, Reason::Periodic)));
+        assert!(w.write_stacks(&b.finish(n, 0, 0, Reason::Periodic)));
     }
     let c = Ring::open(&p).unwrap().stacks().unwrap().unwrap();
     assert_eq!((c.time_ns, c.threads[0].name.as_str()), (3, "t3"));

@@ -22,10 +22,16 @@ pub fn read(path: &std::path::Path) -> Result<(History, Vec<Instrument>), String
 
 /// The samples of both tiers as one series: the coarse records older than the first fine
 /// record, then the fine records.
+/// Samples whose time does not move forward (the wall clock stepped back, or a hostile file)
+/// are dropped, so every judgement below sees strictly increasing times.
 pub fn merged(h: &History) -> Vec<Sample> {
     let first_fine = h.fine.first().map_or(u64::MAX, |s| s.time_ns);
-    let mut out: Vec<Sample> = h.coarse.iter().filter(|s| s.time_ns < first_fine).copied().collect();
-    out.extend_from_slice(&h.fine);
+    let mut out: Vec<Sample> = Vec::with_capacity(h.coarse.len() + h.fine.len());
+    for s in h.coarse.iter().filter(|s| s.time_ns < first_fine).chain(&h.fine) {
+        if out.last().is_none_or(|l: &Sample| s.time_ns > l.time_ns) {
+            out.push(*s);
+        }
+    }
     out
 }
 
@@ -50,16 +56,21 @@ pub fn to_json(h: &History, instruments: &[Instrument]) -> Value {
     let app: Vec<Value> = kept
         .iter()
         .enumerate()
-        .map(|(i, ins)| match ins.kind {
-            Kind::Timer => json!({
-                "name": ins.name, "kind": "timer",
-                "count": col(&|x| json!(x.cells[i].a)),
-                "mean_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].b as f64 / x.cells[i].a as f64 / 1e6) }),
-                "p99_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].c as f64 / 1e3) }),
-                "max_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].d as f64 / 1e3) }),
-            }),
-            Kind::Counter => json!({ "name": ins.name, "kind": "counter", "value": col(&|x| json!(x.cells[i].a)) }),
-            Kind::Gauge => json!({ "name": ins.name, "kind": "gauge", "value": col(&|x| json!(x.cells[i].a as i64)) }),
+        .map(|(i, ins)| {
+            // A sample taken before the instrument was registered has no figure for it.
+            let has = |x: &Sample| (i as u32) < x.cells_used;
+            let timed = |x: &Sample| has(x) && x.cells[i].a > 0;
+            match ins.kind {
+                Kind::Timer => json!({
+                    "name": ins.name, "kind": "timer",
+                    "count": col(&|x| if has(x) { json!(x.cells[i].a) } else { Value::Null }),
+                    "mean_ms": col(&|x| if timed(x) { json!(x.cells[i].b as f64 / x.cells[i].a as f64 / 1e6) } else { Value::Null }),
+                    "p99_ms": col(&|x| if timed(x) { json!(x.cells[i].c as f64 / 1e3) } else { Value::Null }),
+                    "max_ms": col(&|x| if timed(x) { json!(x.cells[i].d as f64 / 1e3) } else { Value::Null }),
+                }),
+                Kind::Counter => json!({ "name": ins.name, "kind": "counter", "value": col(&|x| if has(x) { json!(x.cells[i].a) } else { Value::Null }) }),
+                Kind::Gauge => json!({ "name": ins.name, "kind": "gauge", "value": col(&|x| if has(x) { json!(x.cells[i].a as i64) } else { Value::Null }) }),
+            }
         })
         .collect();
     let dropped: Vec<&str> = dropped.iter().map(|i| i.name.as_str()).collect();
@@ -89,10 +100,12 @@ pub fn to_json(h: &History, instruments: &[Instrument]) -> Value {
 }
 
 /// The history as a compact text table (one line per sample; at most `rows` newest).
-pub fn to_text(h: &History, rows: usize) -> String {
+pub fn to_text(h: &History, instruments: &[Instrument], rows: usize) -> String {
     use std::fmt::Write;
     let s = merged(h);
     let mut o = String::new();
+    let (kept, dropped) = jvmwatch_ring::history::cell_instruments(instruments);
+    let names = |v: &[&Instrument]| v.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         o,
         "history: {} fine samples every {} ms, {} coarse every {} s, {} torn",
@@ -102,6 +115,12 @@ pub fn to_text(h: &History, rows: usize) -> String {
         h.coarse_step_ns / 1_000_000_000,
         h.torn
     );
+    if !kept.is_empty() {
+        let _ = writeln!(o, "app instruments kept: {} (--json has their series)", names(&kept));
+    }
+    if !dropped.is_empty() {
+        let _ = writeln!(o, "app instruments not kept (8 at most): {}", names(&dropped));
+    }
     let _ = writeln!(
         o,
         "{:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
@@ -128,7 +147,7 @@ pub fn to_text(h: &History, rows: usize) -> String {
 
 /// Window the leak findings look at (the newest part of the history).
 pub const LEAK_WINDOW_NS: u64 = 30 * 60 * 1_000_000_000;
-/// `heap_leak` needs at least this many distinct heap-after-GC values (collections) ...
+/// `heap_leak` needs at least this many heap-after-GC points (collections) ...
 pub const LEAK_MIN_POINTS: usize = 6;
 /// ... spanning at least this long.
 pub const LEAK_MIN_SPAN_NS: u64 = 30_000_000_000;
@@ -139,6 +158,8 @@ pub const LEAK_MIN_RISE: f64 = 0.10;
 /// ... and the newest third of the window must still rise at ≥ this share of the overall
 /// slope (a one-off step, such as a cache filling, then flat, is not a leak).
 pub const LEAK_TAIL_SLOPE: f64 = 0.3;
+/// ... unless the newest third reached this share of the heap max (the heap is full).
+pub const LEAK_FULL: f64 = 0.9;
 /// `thread_leak`: threads rose by at least this many over the window ...
 pub const THREAD_LEAK_MIN_RISE: f64 = 50.0;
 /// ... to at least this multiple of where the line starts ...
@@ -154,7 +175,7 @@ fn fit(p: &[(u64, f64)]) -> Option<(f64, f64, f64, f64)> {
     }
     let t0 = p[0].0;
     let n = p.len() as f64;
-    let xs: Vec<f64> = p.iter().map(|(t, _)| (t - t0) as f64).collect();
+    let xs: Vec<f64> = p.iter().map(|(t, _)| t.saturating_sub(t0) as f64).collect();
     let mx = xs.iter().sum::<f64>() / n;
     let my = p.iter().map(|(_, v)| v).sum::<f64>() / n;
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
@@ -178,19 +199,23 @@ fn window(p: &[(u64, f64)]) -> &[(u64, f64)] {
 
 /// A steady rise: the line's slope, start and end, or `None` when the points do not show
 /// one (too few, too short, too noisy, or flattening in the newest third).
-fn steady_rise(p: &[(u64, f64)], min_points: usize, min_span: u64) -> Option<(f64, f64, f64)> {
+///
+/// With a `ceiling` (the heap max), a newest third that stopped rising at ≥ 90 % of it still
+/// counts: the rise ended because the heap is full, not because the leak did.
+fn steady_rise(p: &[(u64, f64)], min_points: usize, min_span: u64, ceiling: Option<f64>) -> Option<(f64, f64, f64)> {
     let p = window(p);
-    if p.len() < min_points || p.last()?.0 - p[0].0 < min_span {
+    if p.len() < min_points || p.last()?.0.saturating_sub(p[0].0) < min_span {
         return None;
     }
     let (slope, start, end, r2) = fit(p)?;
     if slope <= 0.0 || r2 < LEAK_MIN_R2 {
         return None;
     }
-    let tail_from = p[0].0 + (p.last()?.0 - p[0].0) * 2 / 3;
+    let tail_from = p[0].0 + p.last()?.0.saturating_sub(p[0].0) * 2 / 3;
     let tail = &p[p.partition_point(|x| x.0 < tail_from)..];
     let tail_slope = fit(tail).map_or(0.0, |f| f.0);
-    (tail_slope >= LEAK_TAIL_SLOPE * slope).then_some((slope, start, end))
+    let full = ceiling.is_some_and(|c| tail.iter().any(|x| x.1 >= LEAK_FULL * c));
+    (tail_slope >= LEAK_TAIL_SLOPE * slope || full).then_some((slope, start, end))
 }
 
 /// A heap leak: the heap after GC trends up.
@@ -208,39 +233,76 @@ pub struct HeapLeak {
     pub exhaustion_in_s: f64,
 }
 
+/// Slices of the window whose lowest heap-after-GC point forms the lower envelope.
+pub const LEAK_ENVELOPE_SLICES: usize = 12;
+
 /// `heap_leak` over heap-after-GC points `(time ns, bytes)` (one per collection: repeated
 /// values are dropped) against the heap max.
+///
+/// The line is fitted to the lower envelope: the lowest point of each of
+/// [`LEAK_ENVELOPE_SLICES`] equal slices of the window. After a young collection the heap
+/// still holds the old generation's garbage, which climbs until an old (or mixed) collection
+/// clears it; the envelope follows what the old collections leave, which a leak makes climb
+/// and garbage does not. A climb with no old collection at all inside the window still looks
+/// like a leak: no figure in the file can tell them apart.
 pub fn heap_leak(points: &[(u64, f64)], max: f64) -> Option<HeapLeak> {
     if max <= 0.0 {
         return None;
     }
+    // One point per collection: a run of equal samples (the same after-GC value, read at every
+    // sampler tick until the next collection) keeps its first and its last point, so a flat
+    // stretch still shows as flat.
+    let w = window(points);
     let mut distinct: Vec<(u64, f64)> = Vec::new();
-    for &(t, v) in points {
-        if distinct.last().is_none_or(|l| l.1 != v) {
+    for (i, &(t, v)) in w.iter().enumerate() {
+        let changes = i == 0 || w[i - 1].1 != v;
+        let run_ends = i + 1 == w.len() || w[i + 1].1 != v;
+        if changes || run_ends {
             distinct.push((t, v));
         }
     }
-    let (slope, start, end) = steady_rise(&distinct, LEAK_MIN_POINTS, LEAK_MIN_SPAN_NS)?;
+    if distinct.len() < LEAK_MIN_POINTS {
+        return None;
+    }
+    let (t0, t1) = (distinct[0].0, distinct.last()?.0);
+    let slice = (t1.saturating_sub(t0) / LEAK_ENVELOPE_SLICES as u64).max(1);
+    // (slice, time, value) of each slice's lowest point.
+    let mut envelope: Vec<(u64, u64, f64)> = Vec::new();
+    for &(t, v) in &distinct {
+        let k = (t.saturating_sub(t0) / slice).min(LEAK_ENVELOPE_SLICES as u64 - 1);
+        match envelope.last_mut() {
+            Some(e) if e.0 == k => {
+                if v < e.2 {
+                    *e = (k, t, v);
+                }
+            }
+            _ => envelope.push((k, t, v)),
+        }
+    }
+    let distinct: Vec<(u64, f64)> = envelope.iter().map(|&(_, t, v)| (t, v)).collect();
+    let (slope, start, end) =
+        steady_rise(&distinct, LEAK_MIN_POINTS, LEAK_MIN_SPAN_NS.saturating_sub(slice), Some(max))?;
     if (end - start) / max < LEAK_MIN_RISE {
         return None;
     }
-    let w = window(&distinct);
     let per_s = slope * 1e9;
+    // The line's end is at the last slice's middle: carry it on to the last point.
+    let end = end + slope * (t1.saturating_sub(distinct.last()?.0)) as f64;
     Some(HeapLeak {
         bytes_per_s: per_s,
         from_ratio: start / max,
         to_ratio: end / max,
-        over_s: (w.last()?.0 - w[0].0) as f64 / 1e9,
+        over_s: t1.saturating_sub(t0) as f64 / 1e9,
         exhaustion_in_s: ((max - end) / per_s).max(0.0),
     })
 }
 
 /// `thread_leak` over `(time ns, live threads)` points: `(from, to, over_s)` of the line.
 pub fn thread_leak(points: &[(u64, f64)]) -> Option<(f64, f64, f64)> {
-    let (_, start, end) = steady_rise(points, 3, THREAD_LEAK_MIN_SPAN_NS)?;
+    let (_, start, end) = steady_rise(points, 3, THREAD_LEAK_MIN_SPAN_NS, None)?;
     let w = window(points);
     (end - start >= THREAD_LEAK_MIN_RISE && end >= THREAD_LEAK_MIN_FACTOR * start.max(1.0))
-        .then(|| (start, end, (w.last().map_or(0, |x| x.0) - w[0].0) as f64 / 1e9))
+        .then(|| (start, end, w.last().map_or(0, |x| x.0).saturating_sub(w[0].0) as f64 / 1e9))
 }
 
 /// The leak findings of a ring's history.
@@ -342,7 +404,8 @@ pub fn timeline(s: &[Sample], timers: &[(usize, String)]) -> Vec<String> {
     }
     // App latency: the newest 30 s's worst p99 against the median p99 before.
     for (cell, name) in timers {
-        let p99 = |x: &Sample| (x.cells[*cell].a > 0).then(|| x.cells[*cell].c as f64 / 1e3);
+        let p99 =
+            |x: &Sample| ((*cell as u32) < x.cells_used && x.cells[*cell].a > 0).then(|| x.cells[*cell].c as f64 / 1e3);
         let recent_from = end.saturating_sub(30_000_000_000);
         let mut before: Vec<f64> = s.iter().filter(|x| x.time_ns < recent_from).filter_map(p99).collect();
         let worst = s
@@ -390,6 +453,8 @@ mod tests {
             ("too short", pts(|i| 200.0 + 5.0 * i as f64, 10, 2), false),
             ("tiny rise", pts(|i| 200.0 + 0.5 * i as f64, 60, 2), false),
             ("falling", pts(|i| 800.0 - 5.0 * i as f64, 60, 2), false),
+            ("climb into a full heap", pts(|i| (200.0 + 15.0 * i as f64).min(960.0), 60, 2), true),
+            ("step into a flat 50 %", pts(|i| if i < 40 { 200.0 + 7.5 * i as f64 } else { 500.0 }, 60, 2), false),
         ];
         for (name, p, fires) in cases {
             assert_eq!(heap_leak(&p, max).is_some(), fires, "{name}");
@@ -427,7 +492,8 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with("threads 60 → 2454 in 6 min 39 s")), "{lines:?}");
         // GC share jumping from 0 to 50 % in the last 40 s.
         let gc: Vec<Sample> = (0..120).map(|i| sample(i, 400, 20, if i > 80 { (i - 80) * S / 2 } else { 0 })).collect();
-        assert_eq!(timeline(&gc, &[]), ["GC share 0 % → 48 % in the last 40 s"]);
+        // 19.5 s of pauses in the 40 s from 79 s to 119 s: 48.75 %.
+        assert_eq!(timeline(&gc, &[]), ["GC share 0 % → 49 % in the last 40 s"]);
         let calm: Vec<Sample> =
             (0..400).map(|i| sample(i, 400 + (i % 7) * 5, 30 + (i % 3) as u32, i * S / 100)).collect();
         assert!(timeline(&calm, &[]).is_empty());

@@ -311,7 +311,7 @@ fn main() -> ExitCode {
                 if json {
                     println!("{}", jvmwatch_sidecar::history::to_json(&h, &ins));
                 } else {
-                    print!("{}", jvmwatch_sidecar::history::to_text(&h, usize::MAX));
+                    print!("{}", jvmwatch_sidecar::history::to_text(&h, &ins, usize::MAX));
                 }
                 ExitCode::SUCCESS
             }

@@ -100,7 +100,8 @@ fn a_killed_jvm_keeps_its_history_up_to_the_last_sample() {
         .unwrap()
         .as_millis() as u64;
     let last = *t.last().unwrap();
-    assert!(last == snap_ms || (snap_ms > last && snap_ms - last <= 2 * 100 + 50), "last {last} vs snapshot {snap_ms}");
+    // A loaded machine may delay the sampler; the kill may fall between the two writes.
+    assert!(last == snap_ms || (snap_ms > last && snap_ms - last <= 1000), "last {last} vs snapshot {snap_ms}");
     // Charts have data: heap, threads, CPU.
     assert!(h["heap_used"].as_array().unwrap().iter().any(|v| v.as_u64().unwrap_or(0) > 0));
     assert!(h["threads_live"].as_array().unwrap().iter().all(|v| v.as_u64().unwrap() > 0));
@@ -161,7 +162,9 @@ fn a_thread_leak_is_found() {
 #[test]
 fn a_calm_jvm_has_no_leak_findings() {
     let jdk = &jdks()[0];
-    let r = run_and_inspect(jdk, &["-Xmx64m"], "GcChurn", &["3000"]);
+    // Longer than the leak findings' shortest spans (30 s heap, 20 s threads), with churn and
+    // collections all along: a run that could show a leak if the judgement were wrong.
+    let r = run_and_inspect(jdk, &["-Xmx64m"], "GcChurn", &["45000"]);
     let f = findings(&r);
     assert!(!f.contains(&"heap_leak".to_string()) && !f.contains(&"thread_leak".to_string()), "{f:?}");
     assert!(r["history_samples"].as_u64().unwrap() >= 20, "{}", r["history_samples"]);
@@ -196,7 +199,7 @@ fn the_api_serves_the_history_and_takes_a_stacks_capture_on_request() {
     .expect("history over HTTP");
     assert_eq!(h["heap_used"].as_array().unwrap().len(), h["time_ms"].as_array().unwrap().len());
 
-    // stacks=1h: the only capture so far is the periodic one at start.
+    // stacks=1h: the only capture so far is the periodic one at the first tick.
     let path = format!("/api/v1/jvms/{id}/stacks");
     assert_eq!(request(svc.addr, "POST", &path, &[]).status, 401, "a capture request needs the token");
     let auth = format!("Bearer {token}");

@@ -140,7 +140,7 @@ fn hostile_history_and_stacks_regions_give_skipped_samples_or_exit_2() {
     }
     let mut b = jvmwatch_ring::stacks::Builder::new(w.stacks_budget());
     b.thread("main", 1, Some("L"), Some("o"), [("A.b", 1)]);
-    w.write_stacks(&b.finish(1, 1, jvmwatch_ring::stacks::Reason::Periodic));
+    w.write_stacks(&b.finish(1, 1, 1, jvmwatch_ring::stacks::Reason::Periodic));
     drop(w);
     let bytes = std::fs::read(&good).unwrap();
     let (history, _, end) = regions(1024, &g);

@@ -473,6 +473,29 @@ async fn stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     }
 }
 
+/// Whether SIGQUIT to `pid` asks the ring's own JVM for a data dump, and nothing else: the
+/// process must hold the ring file open (the header's pid is the writer's view; from another
+/// pid namespace, or after the pid was reused, it names someone else) and must catch SIGQUIT
+/// (a JVM started with `-Xrs` would be killed by it).
+fn safe_to_signal(pid: u32, ring: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("pid {pid} is not visible from here ({e})"))?;
+    let target = crate::attach::parse_status(pid, &status).ok_or_else(|| format!("pid {pid}: unreadable status"))?;
+    let want = std::fs::metadata(ring).map_err(|e| format!("{}: {e}", ring.display()))?;
+    let holds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| format!("pid {pid}: cannot list its files ({e})"))?
+        .flatten()
+        .any(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == want.dev() && m.ino() == want.ino()));
+    if !holds {
+        return Err(format!("pid {pid} does not hold this ring open (another pid namespace, or a reused pid)"));
+    }
+    if !target.catches_sigquit {
+        return Err(format!("pid {pid} does not catch SIGQUIT (-Xrs): the signal would kill it"));
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/jvms/{id}/stacks` (bearer token): asks the live JVM for a capture now
 /// (a data dump request, SIGQUIT, which also prints the JVM's own thread dump to its
 /// stdout) and returns it once it is in the ring (within 5 s).
@@ -485,8 +508,10 @@ async fn capture_stacks(State(app): State<Shared>, Path(id): Path<String>) -> Re
         return error(StatusCode::CONFLICT, "the JVM is not running; GET shows its last capture");
     }
     let before = read_stacks(&path).ok().flatten().and_then(|v| v["captured_at"].as_str().map(String::from));
-    // The pid is the writer's own; from another pid namespace it is not ours to signal.
-    // SAFETY: kill has no memory preconditions.
+    if let Err(why) = safe_to_signal(pid, &path) {
+        return error(StatusCode::CONFLICT, why);
+    }
+    // SAFETY: kill has no memory preconditions; `safe_to_signal` checked the target.
     if unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) } != 0 {
         return error(StatusCode::CONFLICT, format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
     }

@@ -44,6 +44,8 @@ pub const BROADCAST_CAPACITY: usize = 2048;
 /// (3 MiB at the defaults), so 50 JVMs cost 2.5 MB/s of `pread` at this period. A dead JVM's
 /// history no longer changes: it is judged once.
 const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Largest history the service reads for the leak findings (4 × the default).
+const LEAK_MAX_HISTORY_BYTES: u64 = 16 << 20;
 
 /// One message for SSE subscribers.
 #[derive(Debug)]
@@ -277,7 +279,10 @@ impl Jvm {
         if due {
             self.leaks_at = Some(Instant::now());
             self.leaks_final = !self.alive;
-            if let Some(Ok(Some(h))) = self.ring.as_ref().map(|r| r.history()) {
+            // Under the registry lock: only histories of the default size or so (a hostile
+            // geometry of 88 MB is not read here; `inspect` and the history route still can).
+            let small = self.header.geometry.history_bytes() <= LEAK_MAX_HISTORY_BYTES;
+            if let Some(Ok(Some(h))) = self.ring.as_ref().filter(|_| small).map(|r| r.history()) {
                 let (heap, threads) = crate::history::leaks(&h);
                 self.leaks = (heap.is_some(), threads.is_some());
             }
