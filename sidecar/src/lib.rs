@@ -6,6 +6,7 @@ pub mod control;
 pub mod demo;
 pub mod findings;
 pub mod report;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod text;
