@@ -11,4 +11,5 @@ mod deaths;
 mod deploy;
 mod hostile_files;
 mod lifecycle;
+mod retention;
 mod serve;

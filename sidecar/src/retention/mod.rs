@@ -124,7 +124,11 @@ pub struct Action {
 impl Action {
     /// The stderr log line.
     pub fn line(&self) -> String {
-        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+        let mib = |b: u64| match b {
+            0..1024 => format!("{b} B"),
+            1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+            _ => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        };
         let what = match (self.action, &self.error, self.dry_run) {
             ("archive", Some(e), _) => format!("cannot archive {}: {e}", self.from.display()),
             ("archive", None, true) => format!("would archive {} ({})", self.from.display(), mib(self.bytes)),
