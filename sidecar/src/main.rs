@@ -126,7 +126,7 @@ struct ControlArgs {
     /// Directory of ring files (default: the agent's default directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Where the decision store and the JVMs' logs go.
+    /// Where the decision store, the JVMs' logs and (by default) the archive of dead rings go.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Address to listen on. Beyond loopback only with --token-file.

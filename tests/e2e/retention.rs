@@ -305,3 +305,77 @@ fn corrupt_archives_give_one_line_errors() {
     let other = zstd::encode_all(&b"hello world, not a ring"[..], 3).unwrap();
     assert!(inspect_fails(&write("other.ring.zst", &other)).contains("bad magic"));
 }
+
+#[test]
+fn supervise_keeps_a_crash_loop_from_filling_the_ring_directory() {
+    use std::io::BufRead;
+    let work = tempdir();
+    let dir = private_dir(work.path(), "rings");
+    let state = work.path().join("state");
+    let control = work.path().join("control");
+    std::fs::write(&control, "exit 3").unwrap();
+    let cfg = work.path().join("jvmwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[supervisor]
+backoff_initial = "50ms"
+backoff_max = "100ms"
+max_restarts = 8
+restart_window = "5m"
+
+[[app]]
+name = "crashy"
+agent_options = "{SMALL}"
+command = ["{java}", "-Xmx64m", "-XX:-CreateCoredumpOnCrash", "-cp", "{SCENARIOS}:{API_JAR}", "Service", "{control}"]
+"#,
+            java = jdks()[0].java.display(),
+            control = control.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(jvmwatch())
+        .arg("supervise")
+        .arg(&cfg)
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--keep-dead", "2", "--retention-interval", "200ms"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let sup = Proc(child);
+    let addr: std::net::SocketAddr = lines
+        .by_ref()
+        .find_map(|l| l.ok()?.split("http://").nth(1).map(|a| a.trim_end_matches('/').parse().unwrap()))
+        .expect("supervise printed its address");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || lines.for_each(|l| sink.lock().unwrap().push(l.unwrap_or_default())));
+    // 1 start + 8 restarts, then the app is failed: 9 dead rings, of which 2 stay.
+    let archive = state.join("archive");
+    wait_for(Duration::from_secs(120), || {
+        let failed = get(addr, "/api/v1/apps").json()[0]["state"] == "failed";
+        (failed && rings(&dir).len() == 2 && archived(&archive).len() == 7).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?} {:?} {}", rings(&dir), archived(&archive), get(addr, "/api/v1/apps").text()));
+    let r = get(addr, "/api/v1/retention").json();
+    let acts = r["actions"].as_array().unwrap();
+    assert_eq!(acts.len(), 7, "{r}");
+    assert!(acts.iter().all(|a| a["app"] == "crashy" && a["error"].is_null()), "{r}");
+    let logged = wait_for(Duration::from_secs(10), || {
+        let l = log.lock().unwrap();
+        let n = l.iter().filter(|l| l.starts_with("jvmwatch: retention: archived ")).count();
+        (n == 7).then_some(n)
+    });
+    assert_eq!(logged, Some(7), "each move is logged: {:?}", log.lock().unwrap());
+    let a = inspect(&archived(&archive)[0], 100);
+    assert_eq!(a["app"], "crashy");
+    assert_eq!(a["verdict"], "exited");
+    drop(sup);
+}

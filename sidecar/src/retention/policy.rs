@@ -106,7 +106,8 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::PerApp { app, dead, keep } => {
-                write!(f, "app {app:?} has {dead} dead rings; the newest {keep} stay")
+                let rings = if *dead == 1 { "ring" } else { "rings" };
+                write!(f, "app {app:?} has {dead} dead {rings}; the newest {keep} stay")
             }
             Reason::DeadBytes { total, limit } => {
                 write!(f, "dead rings take {}, more than {}; the oldest go first", mib(*total), mib(*limit))
