@@ -327,6 +327,9 @@ pub fn run_once(s: &Settings, dry_run: bool, mut each: impl FnMut(&Action)) -> V
     actions
 }
 
+/// A listing entry and the (size, mtime) of the file it was read from.
+type Listed = ((u64, i64), Value);
+
 /// Retention and the archive inside the service: the periodic pass, the log of recent
 /// actions (`GET /api/v1/retention`, SSE `retention`), and reads of archived rings.
 pub struct Service {
@@ -336,7 +339,7 @@ pub struct Service {
     pub interval: Option<Duration>,
     log: Mutex<VecDeque<Action>>,
     /// Listing entries by file name, with the (size, mtime) they were read at.
-    listing: Mutex<HashMap<String, ((u64, i64), Value)>>,
+    listing: Mutex<HashMap<String, Listed>>,
     /// The archived ring read last (its id), so paging through its events decompresses once.
     last: Mutex<Option<(String, Arc<Ring>)>>,
     stop: AtomicBool,
@@ -476,7 +479,7 @@ impl Service {
             entries.push((f.end_ns, v));
         }
         cache.retain(|k, _| keep.contains(k));
-        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         json!({
             "archive_dir": self.settings.archive_dir,
             "bytes": total,
