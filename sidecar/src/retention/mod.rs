@@ -191,6 +191,32 @@ fn scan_rings(dir: &Path) -> Vec<Found> {
     out
 }
 
+/// Temporary files of an archive write that did not finish (a crash) are removed after this.
+pub const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+/// Removes temporary files that an interrupted archive write left in `dir` (hidden,
+/// `.tmp`, this user's, older than [`STALE_TEMP`]); returns their paths.
+fn remove_stale_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.ends_with(".tmp") && name.contains(archive::SUFFIX)) {
+            continue;
+        }
+        let stale = e
+            .metadata()
+            .ok()
+            .filter(own_regular_file)
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| std::time::SystemTime::now().duration_since(t).unwrap_or_default() > STALE_TEMP);
+        if stale && std::fs::remove_file(e.path()).is_ok() {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// The archived rings in `dir` (`*.ring.zst` owned by this user); their age is their
 /// modification time, set to when their JVM ended.
 fn scan_archive(dir: &Path) -> Vec<(policy::ArchivedFacts, PathBuf)> {
@@ -298,6 +324,11 @@ pub fn run_once(s: &Settings, dry_run: bool, mut each: impl FnMut(&Action)) -> V
         }
         each(&a);
         actions.push(a);
+    }
+    if !dry_run {
+        for t in remove_stale_temps(&s.archive_dir) {
+            eprintln!("jvmwatch: retention: removed {}, left by an archive write that did not finish", t.display());
+        }
     }
     let archived = scan_archive(&s.archive_dir);
     let facts: Vec<policy::ArchivedFacts> = archived.iter().map(|(f, _)| f.clone()).collect();
@@ -539,6 +570,28 @@ fn live_of(page: &[u8]) -> (String, Option<jvmwatch_ring::State>, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::app_key;
+
+    #[test]
+    fn only_old_temporaries_of_archive_writes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let make = |name: &str, age_s: u64| {
+            let f = std::fs::File::create(d.path().join(name)).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(age_s)).unwrap();
+        };
+        make(".1-2-ab.ring.zst.77.tmp", 7200);
+        make(".1-2-cd.ring.zst.77.tmp", 60); // may still be written
+        make("1-2-ef.ring.zst", 7200 * 1000);
+        make(".other.tmp", 7200);
+        let gone = super::remove_stale_temps(d.path());
+        assert_eq!(gone, [d.path().join(".1-2-ab.ring.zst.77.tmp")]);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".1-2-cd.ring.zst.77.tmp", ".other.tmp", "1-2-ef.ring.zst"]);
+    }
 
     #[test]
     fn the_app_falls_back_to_what_the_command_runs() {
