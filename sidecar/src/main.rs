@@ -19,7 +19,7 @@ struct Cli {
 enum Cmd {
     /// Tell how a JVM is doing or how it died, from its ring file alone.
     Inspect {
-        /// The ring file.
+        /// The ring file (or an archived one, FILE.ring.zst).
         file: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]

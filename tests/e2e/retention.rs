@@ -174,12 +174,16 @@ fn serve_applies_retention_and_serves_archived_rings() {
     let mut sse = Sse::open(svc.addr, "/api/v1/stream", None);
     let order: Vec<PathBuf> = (0..8).map(|_| hello(jdk, &dir, "svc")).collect();
     let archive = state.join("archive");
-    wait_for(Duration::from_secs(60), || (rings(&dir).len() == 3 && archived(&archive).len() == 5).then_some(()))
-        .unwrap_or_else(|| panic!("retention did not run: {:?} {:?}", rings(&dir), archived(&archive)));
+    // The files move first, then the action is logged: wait for both.
+    let r = wait_for(Duration::from_secs(60), || {
+        let r = get(svc.addr, "/api/v1/retention").json();
+        let logged = r["actions"].as_array().map_or(0, Vec::len);
+        (rings(&dir).len() == 3 && archived(&archive).len() == 5 && logged == 5).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("retention did not run: {:?} {:?}", rings(&dir), archived(&archive)));
     assert_eq!(rings(&dir), order[5..].to_vec());
 
     // Each move is an action in the API and an SSE message.
-    let r = get(svc.addr, "/api/v1/retention").json();
     let acts = r["actions"].as_array().unwrap();
     assert_eq!(acts.len(), 5, "{r}");
     assert!(acts
@@ -202,10 +206,14 @@ fn serve_applies_retention_and_serves_archived_rings() {
     assert!(jvms.iter().all(|j| j["archived"] == true && j["verdict"] == "exited" && j["app"] == "svc"), "{list}");
     let id = name(&order[0]).trim_end_matches(".ring").to_string();
     assert!(jvms.iter().any(|j| j["id"] == id.as_str()));
-    let followed = get(svc.addr, "/api/v1/jvms").json();
-    let followed: Vec<&str> = followed.as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
-    assert_eq!(followed.len(), 3);
-    assert!(!followed.contains(&id.as_str()));
+    // The service finds each new ring within ~100 ms; wait for the last one.
+    let followed: Vec<String> = wait_for(Duration::from_secs(30), || {
+        let l = get(svc.addr, "/api/v1/jvms").json();
+        let ids: Vec<String> = l.as_array()?.iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+        (ids.len() == 3).then_some(ids)
+    })
+    .expect("the 3 dead rings left are followed");
+    assert!(!followed.contains(&id));
     let d = get(svc.addr, &format!("/api/v1/jvms/{id}"));
     assert_eq!(d.status, 200);
     let d = d.json();
@@ -359,12 +367,13 @@ command = ["{java}", "-Xmx64m", "-XX:-CreateCoredumpOnCrash", "-cp", "{SCENARIOS
     std::thread::spawn(move || lines.for_each(|l| sink.lock().unwrap().push(l.unwrap_or_default())));
     // 1 start + 8 restarts, then the app is failed: 9 dead rings, of which 2 stay.
     let archive = state.join("archive");
-    wait_for(Duration::from_secs(120), || {
+    let r = wait_for(Duration::from_secs(120), || {
         let failed = get(addr, "/api/v1/apps").json()[0]["state"] == "failed";
-        (failed && rings(&dir).len() == 2 && archived(&archive).len() == 7).then_some(())
+        let r = get(addr, "/api/v1/retention").json();
+        let logged = r["actions"].as_array().map_or(0, Vec::len);
+        (failed && rings(&dir).len() == 2 && archived(&archive).len() == 7 && logged == 7).then_some(r)
     })
     .unwrap_or_else(|| panic!("{:?} {:?} {}", rings(&dir), archived(&archive), get(addr, "/api/v1/apps").text()));
-    let r = get(addr, "/api/v1/retention").json();
     let acts = r["actions"].as_array().unwrap();
     assert_eq!(acts.len(), 7, "{r}");
     assert!(acts.iter().all(|a| a["app"] == "crashy" && a["error"].is_null()), "{r}");
