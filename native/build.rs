@@ -5,4 +5,5 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../java/agent");
     javac_build::compile(&[&src], &out.join("agent-classes"));
+    javac_build::emit_version();
 }

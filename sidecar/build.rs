@@ -19,4 +19,5 @@ fn main() {
     }
     src.push_str("];\n");
     std::fs::write(out.join("demo_classes.rs"), src).expect("write demo_classes.rs");
+    javac_build::emit_version();
 }

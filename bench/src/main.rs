@@ -8,6 +8,7 @@
 mod api_cost;
 mod controller;
 mod crash;
+mod history;
 mod http;
 mod jvm;
 mod latency;
@@ -87,7 +88,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Cmd {
-    /// Every section: throughput, micro, latency, crash, serve, api, controller.
+    /// Every section: throughput, micro, latency, crash, serve, api, controller, history.
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
@@ -103,6 +104,8 @@ enum Cmd {
     Api,
     /// 7. The controller: death → decision → restart under `supervise`; rule evaluation cost.
     Controller,
+    /// 8. Flight history: cost per sample, file size, inspect on a full history, stacks capture.
+    History,
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -140,6 +143,8 @@ struct Results {
     api_cost: Option<api_cost::ApiCost>,
     #[serde(skip_serializing_if = "Option::is_none")]
     controller: Option<controller::ControllerBench>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<history::HistoryBench>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -256,6 +261,7 @@ fn run(cli: &Cli) -> Result<()> {
             controller::run(&tools, &scratch, deaths, jvms, ticks)
         })
         .transpose()?;
+    let history = wants(Cmd::History).then(|| history::run(&tools, &scratch, plan.smoke)).transpose()?;
     let date = timefmt::date(start_ns);
     let out = match &cli.out {
         _ if cli.no_save => None,
@@ -287,6 +293,7 @@ fn run(cli: &Cli) -> Result<()> {
         serve_load,
         api_cost,
         controller,
+        history,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

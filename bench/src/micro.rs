@@ -82,6 +82,7 @@ fn identity() -> Identity {
         cwd: "/".into(),
         error_file: String::new(),
         command: "jvmwatch-bench micro".into(),
+        geometry: Default::default(),
     }
 }
 

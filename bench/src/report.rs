@@ -75,7 +75,49 @@ pub fn markdown(r: &Value) -> String {
     if !r["controller"].is_null() {
         controller(&mut s, &r["controller"]);
     }
+    if !r["history"].is_null() {
+        history(&mut s, &r["history"]);
+    }
     s
+}
+
+fn history(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 8. Flight history\n");
+    let p = |x: &Value, d: usize| format!("{} / {} / {}", f(&x["p50"], d), f(&x["p99"], d), f(&x["max"], d));
+    let _ = writeln!(
+        s,
+        "Per sample, in the agent (batches of calls interleaved; p50 / p99 / max of the batch medians, ns): the \
+         snapshot write the sampler already did {}; one history record {}; the eight timer reads that fill its cells \
+         {}. Added cost per sample: {} × the snapshot write.\n",
+        p(&v["snapshot_write_ns"], 1),
+        p(&v["history_append_ns"], 1),
+        p(&v["cell_reads_ns"], 1),
+        f(&v["added_ratio_to_snapshot"], 2)
+    );
+    let _ = writeln!(
+        s,
+        "Ring file of a real JVM at the default options: {} bytes ({} bytes with `history=off,stacks=off`). \
+         On a full history ({} records), `inspect --history --json` takes {} ms and `inspect` (report, timeline, leak \
+         findings) {} ms (p50 / p99 / max, whole process).\n",
+        v["file_bytes_default"],
+        v["file_bytes_without"],
+        v["full_history_records"],
+        p(&v["inspect_history_ms"], 1),
+        p(&v["inspect_ms"], 1)
+    );
+    let _ = writeln!(s, "| threads | captures | kept / total | capture (agent's timing) µs p50 / p99 / max | GetAllStackTraces safepoint µs p50 / p99 / max |\n|---:|---:|---:|---|---|");
+    for c in v["stacks"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} / {} | {} | {} |",
+            c["threads"],
+            c["captures"],
+            c["kept"],
+            c["total"],
+            p(&c["capture_us"], 0),
+            if c["safepoint_us"].is_null() { "-".into() } else { p(&c["safepoint_us"], 0) }
+        );
+    }
 }
 
 fn controller(s: &mut String, v: &Value) {

@@ -6,8 +6,8 @@ import java.nio.file.Path;
 
 /**
  * A service stand-in for the controller tests: about 200 requests per second, each recorded
- * in the timer "latency" and the counter "requests". The control file named by the first
- * argument steers it; it is re-read every 50 ms and holds one line:
+ * in the timer "latency" and the counter "requests"; every 50th also counts in "errors".
+ * The control file named by the first argument steers it; it is re-read every 50 ms and holds one line:
  * "latency MS" (every request takes MS ms), "idle" (no requests), "exit N" (System.exit(N)).
  * A missing file means "latency 1". The second argument, if present, is this instance's own
  * latency override file (checked first), so one instance of several can be made slow.
@@ -16,6 +16,8 @@ public final class Service {
     public static void main(String[] args) throws Exception {
         Counter requests = Jvmwatch.counter("requests");
         Timer latency = Jvmwatch.timer("latency");
+        Counter errors = Jvmwatch.counter("errors");
+        long served = 0;
         System.out.println("ready");
         System.out.flush();
         String mode = "latency 1";
@@ -36,6 +38,9 @@ public final class Service {
             long ms = mode.startsWith("latency ") ? Long.parseLong(mode.substring(8).trim()) : 1;
             requests.increment();
             latency.record(ms * 1_000_000L);
+            if (++served % 50 == 0) {
+                errors.increment();
+            }
             Thread.sleep(5);
         }
     }

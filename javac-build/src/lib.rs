@@ -97,3 +97,32 @@ pub fn jar(classes: &Path, jar_path: &Path) {
         .unwrap_or_else(|e| panic!("could not run jar ({e})"));
     assert!(status.success(), "jar failed for {}", classes.display());
 }
+
+/// Sets the `JVMWATCH_VERSION` environment variable for the crate being built: the workspace
+/// version and the git revision, `0.1.0 (git 1a2b3c4)`, or `0.1.0 (git unknown)` outside a git
+/// checkout (a source tarball). The agent writes it into the ring header (32 bytes at most) and
+/// `jvmwatch --version` prints it, so both sides of one build name the same build. Reruns the
+/// build script when the checked-out commit changes.
+pub fn emit_version() {
+    let pkg = std::env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION");
+    let git = |args: &[&str]| -> Option<String> {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")?;
+        let o = Command::new("git").args(args).current_dir(dir).output().ok()?;
+        let s = String::from_utf8(o.stdout).ok()?.trim().to_string();
+        (o.status.success() && !s.is_empty()).then_some(s)
+    };
+    let rev = git(&["rev-parse", "--short=7", "HEAD"]);
+    // The files that move when HEAD does: HEAD itself, the branch's ref and packed refs.
+    let mut watch = vec![git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"])];
+    if let Some(branch) = git(&["rev-parse", "--symbolic-full-name", "HEAD"]).filter(|b| b.starts_with("refs/")) {
+        watch.push(git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]));
+    }
+    watch.push(git(&["rev-parse", "--path-format=absolute", "--git-path", "packed-refs"]));
+    // (A path that does not exist would rerun the script on every build.)
+    for p in watch.into_iter().flatten().filter(|p| Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let v = format!("{pkg} (git {})", rev.as_deref().unwrap_or("unknown"));
+    assert!(v.len() <= 32, "version string {v:?} is longer than the ring header's 32 bytes");
+    println!("cargo:rustc-env=JVMWATCH_VERSION={v}");
+}

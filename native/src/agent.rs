@@ -3,7 +3,7 @@
 //! The global [`Agent`] lives in a `OnceLock` set once, before any event is enabled; callbacks
 //! read it with an atomic load (no lock), so reading it is safe in a GC callback.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::OnceLock;
 
 use jvmwatch_ring::{default_dir, Writer};
@@ -23,6 +23,12 @@ pub struct Agent {
     pub config: Config,
     /// Set at VM death: the sampler stops.
     pub stopping: AtomicBool,
+    /// Heap in use right after the latest collection (all pools), from the in-VM monitor's
+    /// GC notifications; `UNKNOWN` until the first. Relaxed: a statistic the sampler copies.
+    pub heap_after_gc: AtomicU64,
+    /// Set by a data dump request (SIGQUIT): the sampler captures the stacks at its next
+    /// tick. Relaxed: a flag; the capture reads nothing the setter wrote.
+    pub stacks_requested: AtomicBool,
 }
 
 static AGENT: OnceLock<Agent> = OnceLock::new();
@@ -78,7 +84,8 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>]) -> Result<
         .map_err(|e| StartError::Failed(format!("no JVMTI 11 environment ({e})")))?;
     callbacks::add_capabilities(&jvmti).map_err(|e| StartError::Failed(format!("JVMTI capabilities refused ({e})")))?;
 
-    let id = identity::gather(&jvmti, config.interval.as_nanos() as u64);
+    let mut id = identity::gather(&jvmti, config.interval.as_nanos() as u64);
+    id.geometry = config.geometry();
     let slots = config.size / jvmwatch_ring::layout::SLOT_SIZE as u64;
     let writer = match &config.path {
         Some(p) => Writer::create(p, slots, &id),
@@ -93,7 +100,14 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>]) -> Result<
         );
     }
     let path = writer.path().to_path_buf();
-    let agent = Agent { jvmti, writer, config, stopping: AtomicBool::new(false) };
+    let agent = Agent {
+        jvmti,
+        writer,
+        config,
+        stopping: AtomicBool::new(false),
+        heap_after_gc: AtomicU64::new(jvmwatch_ring::UNKNOWN),
+        stacks_requested: AtomicBool::new(false),
+    };
     if AGENT.set(agent).is_err() {
         let _ = std::fs::remove_file(&path);
         return Err(StartError::Failed("jvmwatch is already loaded in this JVM".into()));

@@ -267,6 +267,11 @@ extern "system" fn gc_cycle(
     after: sys::jlong,
 ) {
     with_agent((), |a| {
+        // ZGC's and Shenandoah's pause notifications carry no memory usage (after = 0); only
+        // a collection that reports its heap counts.
+        if after > 0 {
+            a.heap_after_gc.store(after as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         a.writer.emit(&Event::GcCycle {
             gc_number: gc_number as u32,
             duration_us: duration_us.clamp(0, u32::MAX as i64) as u32,
@@ -312,6 +317,8 @@ extern "system" fn deadlock(
             index: index.clamp(0, 255) as u8,
             text,
         });
+        // A deadlock is when the stacks matter most: capture them at the sampler's next tick.
+        a.stacks_requested.store(true, std::sync::atomic::Ordering::Relaxed);
     })
 }
 

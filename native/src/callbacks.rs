@@ -8,7 +8,7 @@
 //! | `GarbageCollectionFinish`  | VM thread, in GC  | atomics on the mapped ring ONLY          |
 //! | `ThreadStart`/`ThreadEnd`  | the thread itself | JVMTI GetThreadInfo, allocate            |
 //! | `ResourceExhausted`        | failing thread    | no allocation (memory may be short)      |
-//! | `DataDumpRequest`          | signal dispatcher | atomics                                  |
+//! | `DataDumpRequest`          | signal dispatcher | atomics (asks the sampler for stacks)    |
 //!
 //! GC callbacks run with the world stopped: no JNI, no allocation, no locks, no syscalls
 //! (JVMTI spec, GarbageCollectionStart). They use only `Writer::emit_at`,
@@ -37,7 +37,20 @@ pub fn add_capabilities(jvmti: &Jvmti) -> Result<(), jvmti::Error> {
     caps.set_can_generate_garbage_collection_events(1);
     caps.set_can_generate_resource_exhaustion_heap_events(1);
     caps.set_can_generate_resource_exhaustion_threads_events(1);
-    jvmti.add_capabilities(&caps)
+    jvmti.add_capabilities(&caps)?;
+    // For the stacks capture: optional, so a VM that refuses them still runs the agent
+    // (captures then lack locks, owners or line numbers).
+    for set in [
+        sys::jvmtiCapabilities::set_can_get_current_contended_monitor,
+        sys::jvmtiCapabilities::set_can_get_monitor_info,
+        sys::jvmtiCapabilities::set_can_get_line_numbers,
+    ] {
+        // SAFETY: as above.
+        let mut one: sys::jvmtiCapabilities = unsafe { std::mem::zeroed() };
+        set(&mut one, 1);
+        let _ = jvmti.add_capabilities(&one);
+    }
+    Ok(())
 }
 
 /// Installs the callbacks and enables their events.
@@ -169,6 +182,8 @@ unsafe extern "C" fn data_dump(_jvmti: *mut sys::jvmtiEnv) {
     guard(|| {
         if let Some(a) = agent::get() {
             a.writer.emit(&Event::DataDump);
+            // The sampler thread captures the stacks (JNI and allocation are fine there).
+            a.stacks_requested.store(true, Ordering::Relaxed);
         }
     });
 }

@@ -15,13 +15,14 @@ pub fn gather(jvmti: &Jvmti, interval_ns: u64) -> Identity {
         pid: std::process::id(),
         start_ns: jvmwatch_ring::now_ns(),
         interval_ns,
-        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        agent_version: env!("JVMWATCH_VERSION").to_string(),
         hostname: hostname(),
         jvm_version: prop(c"java.vm.version"),
         jvm_vendor: format!("{vendor} / {vm_name}"),
         cwd: std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
         error_file: error_file(&args).unwrap_or_default(),
         command: args.join(" "),
+        geometry: Default::default(),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod jvmti;
 pub mod options;
 pub mod sampler;
+pub mod stacks;
 
 use std::ffi::{c_char, c_void, CStr};
 use std::io::Write;

@@ -20,6 +20,36 @@ pub struct Config {
     /// Start the in-VM monitor (`monitor=`): GC notifications, deadlock checks, class and
     /// buffer-pool figures.
     pub monitor: bool,
+    /// How long the fine history tier lasts (`history=`); zero: no history region.
+    pub history: Duration,
+    /// Period of the stacks capture (`stacks=`); `None`: no stacks region, no captures.
+    pub stacks: Option<Duration>,
+}
+
+/// Default `history=`: 15 minutes at the sampler interval.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(15 * 60);
+/// Longest `history=`.
+pub const MAX_HISTORY: Duration = Duration::from_secs(6 * 3600);
+/// Default `stacks=`: a capture a minute.
+pub const DEFAULT_STACKS: Duration = Duration::from_secs(60);
+/// Step of the coarse history tier.
+pub const COARSE_STEP: Duration = Duration::from_secs(10);
+/// Slots of the coarse history tier: two hours at [`COARSE_STEP`].
+pub const COARSE_SLOTS: u32 = 720;
+
+impl Config {
+    /// The history and stacks regions these options ask for.
+    pub fn geometry(&self) -> jvmwatch_ring::Geometry {
+        let fine = (self.history.as_nanos() / self.interval.as_nanos().max(1)) as u64;
+        let fine = fine.min(jvmwatch_ring::layout::MAX_HISTORY_SLOTS) as u32;
+        let step = COARSE_STEP.max(self.interval);
+        jvmwatch_ring::Geometry {
+            fine_slots: fine,
+            coarse_slots: if fine > 0 { COARSE_SLOTS } else { 0 },
+            coarse_step_ns: if fine > 0 { step.as_nanos() as u64 } else { 0 },
+            stacks_size: if self.stacks.is_some() { jvmwatch_ring::layout::STACKS_SIZE } else { 0 },
+        }
+    }
 }
 
 /// Default event ring size: 4 MiB = 65,536 events.
@@ -38,6 +68,8 @@ impl Default for Config {
             interval: Duration::from_millis(100),
             strict: false,
             monitor: true,
+            history: DEFAULT_HISTORY,
+            stacks: Some(DEFAULT_STACKS),
         }
     }
 }
@@ -112,7 +144,37 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
                 let v = value("on or off")?;
                 c.monitor = parse_bool(v).map_err(|_| format!("monitor={v}: expected on or off"))?;
             }
-            k => return Err(format!("unknown option '{k}' (known: dir, path, size, interval, strict, monitor)")),
+            "history" => {
+                let v = value("a duration such as 15m, or off")?;
+                c.history = if parse_bool(v) == Ok(false) {
+                    Duration::ZERO
+                } else {
+                    let d = parse_duration(v)
+                        .ok_or_else(|| format!("history={v}: expected a duration such as 15m or 1h, or off"))?;
+                    if d > MAX_HISTORY {
+                        return Err(format!("history={v}: at most 6h"));
+                    }
+                    d
+                };
+            }
+            "stacks" => {
+                let v = value("a period such as 60s, or off")?;
+                c.stacks = if parse_bool(v) == Ok(false) {
+                    None
+                } else {
+                    let d = parse_duration(v)
+                        .ok_or_else(|| format!("stacks={v}: expected a period such as 60s, or off"))?;
+                    if d < Duration::from_secs(1) {
+                        return Err(format!("stacks={v}: at least 1s"));
+                    }
+                    Some(d)
+                };
+            }
+            k => {
+                return Err(format!(
+                    "unknown option '{k}' (known: dir, path, size, interval, strict, monitor, history, stacks)"
+                ))
+            }
         }
     }
     if c.dir.is_some() && c.path.is_some() {
@@ -149,6 +211,7 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         "" | "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     }
 }
@@ -159,6 +222,20 @@ mod tests {
 
     fn p(s: &str) -> Result<Config, String> {
         parse(&split(s))
+    }
+
+    #[test]
+    fn history_and_stacks_options_shape_the_regions() {
+        let g = p("").unwrap().geometry();
+        assert_eq!((g.fine_slots, g.coarse_slots, g.coarse_step_ns), (9000, 720, 10_000_000_000));
+        assert_eq!(g.stacks_size, jvmwatch_ring::layout::STACKS_SIZE);
+        let g = p("history=off,stacks=off").unwrap().geometry();
+        assert_eq!((g.fine_slots, g.coarse_slots, g.stacks_size), (0, 0, 0));
+        assert_eq!(p("history=1h,interval=1s").unwrap().geometry().fine_slots, 3600);
+        assert_eq!(p("stacks=5m").unwrap().stacks, Some(Duration::from_secs(300)));
+        assert!(p("history=7h").unwrap_err().contains("at most 6h"));
+        assert!(p("stacks=10ms").unwrap_err().contains("at least 1s"));
+        assert!(p("history=lots").unwrap_err().contains("history=lots"));
     }
 
     #[test]

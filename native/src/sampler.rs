@@ -20,6 +20,10 @@ use std::ptr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use jvmwatch_ring::history::{Cell, Downsampler, Sample, Tier};
+use jvmwatch_ring::layout::HISTORY_CELLS;
+use jvmwatch_ring::metrics::{self, Kind, BUCKET_COUNT};
+use jvmwatch_ring::stacks::Reason;
 use jvmwatch_ring::{now_ns, Collector, Event, GcCollector, Name, Pool, Snapshot, Text, UNKNOWN};
 
 use crate::agent::{self, Agent};
@@ -88,6 +92,9 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
         }
     }
     let interval = a.config.interval;
+    let mut history = History::new(a);
+    let mut names = crate::stacks::Names::default();
+    let mut last_stacks = Instant::now();
     let mut next = Instant::now();
     let mut warned_behind = false;
     let mut failing = Failing::default();
@@ -101,6 +108,7 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
                 Ok(snap) => {
                     failing.ok();
                     a.writer.write_snapshot(&snap);
+                    history.record(a, &snap);
                 }
                 // Keep the previous snapshot (never publish one with the heap half filled)
                 // and try again next interval: an OutOfMemoryError in the probe is exactly
@@ -112,6 +120,17 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
             // SAFETY: forwarded.
             unsafe { clear_exception(jni) };
             failing.failed(a, "no local frame");
+        }
+        if let Some(period) = a.config.stacks {
+            let asked = a.stacks_requested.swap(false, Ordering::Relaxed);
+            if asked || last_stacks.elapsed() >= period {
+                last_stacks = Instant::now();
+                let reason = if asked { Reason::DumpRequest } else { Reason::Periodic };
+                // SAFETY: forwarded; the capture manages its own local frames.
+                if let Err(e) = unsafe { crate::stacks::capture(a, jni, &mut names, reason) } {
+                    failing.failed(a, &format!("stacks: {e}"));
+                }
+            }
         }
         a.writer.heartbeat(now_ns());
         next += interval;
@@ -136,6 +155,7 @@ unsafe fn sample(a: &Agent, jni: *mut sys::JNIEnv, probe: Option<&mut Probe>) ->
     let mut snap = Snapshot::default();
     snap.time_ns = now_ns();
     snap.cpu_time_ns = process_cpu_ns();
+    snap.heap_after_gc = a.heap_after_gc.load(Ordering::Relaxed);
     // SAFETY: forwarded.
     if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
         snap.thread_states = states;
@@ -146,6 +166,89 @@ unsafe fn sample(a: &Agent, jni: *mut sys::JNIEnv, probe: Option<&mut Probe>) ->
         unsafe { p.sample(jni, &mut snap) }?;
     }
     Ok(snap)
+}
+
+/// Turns snapshots into history records: the fine tier gets every one, the coarse tier one
+/// per step. Keeps the previous timer buckets of each cell to give per-interval figures.
+struct History {
+    coarse: Downsampler,
+    prev: Vec<(u64, [u64; BUCKET_COUNT])>,
+    scratch: [u64; BUCKET_COUNT],
+}
+
+impl History {
+    fn new(a: &Agent) -> History {
+        History {
+            coarse: Downsampler::new(a.config.geometry().coarse_step_ns),
+            prev: vec![(0, [0; BUCKET_COUNT]); HISTORY_CELLS],
+            scratch: [0; BUCKET_COUNT],
+        }
+    }
+
+    fn record(&mut self, a: &Agent, snap: &Snapshot) {
+        if a.config.geometry().fine_slots == 0 {
+            return;
+        }
+        let heap_pools: Vec<&Pool> = snap.pools().iter().filter(|p| p.heap).collect();
+        let old = match heap_pools.as_slice() {
+            [only] => Some(*only),
+            pools => pools.iter().copied().find(|p| {
+                let n = p.name.as_str();
+                n.contains("Old") || n.contains("Tenured")
+            }),
+        };
+        let mut s = Sample {
+            time_ns: snap.time_ns,
+            heap_used: snap.heap_used,
+            heap_committed: snap.heap_committed,
+            heap_max: snap.heap_max,
+            heap_after_gc: snap.heap_used_after_gc().unwrap_or(UNKNOWN),
+            old_used: old.map_or(UNKNOWN, |p| p.used),
+            old_max: old.map_or(UNKNOWN, |p| p.max),
+            nonheap_used: snap.nonheap_used,
+            gc_count: snap.gc_count(),
+            gc_time_ms: snap.gc_time_ms(),
+            cpu_ns: snap.cpu_time_ns,
+            gc_pause_ns: a.writer.gc_pause_total_ns(),
+            classes: snap.loaded_classes.min(u32::MAX as u64) as u32,
+            threads_live: snap.threads_live,
+            thread_states: snap.thread_states,
+            ..Sample::default()
+        };
+        let mut timers = 0u32;
+        let app = (0..a.writer.instrument_count()).filter(|&k| !a.writer.instrument_is_agents(k));
+        for (i, index) in app.take(HISTORY_CELLS).enumerate() {
+            let Some((kind, value, sum, max)) = a.writer.read_instrument(index, &mut self.scratch) else { break };
+            s.cells_used = i as u32 + 1;
+            s.cells[i] = match kind {
+                Kind::Counter | Kind::Gauge => Cell { a: value, ..Cell::default() },
+                Kind::Timer => {
+                    timers |= 1 << i;
+                    let (prev_sum, prev) = &mut self.prev[i];
+                    let mut delta = [0u64; BUCKET_COUNT];
+                    for (d, (now, before)) in delta.iter_mut().zip(self.scratch.iter().zip(prev.iter())) {
+                        *d = now.wrapping_sub(*before).min(1 << 48);
+                    }
+                    let count = delta.iter().sum::<u64>();
+                    let us = |ns: u64| (ns / 1000).min(u32::MAX as u64) as u32;
+                    let top = delta.iter().rposition(|&n| n > 0).map_or(0, |b| metrics::bucket_upper(b).min(max));
+                    let cell = Cell {
+                        a: count,
+                        b: sum.wrapping_sub(*prev_sum),
+                        c: us(metrics::quantile(&delta, 0.99, max).unwrap_or(0)),
+                        d: us(top),
+                    };
+                    *prev = self.scratch;
+                    *prev_sum = sum;
+                    cell
+                }
+            };
+        }
+        a.writer.history_append(Tier::Fine, &s);
+        if let Some(done) = self.coarse.push(&s, timers) {
+            a.writer.history_append(Tier::Coarse, &done);
+        }
+    }
 }
 
 /// Failed samples in a row, and when the sampler last warned about one.

@@ -20,7 +20,9 @@ fn template() -> &'static [u8] {
     T.get_or_init(|| {
         let dir = tempdir_path("template");
         let _ = std::fs::remove_dir_all(&dir);
-        let id = Identity { pid: 7, start_ns: 1, interval_ns: 100_000_000, ..Identity::default() };
+        let geometry =
+            crate::Geometry { fine_slots: 16, coarse_slots: 4, coarse_step_ns: 1_000_000_000, stacks_size: 16384 };
+        let id = Identity { pid: 7, start_ns: 1, interval_ns: 100_000_000, geometry, ..Identity::default() };
         let w = Writer::create_in(&dir, 1024, &id).expect("create a template ring");
         w.set_state(State::Running);
         for i in 0..1500u64 {
@@ -37,6 +39,14 @@ fn template() -> &'static [u8] {
             used_after_gc: 1,
         });
         w.write_snapshot(&s);
+        for t in 0..20 {
+            let h = crate::history::Sample { time_ns: t, heap_used: t, cells_used: 1, ..Default::default() };
+            w.history_append(crate::history::Tier::Fine, &h);
+            w.history_append(crate::history::Tier::Coarse, &h);
+        }
+        let mut b = crate::stacks::Builder::new(w.stacks_budget());
+        b.thread("main", 1, Some("java.lang.Object"), Some("other"), [("A.b", 3), ("A.main", 9)]);
+        w.write_stacks(&b.finish(1, 2, crate::stacks::Reason::Periodic));
         let bytes = std::fs::read(w.path()).expect("read the template");
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);
@@ -77,6 +87,8 @@ pub fn check_edited_ring(input: &[u8]) {
         let _ = r.writer_alive();
         let _ = r.scan(0, false);
         let _ = r.scan_limit(u64::MAX >> 2, true, 10);
+        let _ = r.history();
+        let _ = r.stacks();
     }
     let _ = std::fs::remove_file(&path);
 }

@@ -1,12 +1,15 @@
-//! Byte layout of the ring file, format version 1. `docs/ring-format.md` draws it.
+//! Byte layout of the ring file, format version 2 (version 1 files are still read: they have no
+//! history and no stacks region). `docs/ring-format.md` draws it.
 //!
 //! Every offset is a chained constant; the compile-time asserts at the bottom keep the
 //! chain aligned and inside its region. All integers are little-endian.
 
 /// First eight bytes of every ring file.
 pub const MAGIC: [u8; 8] = *b"JVMWRING";
-/// The format version this crate writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this crate writes.
+pub const VERSION: u32 = 2;
+/// The oldest format version this crate reads (version 1: no history, no stacks).
+pub const OLDEST_VERSION: u32 = 1;
 
 /// Header page: identity (immutable after creation, covered by a CRC) and live counters.
 pub const HEADER_SIZE: usize = 4096;
@@ -89,6 +92,18 @@ pub mod hdr {
     pub const COMMAND: usize = ERROR_FILE + ERROR_FILE_LEN;
     /// Width of [`COMMAND`].
     pub const COMMAND_LEN: usize = 1024;
+    /// `u64` history region offset (v2; 0 = no history). Right after the event ring.
+    pub const HISTORY_OFFSET: usize = COMMAND + COMMAND_LEN;
+    /// `u32` slots of the fine history tier (one record per sampler interval).
+    pub const HISTORY_FINE_SLOTS: usize = HISTORY_OFFSET + 8;
+    /// `u32` slots of the coarse history tier.
+    pub const HISTORY_COARSE_SLOTS: usize = HISTORY_FINE_SLOTS + 4;
+    /// `u64` step of the coarse tier, ns.
+    pub const HISTORY_COARSE_STEP_NS: usize = HISTORY_COARSE_SLOTS + 4;
+    /// `u64` stacks region offset (v2; 0 = none). Right after the history region.
+    pub const STACKS_OFFSET: usize = HISTORY_COARSE_STEP_NS + 8;
+    /// `u64` stacks region size (two buffers).
+    pub const STACKS_SIZE: usize = STACKS_OFFSET + 8;
     /// `u32` CRC-32 (IEEE) of bytes `0..HEADER_CRC`.
     pub const HEADER_CRC: usize = 2040;
 
@@ -123,7 +138,14 @@ pub mod hdr {
     pub const GC_CB_MAX_NS: usize = GC_CB_TOTAL_NS + 8;
     /// `u32` collector code (see [`super::Collector`]) detected at VM init.
     pub const COLLECTOR: usize = GC_CB_MAX_NS + 8;
+    /// `u64` next sequence number of the fine history tier (v2). Sampler-owned cache line.
+    pub const HISTORY_FINE_NEXT: usize = 2240;
+    /// `u64` next sequence number of the coarse history tier (v2).
+    pub const HISTORY_COARSE_NEXT: usize = HISTORY_FINE_NEXT + 8;
 }
+
+/// Bit of [`hdr::FLAGS`]: reserved for "the agent was attached to a running JVM".
+pub const FLAG_ATTACHED: u32 = 1;
 
 /// Lifecycle state stored at [`hdr::STATE`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,13 +284,71 @@ pub mod slot {
     pub const PAYLOAD_LEN: usize = super::SLOT_SIZE - PAYLOAD;
 }
 
-/// Total file size for a ring of `capacity` slots.
+/// End of the event ring for `capacity` slots: the whole file in format version 1, and where
+/// the history region starts in version 2.
 pub const fn file_size(capacity: u64) -> u64 {
     EVENTS_OFFSET as u64 + capacity * SLOT_SIZE as u64
 }
 
+// ---- history region (v2): two tiers of fixed-size records, each a ring of slots ----
+
+/// Bytes of one history record; [`crate::history`] gives its fields.
+pub const HISTORY_RECORD_SIZE: usize = 336;
+/// Application instruments a history record holds (the first ones registered).
+pub const HISTORY_CELLS: usize = 8;
+/// Most slots of one history tier (a hostile header cannot make a reader allocate more).
+pub const MAX_HISTORY_SLOTS: u64 = 1 << 17;
+
+/// Shape of the history and stacks regions, as stored in the header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Geometry {
+    /// Slots of the fine tier (one per sampler interval); 0: no history.
+    pub fine_slots: u32,
+    /// Slots of the coarse tier.
+    pub coarse_slots: u32,
+    /// Step of the coarse tier, ns.
+    pub coarse_step_ns: u64,
+    /// Bytes of the stacks region (two buffers); 0: none.
+    pub stacks_size: u64,
+}
+
+impl Geometry {
+    /// Bytes of the history region, rounded up to whole pages.
+    pub const fn history_bytes(&self) -> u64 {
+        let raw = (self.fine_slots as u64 + self.coarse_slots as u64) * HISTORY_RECORD_SIZE as u64;
+        raw.div_ceil(4096) * 4096
+    }
+}
+
+/// Default stacks region: two buffers of 128 KiB.
+pub const STACKS_SIZE: u64 = 256 * 1024;
+/// Largest stacks region a reader accepts.
+pub const MAX_STACKS_SIZE: u64 = 16 << 20;
+
+/// Offsets of the regions after the event ring, and the total file size, in format version 2.
+pub const fn regions(capacity: u64, g: &Geometry) -> (u64, u64, u64) {
+    let history = file_size(capacity);
+    let stacks = history + g.history_bytes();
+    (history, stacks, stacks + g.stacks_size)
+}
+
+/// Offsets inside one stacks buffer (the region holds two, written alternately).
+pub mod stk {
+    /// `u64` generation stamp, as in [`super::snap::STAMP`].
+    pub const STAMP: usize = 0;
+    /// `u32` CRC-32 of the body.
+    pub const CRC: usize = STAMP + 8;
+    /// `u32` body length.
+    pub const BODY_LEN: usize = CRC + 4;
+    /// Body ([`crate::stacks::Capture`] encoding).
+    pub const BODY: usize = BODY_LEN + 4;
+}
+
 const _: () = {
-    assert!(hdr::COMMAND + hdr::COMMAND_LEN <= hdr::HEADER_CRC);
+    assert!(hdr::STACKS_SIZE + 8 <= hdr::HEADER_CRC);
+    assert!(hdr::HISTORY_FINE_NEXT >= hdr::COLLECTOR + 4 && hdr::HISTORY_FINE_NEXT.is_multiple_of(64));
+    assert!(hdr::HISTORY_COARSE_NEXT + 8 <= HEADER_SIZE);
+    assert!(HISTORY_RECORD_SIZE.is_multiple_of(8));
     assert!(hdr::HEADER_CRC + 4 <= hdr::STATE);
     assert!(hdr::APP_NAME + hdr::APP_NAME_LEN <= hdr::CURSOR);
     assert!(hdr::CURSOR.is_multiple_of(64) && hdr::GC_PAUSES.is_multiple_of(64));

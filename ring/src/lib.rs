@@ -8,14 +8,16 @@
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod history;
 pub mod layout;
 pub mod metrics;
 pub mod reader;
 pub mod snapshot;
+pub mod stacks;
 pub mod writer;
 
 pub use event::{Event, OomKind, Text};
-pub use layout::{Collector, State};
-pub use reader::{Header, Live, ReadError, Record, Ring, Scan};
+pub use layout::{Collector, Geometry, State};
+pub use reader::{Header, History, Live, ReadError, Record, Ring, Scan};
 pub use snapshot::{GcCollector, Name, Pool, Snapshot, THREAD_STATES, UNKNOWN};
 pub use writer::{capacity_for_bytes, default_dir, ensure_dir, now_ns, CreateError, Identity, Writer};

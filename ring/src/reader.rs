@@ -34,7 +34,7 @@ pub enum ReadError {
     #[error("not a jvmwatch ring file (bad magic)")]
     BadMagic,
     /// A ring of another format version.
-    #[error("unsupported ring format version {0} (this jvmwatch reads version {VERSION})")]
+    #[error("unsupported ring format version {0} (this jvmwatch reads versions {OLDEST_VERSION} to {VERSION})")]
     UnsupportedVersion(u32),
     /// The header does not add up.
     #[error("corrupt header: {0}")]
@@ -44,6 +44,12 @@ pub enum ReadError {
 /// The immutable part of the header, validated.
 #[derive(Clone, Debug)]
 pub struct Header {
+    /// Format version (1 or 2).
+    pub version: u32,
+    /// Header flags ([`FLAG_ATTACHED`]).
+    pub flags: u32,
+    /// History and stacks regions (all zero in version 1).
+    pub geometry: Geometry,
     /// Total file size the header claims (checked against the real size).
     pub file_size: u64,
     /// Event slots.
@@ -164,7 +170,7 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
         return Err(ReadError::Truncated { need: HEADER_SIZE as u64, have: real_size });
     }
     let version = u32_at(h, hdr::VERSION);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(ReadError::UnsupportedVersion(version));
     }
     let crc = crc32fast::hash(&h[..hdr::HEADER_CRC]);
@@ -174,7 +180,7 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
     let expect = |what: &str, at: usize, want: u64, wide: bool| -> Result<(), ReadError> {
         let got = if wide { u64_at(h, at) } else { u32_at(h, at) as u64 };
         if got != want {
-            return Err(ReadError::Corrupt(format!("{what} is {got}, version {VERSION} has {want}")));
+            return Err(ReadError::Corrupt(format!("{what} is {got}, version {version} has {want}")));
         }
         Ok(())
     };
@@ -191,12 +197,17 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
             "event capacity {capacity} is not a power of two in {MIN_CAPACITY}..={MAX_CAPACITY}"
         )));
     }
-    expect("file size", hdr::FILE_SIZE, file_size(capacity), true)?;
-    if real_size < file_size(capacity) {
-        return Err(ReadError::Truncated { need: file_size(capacity), have: real_size });
+    let geometry = if version >= 2 { parse_geometry(h, capacity)? } else { Geometry::default() };
+    let total = regions(capacity, &geometry).2;
+    expect("file size", hdr::FILE_SIZE, total, true)?;
+    if real_size < total {
+        return Err(ReadError::Truncated { need: total, have: real_size });
     }
     Ok(Header {
-        file_size: file_size(capacity),
+        version,
+        flags: u32_at(h, hdr::FLAGS),
+        geometry,
+        file_size: total,
         capacity,
         pid: u32_at(h, hdr::PID),
         start_ns: u64_at(h, hdr::START_NS),
@@ -211,7 +222,125 @@ pub fn parse_header(h: &[u8], real_size: u64) -> Result<Header, ReadError> {
     })
 }
 
+/// The history and stacks geometry of a version 2 header, checked: offsets where the layout
+/// puts them, slot counts and sizes within bounds.
+fn parse_geometry(h: &[u8], capacity: u64) -> Result<Geometry, ReadError> {
+    let g = Geometry {
+        fine_slots: u32_at(h, hdr::HISTORY_FINE_SLOTS),
+        coarse_slots: u32_at(h, hdr::HISTORY_COARSE_SLOTS),
+        coarse_step_ns: u64_at(h, hdr::HISTORY_COARSE_STEP_NS),
+        stacks_size: u64_at(h, hdr::STACKS_SIZE),
+    };
+    let bad = |why: String| Err(ReadError::Corrupt(why));
+    if g.fine_slots as u64 > MAX_HISTORY_SLOTS || g.coarse_slots as u64 > MAX_HISTORY_SLOTS {
+        return bad(format!("history of {} + {} slots is implausible", g.fine_slots, g.coarse_slots));
+    }
+    if g.coarse_slots != 0 && (g.fine_slots == 0 || g.coarse_step_ns == 0) {
+        return bad("history tiers do not add up".into());
+    }
+    if g.stacks_size > MAX_STACKS_SIZE || !g.stacks_size.is_multiple_of(8192) {
+        return bad(format!("stacks region of {} bytes is implausible", g.stacks_size));
+    }
+    let (history, stacks, _) = regions(capacity, &g);
+    let want_history = if g.fine_slots > 0 { history } else { 0 };
+    let want_stacks = if g.stacks_size > 0 { stacks } else { 0 };
+    if u64_at(h, hdr::HISTORY_OFFSET) != want_history || u64_at(h, hdr::STACKS_OFFSET) != want_stacks {
+        return bad("history or stacks offset is not where the layout puts it".into());
+    }
+    Ok(g)
+}
+
+/// The history of a ring, oldest record first in each tier.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// One record per sampler interval.
+    pub fine: Vec<crate::history::Sample>,
+    /// One record per coarse step, older than and overlapping with `fine`.
+    pub coarse: Vec<crate::history::Sample>,
+    /// Sampler interval, ns (the fine tier's step).
+    pub fine_step_ns: u64,
+    /// Coarse step, ns.
+    pub coarse_step_ns: u64,
+    /// Records that did not check out (torn by a writer that died, or corrupt): skipped.
+    pub torn: u64,
+}
+
 impl Ring {
+    /// The history tiers, or `None` for a ring without history (format version 1, or
+    /// `history=off`). Reads each tier with one `pread`; records that fail their stamp or
+    /// check are skipped and counted.
+    pub fn history(&self) -> Result<Option<History>, ReadError> {
+        let g = self.header.geometry;
+        if g.fine_slots == 0 {
+            return Ok(None);
+        }
+        let (start, _, _) = regions(self.header.capacity, &g);
+        let mut next = [0u8; 16];
+        self.read_at(&mut next, hdr::HISTORY_FINE_NEXT as u64)?;
+        // The next words are loaded before any record (the writer stores them last).
+        fence(Ordering::Acquire);
+        let mut out =
+            History { fine_step_ns: self.header.interval_ns, coarse_step_ns: g.coarse_step_ns, ..History::default() };
+        let tiers = [
+            (start, g.fine_slots as u64, u64_at(&next, 0)),
+            (start + g.fine_slots as u64 * HISTORY_RECORD_SIZE as u64, g.coarse_slots as u64, u64_at(&next, 8)),
+        ];
+        for (i, (at, slots, next)) in tiers.into_iter().enumerate() {
+            if slots == 0 {
+                continue;
+            }
+            let mut b = vec![0u8; slots as usize * HISTORY_RECORD_SIZE];
+            self.read_at(&mut b, at)?;
+            let first = next.saturating_sub(slots);
+            let mut kept = Vec::with_capacity((next - first) as usize);
+            for seq in first..next {
+                let off = (seq % slots) as usize * HISTORY_RECORD_SIZE;
+                let rec: &[u8; HISTORY_RECORD_SIZE] = b[off..off + HISTORY_RECORD_SIZE].try_into().expect("record");
+                match crate::history::Sample::decode(seq, rec) {
+                    Some(s) => kept.push(s),
+                    None => out.torn += 1,
+                }
+            }
+            if i == 0 {
+                out.fine = kept;
+            } else {
+                out.coarse = kept;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// The newest intact stacks capture, or `None` when there is none (no region, nothing
+    /// captured yet, or both buffers torn). A corrupt body is an error.
+    pub fn stacks(&self) -> Result<Option<crate::stacks::Capture>, ReadError> {
+        let g = self.header.geometry;
+        if g.stacks_size == 0 {
+            return Ok(None);
+        }
+        let (_, at, _) = regions(self.header.capacity, &g);
+        let mut b = vec![0u8; g.stacks_size as usize];
+        let buf = b.len() / 2;
+        for _ in 0..4 {
+            self.read_at(&mut b, at)?;
+            let best = b
+                .chunks_exact(buf)
+                .filter_map(|x| {
+                    let stamp = u64_at(x, stk::STAMP);
+                    let len = u32_at(x, stk::BODY_LEN) as usize;
+                    if stamp == 0 || stamp % 2 == 1 || stk::BODY + len > buf {
+                        return None;
+                    }
+                    let body = &x[stk::BODY..stk::BODY + len];
+                    (crc32fast::hash(body) == u32_at(x, stk::CRC)).then_some((stamp, body))
+                })
+                .max_by_key(|(stamp, _)| *stamp);
+            if let Some((_, body)) = best {
+                return crate::stacks::Capture::decode(body).map(Some).map_err(|e| ReadError::Corrupt(e.to_string()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Opens and validates `path`. Never maps the file.
     ///
     /// Never through a symlink in the last component (`O_NOFOLLOW`), and never blocking:

@@ -109,6 +109,10 @@ pub struct Snapshot {
     pub threads_daemon: u32,
     /// Threads per state, indexed like [`THREAD_STATES`].
     pub thread_states: [u32; 6],
+    /// Heap in use right after the latest collection, all pools together (from the GC
+    /// notification's after-GC usage), or [`UNKNOWN`] (no collection yet, `monitor=off`, or
+    /// a file of an older agent).
+    pub heap_after_gc: u64,
     pool_count: u8,
     collector_count: u8,
     pools: [Pool; MAX_POOLS],
@@ -129,6 +133,7 @@ impl Default for Snapshot {
             threads_live: 0,
             threads_daemon: u32::MAX,
             thread_states: [0; 6],
+            heap_after_gc: UNKNOWN,
             pool_count: 0,
             collector_count: 0,
             pools: [Pool::default(); MAX_POOLS],
@@ -200,8 +205,13 @@ impl Snapshot {
         self.counted_collectors().map(|c| c.time_ms).fold(0, u64::saturating_add)
     }
 
-    /// Heap bytes in use after the last GC (sum over heap pools that report it), if any do.
+    /// Heap bytes in use right after the latest collection: [`Snapshot::heap_after_gc`] when
+    /// known, else the sum of the heap pools' after-GC usage (which, under a generational
+    /// collector, moves for the old generation only when the old generation is collected).
     pub fn heap_used_after_gc(&self) -> Option<u64> {
+        if self.heap_after_gc != UNKNOWN {
+            return Some(self.heap_after_gc);
+        }
         let mut any = false;
         let mut sum = 0u64;
         for p in self.pools().iter().filter(|p| p.heap && p.used_after_gc != UNKNOWN) {
@@ -234,6 +244,8 @@ impl Snapshot {
         }
         w.u32(self.pool_count as u32);
         w.u32(self.collector_count as u32);
+        // Stored plus one, so that the zero of an older agent's file reads as unknown.
+        w.u64(self.heap_after_gc.wrapping_add(1));
         debug_assert!(w.at <= SNAP_FIXED);
         w.at = SNAP_FIXED;
         for p in &self.pools {
@@ -274,6 +286,7 @@ impl Snapshot {
         for (i, st) in s.thread_states.iter_mut().enumerate() {
             *st = u32_at(72 + 4 * i);
         }
+        s.heap_after_gc = u64_at(104).wrapping_sub(1);
         let pools = u32_at(96);
         let collectors = u32_at(100);
         if pools as usize > MAX_POOLS {

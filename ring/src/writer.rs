@@ -18,6 +18,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::event::{check, Event};
+use crate::history::{Sample as HistorySample, Tier};
 use crate::layout::*;
 use crate::metrics;
 use crate::snapshot::Snapshot;
@@ -45,6 +46,8 @@ pub struct Identity {
     pub error_file: String,
     /// Command line summary.
     pub command: String,
+    /// Shape of the history and stacks regions (default: none).
+    pub geometry: Geometry,
 }
 
 /// Why a ring file could not be created.
@@ -159,7 +162,8 @@ pub fn encode_header(capacity: u64, id: &Identity) -> Vec<u8> {
     put(hdr::MAGIC, &MAGIC);
     put(hdr::VERSION, &VERSION.to_le_bytes());
     put(hdr::HEADER_SIZE, &(HEADER_SIZE as u32).to_le_bytes());
-    put(hdr::FILE_SIZE, &file_size(capacity).to_le_bytes());
+    let (history, stacks, total) = regions(capacity, &id.geometry);
+    put(hdr::FILE_SIZE, &total.to_le_bytes());
     put(hdr::SNAPSHOT_OFFSET, &(SNAPSHOT_OFFSET as u64).to_le_bytes());
     put(hdr::SNAPSHOT_SIZE, &(SNAPSHOT_SIZE as u64).to_le_bytes());
     put(hdr::METRICS_OFFSET, &(METRICS_OFFSET as u64).to_le_bytes());
@@ -170,6 +174,17 @@ pub fn encode_header(capacity: u64, id: &Identity) -> Vec<u8> {
     put(hdr::PID, &id.pid.to_le_bytes());
     put(hdr::START_NS, &id.start_ns.to_le_bytes());
     put(hdr::INTERVAL_NS, &id.interval_ns.to_le_bytes());
+    let g = &id.geometry;
+    if g.fine_slots > 0 {
+        put(hdr::HISTORY_OFFSET, &history.to_le_bytes());
+        put(hdr::HISTORY_FINE_SLOTS, &g.fine_slots.to_le_bytes());
+        put(hdr::HISTORY_COARSE_SLOTS, &g.coarse_slots.to_le_bytes());
+        put(hdr::HISTORY_COARSE_STEP_NS, &g.coarse_step_ns.to_le_bytes());
+    }
+    if g.stacks_size > 0 {
+        put(hdr::STACKS_OFFSET, &stacks.to_le_bytes());
+        put(hdr::STACKS_SIZE, &g.stacks_size.to_le_bytes());
+    }
     put_str(&mut h, hdr::AGENT_VERSION, hdr::AGENT_VERSION_LEN, &id.agent_version);
     put_str(&mut h, hdr::HOSTNAME, hdr::HOSTNAME_LEN, &id.hostname);
     put_str(&mut h, hdr::JVM_VERSION, hdr::JVM_VERSION_LEN, &id.jvm_version);
@@ -218,6 +233,31 @@ pub struct Writer {
     snap_busy: AtomicBool,
     /// Serialises registration of instruments and strings (rare; never on a hot path).
     registry: std::sync::Mutex<()>,
+    /// Where the history tiers and the stacks region are (from the header).
+    regions: Regions,
+    /// Generation of the last stacks capture written (its writer only).
+    stacks_gen: AtomicU64,
+}
+
+/// Offsets of the v2 regions of an open ring.
+#[derive(Clone, Copy, Debug, Default)]
+struct Regions {
+    fine: (usize, u64),
+    coarse: (usize, u64),
+    stacks: (usize, usize),
+}
+
+impl Regions {
+    fn new(capacity: u64, g: &Geometry) -> Regions {
+        let (history, stacks, _) = regions(capacity, g);
+        let fine_at = history as usize;
+        let coarse_at = fine_at + g.fine_slots as usize * HISTORY_RECORD_SIZE;
+        Regions {
+            fine: (fine_at, g.fine_slots as u64),
+            coarse: (coarse_at, g.coarse_slots as u64),
+            stacks: (stacks as usize, g.stacks_size as usize),
+        }
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -265,7 +305,7 @@ impl Writer {
         if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(io_err("cannot lock", tmp)(io::Error::last_os_error()));
         }
-        let len = file_size(capacity);
+        let len = regions(capacity, &id.geometry).2;
         // Allocate every page now: a full tmpfs fails here with ENOSPC instead of SIGBUS later.
         // SAFETY: `fd` is open for writing.
         match unsafe { libc::posix_fallocate(fd, 0, len as libc::off_t) } {
@@ -300,6 +340,8 @@ impl Writer {
             snap_gen: AtomicU64::new(0),
             snap_busy: AtomicBool::new(false),
             registry: std::sync::Mutex::new(()),
+            regions: Regions::new(capacity, &id.geometry),
+            stacks_gen: AtomicU64::new(0),
         })
     }
 
@@ -338,6 +380,9 @@ impl Writer {
             snap_gen: AtomicU64::new(0),
             snap_busy: AtomicBool::new(false),
             registry: std::sync::Mutex::new(()),
+            // History and stacks belong to the agent: an attached writer only emits events.
+            regions: Regions::default(),
+            stacks_gen: AtomicU64::new(0),
         })
     }
 
@@ -594,6 +639,11 @@ impl Writer {
         Some((n, dur))
     }
 
+    /// Stop-the-world pause time so far, ns (Relaxed: a statistic).
+    pub fn gc_pause_total_ns(&self) -> u64 {
+        self.u64_at(hdr::GC_PAUSE_TOTAL_NS).load(Ordering::Relaxed)
+    }
+
     /// Adds one self-measured callback duration to the debug counters. GC-callback safe.
     pub fn record_callback_cost(&self, ns: u64) {
         self.u64_at(hdr::GC_CB_COUNT).fetch_add(1, Ordering::Relaxed);
@@ -627,6 +677,119 @@ impl Writer {
         // Release: hand the buffers over to the next caller.
         self.snap_busy.store(false, Ordering::Release);
         true
+    }
+
+    /// Appends a history record to `tier`. Returns false when the ring has no history.
+    ///
+    /// One writer per tier (the sampler thread); not for GC callbacks. The record is written
+    /// like an event: odd stamp, fence, the words, then the even stamp (Release), then the
+    /// tier's next-sequence word (Release), so a reader that loads the next word (Acquire)
+    /// finds the record published or, if the writer died in between, torn and skipped.
+    pub fn history_append(&self, tier: Tier, s: &HistorySample) -> bool {
+        let ((at, slots), next_word) = match tier {
+            Tier::Fine => (self.regions.fine, hdr::HISTORY_FINE_NEXT),
+            Tier::Coarse => (self.regions.coarse, hdr::HISTORY_COARSE_NEXT),
+        };
+        if slots == 0 {
+            return false;
+        }
+        let next = self.u64_at(next_word);
+        let seq = next.load(Ordering::Relaxed); // this thread is the only writer of `next`
+        let rec = s.encode(seq);
+        let base = at + (seq % slots) as usize * HISTORY_RECORD_SIZE;
+        let stamp = self.u64_at(base);
+        stamp.store(2 * seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release); // as in `emit_at`: the odd stamp is seen before any new byte
+        for (i, chunk) in rec.chunks_exact(8).enumerate().skip(1) {
+            self.u64_at(base + 8 * i).store(u64::from_le_bytes(chunk.try_into().expect("8")), Ordering::Relaxed);
+        }
+        stamp.store(2 * seq + 2, Ordering::Release);
+        next.store(seq + 1, Ordering::Release);
+        true
+    }
+
+    /// Publishes a stacks capture body into the buffer not holding the latest one (the
+    /// snapshot's double-buffered seqlock). Returns false when the ring has no stacks region
+    /// or the body does not fit one buffer. One writer (the sampler thread).
+    pub fn write_stacks(&self, body: &[u8]) -> bool {
+        let (at, size) = self.regions.stacks;
+        let buf = size / 2;
+        if size == 0 || stk::BODY + body.len() > buf {
+            return false;
+        }
+        let g = self.stacks_gen.load(Ordering::Relaxed) + 1;
+        let base = at + (g as usize % 2) * buf;
+        let stamp = self.u64_at(base + stk::STAMP);
+        stamp.store(2 * g + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let crc = crc32fast::hash(body);
+        self.u64_at(base + stk::CRC).store(crc as u64 | (body.len() as u64) << 32, Ordering::Relaxed);
+        let mut padded = body.to_vec();
+        padded.resize(body.len().div_ceil(8) * 8, 0);
+        for (i, chunk) in padded.chunks_exact(8).enumerate() {
+            let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            self.u64_at(base + stk::BODY + 8 * i).store(w, Ordering::Relaxed);
+        }
+        stamp.store(2 * g + 2, Ordering::Release);
+        self.stacks_gen.store(g, Ordering::Relaxed);
+        true
+    }
+
+    /// Bytes a stacks capture body may take (0: no stacks region).
+    pub fn stacks_budget(&self) -> usize {
+        (self.regions.stacks.1 / 2).saturating_sub(stk::BODY)
+    }
+
+    /// Instruments registered so far (Acquire: their entries are complete).
+    pub fn instrument_count(&self) -> usize {
+        (self.u32_at(METRICS_OFFSET + metrics::COUNT).load(Ordering::Acquire) as usize).min(metrics::MAX_INSTRUMENTS)
+    }
+
+    /// True when instrument `index` is one of the agent's own (`jvm.` names), which the
+    /// history does not keep (see [`crate::history`]).
+    pub fn instrument_is_agents(&self, index: usize) -> bool {
+        if index >= self.instrument_count() {
+            return false;
+        }
+        let base = self.instrument(index);
+        // Acquire on the kind: the name, written before it, is complete.
+        if self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let n = self.u32_at(base + metrics::ins::NAME_LEN).load(Ordering::Relaxed) as usize;
+        n >= 4 && self.read_bytes(base + metrics::ins::NAME, 4) == b"jvm."
+    }
+
+    /// Reads application instrument `index` from the mapping: kind, value (counter sum over
+    /// stripes, gauge bits, or timer count), timer sum and max, and the timer's buckets into
+    /// `buckets` (left untouched for counters and gauges). `None` for a free slot.
+    /// For the sampler thread; the words are read with Relaxed atomic loads (statistics).
+    pub fn read_instrument(
+        &self,
+        index: usize,
+        buckets: &mut [u64; metrics::BUCKET_COUNT],
+    ) -> Option<(metrics::Kind, u64, u64, u64)> {
+        if index >= metrics::MAX_INSTRUMENTS
+            || index >= self.u32_at(METRICS_OFFSET + metrics::COUNT).load(Ordering::Acquire) as usize
+        {
+            return None;
+        }
+        let base = self.instrument(index);
+        let kind = metrics::Kind::from_u32(self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire))?;
+        let word = |s: usize, w: usize| self.stripe(index, s, w).load(Ordering::Relaxed);
+        let all = |w: usize| (0..metrics::ins::STRIPE_COUNT).map(move |s| word(s, w));
+        Some(match kind {
+            metrics::Kind::Gauge => (kind, word(0, 0), 0, 0),
+            metrics::Kind::Counter => (kind, all(0).fold(0, u64::wrapping_add), 0, 0),
+            metrics::Kind::Timer => {
+                let mut count = 0u64;
+                for (i, b) in buckets.iter_mut().enumerate() {
+                    *b = self.u64_at(base + metrics::ins::BUCKETS + 8 * i).load(Ordering::Relaxed);
+                    count = count.wrapping_add(*b);
+                }
+                (kind, count, all(1).fold(0, u64::wrapping_add), all(2).max().unwrap_or(0))
+            }
+        })
     }
 }
 

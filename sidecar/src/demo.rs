@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use jvmwatch_ring::Ring;
 
 use crate::report;
@@ -27,17 +27,9 @@ pub fn java_command() -> PathBuf {
     PathBuf::from("java")
 }
 
-/// The agent library: `$JVMWATCH_AGENT`, else `libjvmwatch.so` beside this executable.
+/// The agent library: see [`crate::agentpath`].
 pub fn agent_path() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("JVMWATCH_AGENT") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().context("cannot locate the jvmwatch executable")?;
-    let p = exe.with_file_name("libjvmwatch.so");
-    if !p.exists() {
-        bail!("cannot find {} (build it with `cargo build --release`, or set JVMWATCH_AGENT)", p.display());
-    }
-    Ok(p)
+    Ok(crate::agentpath::agent_path()?)
 }
 
 /// A fresh private directory (mode 0700, unpredictable name) holding the demo's classes.

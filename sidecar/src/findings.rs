@@ -100,6 +100,10 @@ pub struct Facts {
     pub oom: bool,
     /// A deadlock event is in the ring.
     pub deadlock: bool,
+    /// The history shows the heap after GC trending up ([`crate::history::heap_leak`]).
+    pub heap_leak: bool,
+    /// The history shows live threads piling up ([`crate::history::thread_leak`]).
+    pub thread_leak: bool,
 }
 
 /// `hung` when the live writer's heartbeat is older than this many intervals...
@@ -124,6 +128,12 @@ pub fn findings(f: &Facts) -> Vec<&'static str> {
     }
     if full >= HEAP_EXHAUSTED_AFTER_GC {
         out.push("heap_exhausted");
+    }
+    if f.heap_leak {
+        out.push("heap_leak");
+    }
+    if f.thread_leak {
+        out.push("thread_leak");
     }
     let stale = f.heartbeat_age_ns > (HUNG_INTERVALS * f.interval_ns).max(HUNG_MIN_NS);
     if f.writer_alive && stale && !f.gc_in_progress {

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use jvmwatch_sidecar::{control, demo, report, retention, serve, text};
 
 /// Reads jvmwatch ring files — live, or after the JVM exited, was killed or crashed.
 #[derive(Parser, Debug)]
-#[command(name = "jvmwatch", version, about, long_about = None)]
+#[command(name = "jvmwatch", version = env!("JVMWATCH_VERSION"), about, long_about = None, after_help = EX_MAIN)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -18,6 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Tell how a JVM is doing or how it died, from its ring file alone.
+    #[command(after_help = EX_INSPECT)]
     Inspect {
         /// The ring file (or an archived one, FILE.ring.zst).
         file: PathBuf,
@@ -27,8 +28,12 @@ enum Cmd {
         /// How many of the latest events to show.
         #[arg(long, default_value_t = 50, value_name = "N")]
         events: usize,
+        /// Print the history region's series instead (a text table, or JSON arrays with --json).
+        #[arg(long)]
+        history: bool,
     },
     /// Follow every ring in a directory; serve JSON, SSE, Prometheus metrics and the console.
+    #[command(after_help = EX_SERVE)]
     Serve {
         /// Directory of ring files (default: the agent's default directory).
         #[arg(long, value_name = "DIR")]
@@ -55,6 +60,7 @@ enum Cmd {
         retention: ServiceRetention,
     },
     /// Launch and watch the apps of CONFIG with the agent; restart and scale them by its rules.
+    #[command(after_help = EX_SUPERVISE)]
     Supervise {
         /// The config file (apps, rules, hooks; see docs/controller.md).
         config: PathBuf,
@@ -62,6 +68,7 @@ enum Cmd {
         common: ControlArgs,
     },
     /// Take a supervised app offline (its JVMs stop, no restarts) or back online.
+    #[command(after_help = EX_APP)]
     App {
         /// `offline` or `online`.
         #[arg(value_parser = ["offline", "online"])]
@@ -76,6 +83,7 @@ enum Cmd {
         token_file: PathBuf,
     },
     /// Run one JVM under the agent and the supervisor: `jvmwatch run [--rules FILE] -- java ...`.
+    #[command(after_help = EX_RUN)]
     Run {
         /// Rules (and hooks, supervisor settings) for this JVM.
         #[arg(long, value_name = "FILE")]
@@ -90,6 +98,7 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Apply ring retention once: archive old dead rings (zstd), trim the archive by age and size.
+    #[command(after_help = EX_GC_RINGS)]
     GcRings {
         /// Directory of ring files (default: the agent's default directory).
         #[arg(long, value_name = "DIR")]
@@ -107,6 +116,7 @@ enum Cmd {
         limits: RetentionArgs,
     },
     /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
+    #[command(after_help = EX_DEMO)]
     Demo {
         /// Stop after this many seconds (0: run until Ctrl-C).
         #[arg(long, default_value_t = 0, value_name = "SECONDS")]
@@ -118,7 +128,92 @@ enum Cmd {
         #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
         listen: String,
     },
+    /// Print the agent library's absolute path (beside this binary, or in ../lib).
+    #[command(after_help = EX_AGENT_PATH)]
+    AgentPath,
+    /// Print a shell completion script.
+    #[command(after_help = EX_COMPLETIONS)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages: DIR/jvmwatch.1 and DIR/jvmwatch-SUBCOMMAND.1.
+    #[command(after_help = EX_MANPAGE)]
+    Manpage {
+        /// Directory to write them to (created if missing).
+        dir: PathBuf,
+    },
 }
+
+const EX_MAIN: &str = "\
+Examples:
+  java -agentpath:$(jvmwatch agent-path) -jar app.jar    # run a JVM with the agent
+  jvmwatch serve                                        # console, JSON, SSE, /metrics on 127.0.0.1:7457
+  jvmwatch inspect /dev/shm/jvmwatch-$(id -u)/*.ring     # how did it die?
+  jvmwatch --version                                    # version and git revision (the agent's ring header has the same)";
+const EX_INSPECT: &str = "\
+Examples:
+  jvmwatch inspect /dev/shm/jvmwatch-1000/4242-1700000000-ab12.ring
+  jvmwatch inspect --json --events 200 app.ring | jq .verdict
+  jvmwatch inspect --events 0 copy-from-prod.ring        # verdict and findings only
+  jvmwatch inspect --history app.ring                    # the minutes before the end, as a table
+  jvmwatch inspect --history --json app.ring | jq '.heap_after_gc[-10:]'
+  jvmwatch inspect ~/.local/state/jvmwatch/archive/4242-1700000000-ab12.ring.zst   # an archived ring";
+const EX_SERVE: &str = "\
+Examples:
+  jvmwatch serve                                         # the default ring directory, http://127.0.0.1:7457/
+  jvmwatch serve --dir /var/run/jvmwatch --listen 127.0.0.1:9400
+  jvmwatch serve --listen 0.0.0.0:7457 --token-file /etc/jvmwatch/token --token-for-reads
+  jvmwatch serve --any-owner --dir /var/run/jvmwatch     # as root: every user's JVMs
+  jvmwatch serve --rules rules.toml --state-dir /var/lib/jvmwatch
+  jvmwatch serve --keep-dead 5 --max-dead-mb 64 --retention-interval 30s   # tighter retention of dead rings
+  jvmwatch serve --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512
+  jvmwatch serve --no-retention                          # keep every dead ring in the ring directory";
+const EX_SUPERVISE: &str = "\
+Examples:
+  jvmwatch supervise jvmwatch.toml
+  jvmwatch supervise --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch --listen 127.0.0.1:7457 \\
+    --token-file /etc/jvmwatch/token /etc/jvmwatch/jvmwatch.toml
+  jvmwatch supervise --keep-dead 3 --max-dead-mb 64 --retention-interval 5s jvmwatch.toml
+  jvmwatch supervise --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512 jvmwatch.toml
+  jvmwatch supervise --no-retention jvmwatch.toml";
+const EX_APP: &str = "\
+Examples:
+  jvmwatch app offline shop --token-file /etc/jvmwatch/token
+  jvmwatch app online shop --addr 127.0.0.1:7457 --token-file /etc/jvmwatch/token";
+const EX_RUN: &str = "\
+Examples:
+  jvmwatch run -- java -jar app.jar
+  jvmwatch run --rules rules.toml --app shop -- java -Xmx1g -jar shop.jar
+  jvmwatch run --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch --listen 127.0.0.1:7458 \\
+    --token-file /etc/jvmwatch/token -- java -jar app.jar
+  jvmwatch run --keep-dead 3 --max-dead-mb 64 --retention-interval 5s -- java -jar app.jar
+  jvmwatch run --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512 -- java -jar app.jar
+  jvmwatch run --no-retention -- java -jar app.jar";
+const EX_GC_RINGS: &str = "\
+Examples:
+  jvmwatch gc-rings --dry-run                            # what would be archived or deleted, and why
+  jvmwatch gc-rings --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch
+  jvmwatch gc-rings --keep-dead 3 --max-dead-mb 64 --json | jq '.actions[].reason'
+  jvmwatch gc-rings --archive-dir /srv/rings --archive-max-age 7days --archive-max-mb 512";
+const EX_DEMO: &str = "\
+Examples:
+  jvmwatch demo                                          # open http://127.0.0.1:7457/
+  jvmwatch demo --seconds 60 --dir /tmp/jvmwatch-demo --listen 127.0.0.1:8080";
+const EX_AGENT_PATH: &str = "\
+Examples:
+  java -agentpath:$(jvmwatch agent-path) -jar app.jar
+  JAVA_TOOL_OPTIONS=\"-agentpath:$(jvmwatch agent-path)\" ./launcher-you-do-not-control
+  JAVA_TOOL_OPTIONS=\"-agentpath:$(jvmwatch agent-path)=dir=/var/run/jvmwatch\" mvn test";
+const EX_COMPLETIONS: &str = "\
+Examples:
+  jvmwatch completions bash > /etc/bash_completion.d/jvmwatch
+  jvmwatch completions zsh > \"${fpath[1]}/_jvmwatch\"
+  jvmwatch completions fish > ~/.config/fish/completions/jvmwatch.fish";
+const EX_MANPAGE: &str = "\
+Examples:
+  jvmwatch manpage /usr/local/share/man/man1 && man jvmwatch-serve";
 
 /// Options shared by `supervise` and `run`.
 #[derive(clap::Args, Debug)]
@@ -229,6 +324,30 @@ fn gc_rings(s: &retention::Settings, dry_run: bool, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// This build's version and git revision; the agent of the same build writes the same string
+/// into every ring header.
+const VERSION: &str = env!("JVMWATCH_VERSION");
+
+/// `DIR/jvmwatch.1` and one page per subcommand (`DIR/jvmwatch-inspect.1`, ...), from clap.
+fn manpages(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let write = |name: &str, c: clap::Command| -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)
+    };
+    write("jvmwatch", cmd.clone())?;
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("jvmwatch-{}", sub.get_name());
+        // clap names are `&'static str` here; a handful of strings, once per run.
+        let (page, bin): (&'static str, &'static str) = (name.clone().leak(), name.replace('-', " ").leak());
+        write(&name, sub.clone().name(page).bin_name(bin).version(VERSION))?;
+    }
+    Ok(())
+}
+
 fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) -> ExitCode {
     let dir = common.dir.unwrap_or_else(jvmwatch_ring::default_dir);
     let retention = common.retention.service(&dir, common.state_dir.as_deref());
@@ -252,8 +371,30 @@ fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Inspect { file, json, events } => match report::inspect(&file, events) {
+        Cmd::Inspect { file, json, events: _, history: true } => match jvmwatch_sidecar::history::read(&file) {
+            Ok((h, ins)) => {
+                if json {
+                    println!("{}", jvmwatch_sidecar::history::to_json(&h, &ins));
+                } else {
+                    print!("{}", jvmwatch_sidecar::history::to_text(&h, usize::MAX));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jvmwatch: {}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Inspect { file, json, events, history: false } => match report::inspect(&file, events) {
             Ok(r) => {
+                if r.agent_version != VERSION {
+                    eprintln!(
+                        "jvmwatch: warning: {} was written by agent {:?}, this is jvmwatch {VERSION}: \
+                         fields may be missing or misread",
+                        file.display(),
+                        r.agent_version
+                    );
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).expect("report serialises"));
                 } else {
@@ -306,6 +447,27 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::AgentPath => match jvmwatch_sidecar::agentpath::agent_path() {
+            Ok(p) => {
+                println!("{}", p.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("jvmwatch: agent-path: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "jvmwatch", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Manpage { dir } => match manpages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("jvmwatch: manpage: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Demo { seconds, dir, listen } => {
             match demo::main(seconds, &dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen) {
                 Ok(()) => ExitCode::SUCCESS,

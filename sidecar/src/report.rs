@@ -66,6 +66,8 @@ pub struct Report {
     pub pid: u32,
     /// Host the JVM ran on.
     pub hostname: String,
+    /// The writing agent's version and git revision (`0.1.0 (git 1a2b3c4)`).
+    pub agent_version: String,
     /// Application name, if set.
     pub app: Option<String>,
     /// JVM identity.
@@ -94,6 +96,17 @@ pub struct Report {
     pub ring_capacity: u64,
     /// Application (and agent) metrics, lifetime figures.
     pub metrics: Vec<Value>,
+    /// `heap_leak` details: growth rate and estimated time to exhaustion.
+    pub heap_leak: Option<crate::history::HeapLeak>,
+    /// What led there: a few lines from the history (oldest first).
+    pub timeline: Vec<String>,
+    /// The last stacks capture (threads, states, locks, top frames) and its age.
+    pub stacks: Option<Value>,
+    /// For `deadlock` and `hung`: the blocked threads of the last capture, with the lock,
+    /// its owner and where they wait.
+    pub citations: Vec<String>,
+    /// Samples in the history region (fine + coarse; 0 without history).
+    pub history_samples: usize,
 }
 
 /// One event as JSON: `seq`, `type`, `time` and its fields. `strings` is the ring's string
@@ -295,7 +308,11 @@ fn read_report(path: &Path, n_events: usize, tail: Option<usize>, seen: Seen) ->
     let from = tail.map_or(0, |t| live.cursor.saturating_sub(t as u64));
     let scan = ring.scan(from, alive)?;
     let (instruments, strings) = ring.metrics()?;
+    let history = ring.history()?;
+    let stacks = ring.stacks()?;
     let parts = Parts {
+        history: history.as_ref(),
+        stacks: stacks.as_ref(),
         alive,
         live: &live,
         snapshot: snapshot.as_ref(),
@@ -367,6 +384,8 @@ where
         heap_after_gc_ratio,
         oom,
         deadlock,
+        heap_leak: false,
+        thread_leak: false,
     }
 }
 
@@ -397,6 +416,10 @@ pub struct Parts<'a> {
     pub instruments: &'a [jvmwatch_ring::metrics::Instrument],
     /// String table.
     pub strings: &'a [String],
+    /// The history region, if the ring has one.
+    pub history: Option<&'a jvmwatch_ring::History>,
+    /// The last stacks capture.
+    pub stacks: Option<&'a jvmwatch_ring::stacks::Capture>,
 }
 
 /// Builds a report from parts already read.
@@ -406,15 +429,34 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
     let (verdict, crash_report) = verdict_of(h, live, alive);
     let mut facts = facts(h, live, alive, snapshot, records, seen);
     facts.oom |= crash_report.as_deref().is_some_and(crash_was_oom);
+    let (heap_leak, thread_leak) = p.history.map(crate::history::leaks).unwrap_or_default();
+    facts.heap_leak = heap_leak.is_some();
+    facts.thread_leak = thread_leak.is_some();
+    let merged = p.history.map(crate::history::merged).unwrap_or_default();
+    let mut timeline = crate::history::timeline(&merged, &crate::history::timer_cells(p.instruments));
+    if let Some(l) = &heap_leak {
+        timeline.push(format!(
+            "heap after GC grows {:.1} MiB/min; at that rate the heap is full {} after the last sample",
+            l.bytes_per_s * 60.0 / 1048576.0,
+            crate::history::span((l.exhaustion_in_s * 1e9) as u64)
+        ));
+    }
+    let end_ns = live.heartbeat_ns.max(merged.last().map_or(0, |s| s.time_ns));
+    let found = findings::findings(&facts);
+    let citations = match p.stacks {
+        Some(c) if found.iter().any(|f| matches!(*f, "deadlock" | "hung")) => crate::stacks::citations(c),
+        _ => Vec::new(),
+    };
     let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
     Report {
         file: ring.path().to_path_buf(),
         verdict,
         crash_report,
-        findings: findings::findings(&facts),
+        findings: found,
         pid: h.pid,
         hostname: h.hostname.clone(),
+        agent_version: h.agent_version.clone(),
         app: (!live.app_name.is_empty()).then(|| live.app_name.clone()),
         jvm: Jvm {
             version: h.jvm_version.clone(),
@@ -442,6 +484,11 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         lost_events: p.lost,
         ring_capacity: h.capacity,
         metrics: crate::appmetrics::lifetime(p.instruments),
+        heap_leak,
+        timeline,
+        stacks: p.stacks.map(|c| crate::stacks::to_json(c, end_ns)),
+        citations,
+        history_samples: merged.len(),
     }
 }
 

@@ -156,5 +156,50 @@ pub fn render(r: &Report) -> String {
     for e in &r.events {
         let _ = writeln!(o, "{}", event_line(e));
     }
+    if let Some(st) = &r.stacks {
+        let threads = st["threads"].as_array().map_or(0, Vec::len);
+        let _ = writeln!(
+            o,
+            "stacks:    {} threads of {} captured {} ({:.1} s before the last sign of life, {})",
+            threads,
+            st["total_threads"],
+            st["captured_at"].as_str().unwrap_or("-"),
+            st["age_s"].as_f64().unwrap_or(0.0),
+            st["reason"].as_str().unwrap_or("?")
+        );
+        for t in st["threads"].as_array().into_iter().flatten().take(STACK_THREADS) {
+            let lock = match (t["lock"].as_str(), t["owner"].as_str(), t["state"].as_str()) {
+                (Some(l), Some(w), Some("blocked")) => format!(" waiting for {l} held by {w:?}"),
+                (Some(l), _, Some("blocked")) => format!(" waiting for {l}"),
+                (Some(l), _, _) => format!(" on {l}"),
+                _ => String::new(),
+            };
+            let _ =
+                writeln!(o, "  {:?} {}{lock}", t["name"].as_str().unwrap_or("?"), t["state"].as_str().unwrap_or("?"));
+            for f in t["frames"].as_array().into_iter().flatten().take(STACK_FRAMES) {
+                let _ = writeln!(o, "      at {}", f.as_str().unwrap_or("?"));
+            }
+        }
+        if threads > STACK_THREADS {
+            let _ = writeln!(o, "  ... {} more threads (--json shows all)", threads - STACK_THREADS);
+        }
+    }
+    if !r.citations.is_empty() {
+        let _ = writeln!(o, "blocked:");
+        for c in &r.citations {
+            let _ = writeln!(o, "  {c}");
+        }
+    }
+    if !r.timeline.is_empty() {
+        let _ = writeln!(o, "timeline:");
+        for l in &r.timeline {
+            let _ = writeln!(o, "  {l}");
+        }
+    }
     o
 }
+
+/// Threads and frames per thread that the text shows of the last stacks capture.
+const STACK_THREADS: usize = 20;
+/// See [`STACK_THREADS`].
+const STACK_FRAMES: usize = 6;

@@ -20,6 +20,21 @@ fn every_collector_produces_pause_events() {
             assert!(ends.iter().all(|e| e["duration_ms"].as_f64().unwrap() >= 0.0));
             assert_eq!(r["jvm"]["collector"], name);
             assert_eq!(r["gc"]["pauses"].as_u64().unwrap() as usize, ends.len());
+            // Heap after GC is the heap right after a whole collection (all pools, as the
+            // GC notification gives it), not the sum of the pools' own after-GC usage.
+            let after = r["snapshot"]["heap_used_after_gc_bytes"].as_u64();
+            let cycles: Vec<u64> = r["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "gc_cycle")
+                .filter_map(|e| e["heap_after_bytes"].as_u64())
+                .collect();
+            assert!(
+                after.is_some_and(|a| a > 0 && cycles.contains(&a)),
+                "JDK {} {flag}: after GC {after:?}, cycles {cycles:?}",
+                jdk.label
+            );
         }
     }
 }

@@ -150,3 +150,57 @@ fn console_shows_the_controllers_apps_and_decisions_in_chromium() {
     let row = row.expect("the decisions table shows a row");
     assert!(row.contains("watch_it") && row.contains("flag") && row.contains("alive"), "{row}");
 }
+
+#[test]
+fn console_draws_every_chart_of_a_dead_jvm_from_its_history_in_chromium() {
+    if !have_browser() {
+        return;
+    }
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let mut jvm = spawn(java_cmd(
+        jdk,
+        &format!("dir={}", dir.path().display()),
+        &["-Xmx64m"],
+        "AppMetrics",
+        &["hold"],
+        dir.path(),
+    ));
+    let ring = wait_for(Duration::from_secs(30), || {
+        std::fs::read_dir(dir.path())
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "ring"))
+    })
+    .expect("ring file");
+    // A few seconds of history, then kill -9.
+    wait_for(Duration::from_secs(60), || (inspect(&ring, 0)["history_samples"].as_u64()? >= 20).then_some(()))
+        .expect("20 history samples");
+    jvm.kill().unwrap();
+    jvm.wait().unwrap();
+
+    let svc = Service::start(dir.path(), &[]);
+    wait_for_jvm(&svc, jvm.id(), "killed");
+    let (driver, sid) = browser(dir.path());
+    // No ?jvm=: with no JVM running, the console selects the one that died last.
+    post(driver.addr, &format!("/session/{sid}/url"), &json!({ "url": format!("http://{}/", svc.addr) }));
+    let drawn = wait_for(Duration::from_secs(60), || {
+        let n = script(&driver, &sid, "return Number(document.body.dataset.historyPoints || 0)").as_u64()?;
+        (n > 0).then_some(n)
+    });
+    let counts = script(
+        &driver,
+        &sid,
+        "return Object.fromEntries(Object.entries(series).map(([k, c]) => [k, Object.values(c).reduce((a, s) => a + s.length, 0)]))",
+    );
+    let conn = script(&driver, &sid, "return document.getElementById('conn').textContent");
+    let story = script(&driver, &sid, "return document.getElementById('story').textContent");
+    let _ = request(driver.addr, "DELETE", &format!("/session/{sid}"), &[]);
+    assert!(drawn.is_some(), "no history drawn; series: {counts}");
+    assert_eq!(conn, "postmortem");
+    assert!(story.as_str().unwrap().starts_with("Killed"), "{story}");
+    for chart in ["heap", "gc", "threads", "cpu", "app", "rate"] {
+        assert!(counts[chart].as_u64().unwrap_or(0) > 0, "chart {chart} has no points: {counts}");
+    }
+}

@@ -122,3 +122,56 @@ fn torn_slot_is_counted_not_fatal() {
     assert!(r["events"].as_array().unwrap().iter().all(|e| e["seq"] != 5));
     assert_eq!(r["verdict"], "killed"); // no writer lock, no clean exit, no crash report
 }
+
+/// A hostile history or stacks region: `inspect` and `inspect --history` skip what does not
+/// check out (exit 0, torn samples counted) or refuse with exit code 2; never a panic.
+#[test]
+fn hostile_history_and_stacks_regions_give_skipped_samples_or_exit_2() {
+    use jvmwatch_ring::history::{Sample, Tier};
+    use jvmwatch_ring::layout::regions;
+    let dir = tempdir();
+    let g =
+        jvmwatch_ring::Geometry { fine_slots: 64, coarse_slots: 8, coarse_step_ns: 1_000_000_000, stacks_size: 16384 };
+    let id = Identity { pid: 42, start_ns: now_ns(), interval_ns: 100_000_000, geometry: g, ..Identity::default() };
+    let good = dir.path().join("good.ring");
+    let w = Writer::create(&good, 1024, &id).unwrap();
+    for t in 0..80u64 {
+        w.history_append(Tier::Fine, &Sample { time_ns: t, heap_used: t, ..Sample::default() });
+    }
+    let mut b = jvmwatch_ring::stacks::Builder::new(w.stacks_budget());
+    b.thread("main", 1, Some("L"), Some("o"), [("A.b", 1)]);
+    w.write_stacks(&b.finish(1, 1, jvmwatch_ring::stacks::Reason::Periodic));
+    drop(w);
+    let bytes = std::fs::read(&good).unwrap();
+    let (history, _, end) = regions(1024, &g);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for case in 0..40 {
+        let mut b = bytes.clone();
+        // Overwrite 1..64 random bytes inside the history and stacks regions, or the tiers' next words.
+        for _ in 0..=(seed % 64) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let at = if case % 4 == 0 {
+                hdr::HISTORY_FINE_NEXT + (seed % 16) as usize
+            } else {
+                (history + seed % (end - history)) as usize
+            };
+            b[at] = (seed >> 32) as u8;
+        }
+        let p = dir.path().join(format!("case{case}.ring"));
+        std::fs::write(&p, &b).unwrap();
+        for args in [&["inspect", "--json"][..], &["inspect", "--history", "--json"][..], &["inspect"][..]] {
+            let out = Command::new(jvmwatch()).args(args).arg(&p).output().unwrap();
+            let code = out.status.code();
+            assert!(
+                matches!(code, Some(0) | Some(2)),
+                "case {case} {args:?}: {code:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if code == Some(2) {
+                assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1, "one line");
+            }
+        }
+    }
+}

@@ -150,6 +150,9 @@ fn thirty_short_lived_jvms_leave_the_newest_ten_and_the_rest_compressed() {
     assert!(r["events"].as_array().unwrap().iter().any(|e| e["type"] == "vm_death"), "{r}");
     let out = Command::new(jvmwatch()).arg("inspect").arg(&zst[0]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("EXITED"));
+    let out = Command::new(jvmwatch()).args(["inspect", "--history", "--json"]).arg(&zst[0]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(serde_json::from_slice::<Value>(&out.stdout).unwrap().is_object());
 
     // Within the limits now: nothing more to do; the live ring is still never touched.
     let again = gc_rings(&dir, &archive, &["--keep-dead", "0"]);
@@ -221,6 +224,9 @@ fn serve_applies_retention_and_serves_archived_rings() {
     let ev = get(svc.addr, &format!("/api/v1/jvms/{id}/events?since=0&limit=3")).json();
     assert_eq!(ev["events"][0]["type"], "vm_init", "{ev}");
     assert_eq!(ev["next"], 3);
+    let h = get(svc.addr, &format!("/api/v1/jvms/{id}/history"));
+    assert_eq!(h.status, 200, "{}", h.text());
+    assert!(h.json().is_object());
     assert_eq!(get(svc.addr, "/api/v1/jvms/1-2-nosuch").status, 404);
 }
 

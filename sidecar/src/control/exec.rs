@@ -77,7 +77,12 @@ fn thread_dump(c: &Controller, d: &Decision, id: Option<i64>, stage: u8) {
         Ok((ring, pid, pidfd)) => {
             let _ = mark_ring(&ring, stage, d, "thread dump");
             if signal(pid, &pidfd, libc::SIGQUIT) {
-                c.step(id, "thread_dump", "ok", &format!("SIGQUIT to pid {pid}; the dump is in the JVM's output"));
+                c.step(
+                    id,
+                    "thread_dump",
+                    "ok",
+                    &format!("SIGQUIT to pid {pid}; the dump is in the JVM's output and the ring's stacks region"),
+                );
             } else {
                 c.step(id, "thread_dump", "failed", "the process is gone");
             }

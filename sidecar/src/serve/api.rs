@@ -73,6 +73,8 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/jvms/{id}", get(detail).delete(forget))
         .route("/api/v1/jvms/{id}/events", get(events))
         .route("/api/v1/jvms/{id}/metrics", get(app_metrics))
+        .route("/api/v1/jvms/{id}/history", get(history))
+        .route("/api/v1/jvms/{id}/stacks", get(stacks).post(capture_stacks))
         .route("/api/v1/jvms/{id}/live", get(probe_live))
         .route("/api/v1/jvms/{id}/ready", get(probe_ready))
         .route("/api/v1/jvms/{id}/stream", get(stream_one))
@@ -205,12 +207,19 @@ async fn healthz(State(app): State<Shared>) -> Json<Value> {
     Json(json!({ "status": "ok", "jvms": app.registry.lock().len(), "dir": app.registry.dir }))
 }
 
-async fn metrics(State(app): State<Shared>) -> Response {
+/// `/metrics`: Prometheus text format 0.0.4, or OpenMetrics 1.0.0 when `Accept` prefers it.
+async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    use super::openmetrics;
     let mut text = app.registry.metrics_text().to_string();
     if let Some(c) = &app.controller {
         text.push_str(&c.metrics_text());
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    let accept = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    if openmetrics::wanted(&accept) {
+        ([(header::CONTENT_TYPE, openmetrics::CONTENT_TYPE)], openmetrics::from_text(&text)).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, openmetrics::TEXT_CONTENT_TYPE)], text).into_response()
+    }
 }
 
 fn controller(app: &App) -> Result<Arc<crate::control::Controller>, ApiError> {
@@ -485,6 +494,81 @@ async fn app_metrics(State(app): State<Shared>, Path(id): Path<String>, q: Query
     let jvms = app.registry.lock();
     let j = &jvms[id.as_str()];
     Json(json!({ "window_s": window, "metrics": j.metrics_window(window) })).into_response()
+}
+
+/// The ring's path and pid, for the handlers that read the file outside the registry lock.
+fn ring_of(app: &Shared, id: &str) -> Result<(PathBuf, u32, bool), Box<Response>> {
+    if let Some(path) = archived(app, id) {
+        return Ok((path, 0, false)); // archived by retention: dead, read from the archive
+    }
+    known(app, id).map_err(|e| Box::new(e.into_response()))?;
+    let jvms = app.registry.lock();
+    let j = &jvms[id];
+    Ok((j.path.clone(), j.header.pid, j.alive))
+}
+
+/// `GET /api/v1/jvms/{id}/history`: the history region's series (what `inspect --history
+/// --json` prints). Read outside the registry lock.
+async fn history(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let (path, _, _) = match ring_of(&app, &id) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match tokio::task::spawn_blocking(move || crate::history::read(&path)).await {
+        Ok(Ok((h, ins))) => Json(crate::history::to_json(&h, &ins)).into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn read_stacks(path: &std::path::Path) -> Result<Option<Value>, String> {
+    let ring = crate::retention::archive::open(path).map_err(|e| e.to_string())?;
+    let end = ring.live().map_err(|e| e.to_string())?.heartbeat_ns;
+    Ok(ring.stacks().map_err(|e| e.to_string())?.map(|c| crate::stacks::to_json(&c, end)))
+}
+
+/// `GET /api/v1/jvms/{id}/stacks`: the last stacks capture in the ring (404 when none).
+async fn stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let (path, _, _) = match ring_of(&app, &id) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    match tokio::task::spawn_blocking(move || read_stacks(&path)).await {
+        Ok(Ok(Some(v))) => Json(v).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no stacks capture in this ring"),
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /api/v1/jvms/{id}/stacks` (bearer token): asks the live JVM for a capture now
+/// (a data dump request, SIGQUIT, which also prints the JVM's own thread dump to its
+/// stdout) and returns it once it is in the ring (within 5 s).
+async fn capture_stacks(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+    let (path, pid, alive) = match ring_of(&app, &id) {
+        Ok(r) => r,
+        Err(e) => return *e,
+    };
+    if !alive {
+        return error(StatusCode::CONFLICT, "the JVM is not running; GET shows its last capture");
+    }
+    let before = read_stacks(&path).ok().flatten().and_then(|v| v["captured_at"].as_str().map(String::from));
+    // The pid is the writer's own; from another pid namespace it is not ours to signal.
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGQUIT) } != 0 {
+        return error(StatusCode::CONFLICT, format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let p = path.clone();
+        if let Ok(Ok(Some(v))) = tokio::task::spawn_blocking(move || read_stacks(&p)).await {
+            if v["captured_at"].as_str().map(String::from) != before && v["reason"] == "dump_request" {
+                return Json(v).into_response();
+            }
+        }
+    }
+    error(StatusCode::GATEWAY_TIMEOUT, "no new capture within 5 s (stacks=off, or the JVM is stuck)")
 }
 
 async fn probe(app: Shared, id: String, ready: bool) -> Response {

@@ -152,8 +152,12 @@ pub fn render(jvms: &BTreeMap<Arc<str>, Jvm>) -> String {
     let up = o.family("jvm_up", "gauge", "1 while the JVM process holds its ring (alive), else 0.");
     let info = o.family("jvm_info", "gauge", "JVM identity; always 1.");
     let verdict = o.family("jvmwatch_jvms", "gauge", "Followed JVMs by verdict.");
-    let finding =
-        o.family("jvm_finding", "gauge", "1 for each current finding (oom, gc_thrash, heap_exhausted, hung).");
+    let jvm_verdict = o.family("jvm_verdict", "gauge", "1 on the JVM's verdict: running, exited, killed or crashed.");
+    let finding = o.family(
+        "jvm_finding",
+        "gauge",
+        "1 for each current finding (oom, deadlock, gc_thrash, heap_exhausted, heap_leak, thread_leak, hung).",
+    );
     let mem_used = o.family("jvm_memory_used_bytes", "gauge", "Used bytes of a memory pool.");
     let mem_comm = o.family("jvm_memory_committed_bytes", "gauge", "Committed bytes of a memory pool.");
     let mem_max = o.family("jvm_memory_max_bytes", "gauge", "Maximum bytes of a memory pool (absent when unbounded).");
@@ -184,6 +188,7 @@ pub fn render(jvms: &BTreeMap<Arc<str>, Jvm>) -> String {
         let l = [("jvm", id)];
         *by_verdict.entry(j.verdict.as_str()).or_default() += 1;
         o.sample(up, "", &l, if j.alive { 1.0 } else { 0.0 });
+        o.sample(jvm_verdict, "", &[("jvm", id), ("verdict", j.verdict.as_str())], 1.0);
         let pid = j.header.pid.to_string();
         o.sample(
             info,

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod openmetrics;
 pub mod registry;
 
 use std::net::SocketAddr;

@@ -40,6 +40,9 @@ pub const DEFAULT_WINDOW_S: u64 = 60;
 /// SSE messages buffered for all subscribers together; a subscriber further behind is dropped.
 pub const BROADCAST_CAPACITY: usize = 2048;
 
+/// How often the service judges the leak findings of one JVM (they read its whole history).
+const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One message for SSE subscribers.
 #[derive(Debug)]
 pub struct Msg {
@@ -88,6 +91,9 @@ pub struct Jvm {
     /// stats files in the JVM's working directory, which may be on a hung filesystem), and
     /// whether that report says the JVM ran out of memory.
     crash_lookup: Option<CrashFound>,
+    /// The leak findings (heap, threads) from the history, and when they were judged.
+    leaks: (bool, bool),
+    leaks_at: Option<Instant>,
     /// Current findings.
     pub findings: Vec<&'static str>,
     /// Why the file can no longer be read, once it vanished or broke.
@@ -130,6 +136,8 @@ impl Jvm {
             verdict: Verdict::Running,
             crash_report: None,
             crash_lookup: None,
+            leaks: (false, false),
+            leaks_at: None,
             findings: Vec::new(),
             gone: None,
             exit_status: None,
@@ -257,6 +265,15 @@ impl Jvm {
         let seen = report::Seen { covers_records: true, ..self.seen };
         let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
         facts.oom |= self.crash_lookup.as_ref().is_some_and(|(_, oom)| *oom);
+        // The leak findings read the whole history region (a few MB): every LEAK_EVERY.
+        if self.leaks_at.is_none_or(|t| t.elapsed() >= LEAK_EVERY) {
+            self.leaks_at = Some(Instant::now());
+            if let Some(Ok(Some(h))) = self.ring.as_ref().map(|r| r.history()) {
+                let (heap, threads) = crate::history::leaks(&h);
+                self.leaks = (heap.is_some(), threads.is_some());
+            }
+        }
+        (facts.heap_leak, facts.thread_leak) = self.leaks;
         self.findings = findings::findings(&facts);
         if !self.alive && self.ring.as_ref().and_then(|r| r.cursor().ok()) == Some(self.next_seq) {
             self.settled = true;

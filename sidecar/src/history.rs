@@ -1,0 +1,443 @@
+//! What the ring's history region says: the series as JSON or text (`inspect --history`, the
+//! console's charts, `GET /api/v1/jvms/{id}/history`), the `heap_leak` and `thread_leak`
+//! findings and the timeline lines that explain a verdict. Every judgement is a pure
+//! function over `(time, value)` points with the thresholds below; `docs/inspect.md` states
+//! them too. Keep both in step.
+
+use jvmwatch_ring::history::Sample;
+use jvmwatch_ring::metrics::{Instrument, Kind};
+use jvmwatch_ring::{History, THREAD_STATES, UNKNOWN};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Reads a ring's history and its instruments; a ring without history (format version 1,
+/// `history=off`) is an error that says so.
+pub fn read(path: &std::path::Path) -> Result<(History, Vec<Instrument>), String> {
+    let ring = crate::retention::archive::open(path).map_err(|e| e.to_string())?; // plain or archived
+    let h = ring.history().map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("no history region (format version {}, or the agent ran with history=off)", ring.header().version)
+    })?;
+    Ok((h, ring.metrics().map_err(|e| e.to_string())?.0))
+}
+
+/// The samples of both tiers as one series: the coarse records older than the first fine
+/// record, then the fine records.
+pub fn merged(h: &History) -> Vec<Sample> {
+    let first_fine = h.fine.first().map_or(u64::MAX, |s| s.time_ns);
+    let mut out: Vec<Sample> = h.coarse.iter().filter(|s| s.time_ns < first_fine).copied().collect();
+    out.extend_from_slice(&h.fine);
+    out
+}
+
+fn opt(v: u64) -> Value {
+    if v == UNKNOWN {
+        Value::Null
+    } else {
+        json!(v)
+    }
+}
+
+/// The history as JSON arrays aligned on `time_ms`. `instruments` are the ring's metrics
+/// (cell `i` is instrument `i`); those past the cells are listed as dropped.
+pub fn to_json(h: &History, instruments: &[Instrument]) -> Value {
+    let s = merged(h);
+    let col = |f: &dyn Fn(&Sample) -> Value| -> Value { Value::Array(s.iter().map(f).collect()) };
+    let mut states = serde_json::Map::new();
+    for (i, name) in THREAD_STATES.iter().enumerate() {
+        states.insert((*name).into(), col(&|x| json!(x.thread_states[i])));
+    }
+    let (kept, dropped) = jvmwatch_ring::history::cell_instruments(instruments);
+    let app: Vec<Value> = kept
+        .iter()
+        .enumerate()
+        .map(|(i, ins)| match ins.kind {
+            Kind::Timer => json!({
+                "name": ins.name, "kind": "timer",
+                "count": col(&|x| json!(x.cells[i].a)),
+                "mean_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].b as f64 / x.cells[i].a as f64 / 1e6) }),
+                "p99_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].c as f64 / 1e3) }),
+                "max_ms": col(&|x| if x.cells[i].a == 0 { Value::Null } else { json!(x.cells[i].d as f64 / 1e3) }),
+            }),
+            Kind::Counter => json!({ "name": ins.name, "kind": "counter", "value": col(&|x| json!(x.cells[i].a)) }),
+            Kind::Gauge => json!({ "name": ins.name, "kind": "gauge", "value": col(&|x| json!(x.cells[i].a as i64)) }),
+        })
+        .collect();
+    let dropped: Vec<&str> = dropped.iter().map(|i| i.name.as_str()).collect();
+    json!({
+        "fine_step_ms": h.fine_step_ns as f64 / 1e6,
+        "coarse_step_ms": h.coarse_step_ns as f64 / 1e6,
+        "fine_samples": h.fine.len(),
+        "coarse_samples": s.len() - h.fine.len(),
+        "torn": h.torn,
+        "time_ms": col(&|x| json!(x.time_ns / 1_000_000)),
+        "heap_used": col(&|x| json!(x.heap_used)),
+        "heap_committed": col(&|x| json!(x.heap_committed)),
+        "heap_max": col(&|x| opt(x.heap_max)),
+        "heap_after_gc": col(&|x| opt(x.heap_after_gc)),
+        "old_used": col(&|x| opt(x.old_used)),
+        "nonheap_used": col(&|x| json!(x.nonheap_used)),
+        "gc_count": col(&|x| json!(x.gc_count)),
+        "gc_time_ms": col(&|x| json!(x.gc_time_ms)),
+        "gc_pause_ms": col(&|x| json!(x.gc_pause_ns as f64 / 1e6)),
+        "cpu_ms": col(&|x| json!(x.cpu_ns as f64 / 1e6)),
+        "classes": col(&|x| if x.classes == u32::MAX { Value::Null } else { json!(x.classes) }),
+        "threads_live": col(&|x| json!(x.threads_live)),
+        "thread_states": states,
+        "app": app,
+        "dropped_instruments": dropped,
+    })
+}
+
+/// The history as a compact text table (one line per sample; at most `rows` newest).
+pub fn to_text(h: &History, rows: usize) -> String {
+    use std::fmt::Write;
+    let s = merged(h);
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "history: {} fine samples every {} ms, {} coarse every {} s, {} torn",
+        h.fine.len(),
+        h.fine_step_ns / 1_000_000,
+        s.len() - h.fine.len(),
+        h.coarse_step_ns / 1_000_000_000,
+        h.torn
+    );
+    let _ = writeln!(
+        o,
+        "{:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "time", "heap MiB", "after GC", "max MiB", "GCs", "threads", "classes"
+    );
+    let mib = |v: u64| if v == UNKNOWN { "-".to_string() } else { format!("{:.1}", v as f64 / 1048576.0) };
+    for x in &s[s.len().saturating_sub(rows)..] {
+        let _ = writeln!(
+            o,
+            "{:<24} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+            crate::report::rfc3339(x.time_ns).unwrap_or_default(),
+            mib(x.heap_used),
+            mib(x.heap_after_gc),
+            mib(x.heap_max),
+            x.gc_count,
+            x.threads_live,
+            if x.classes == u32::MAX { "-".to_string() } else { x.classes.to_string() }
+        );
+    }
+    o
+}
+
+// ---- findings over the history ----
+
+/// Window the leak findings look at (the newest part of the history).
+pub const LEAK_WINDOW_NS: u64 = 30 * 60 * 1_000_000_000;
+/// `heap_leak` needs at least this many distinct heap-after-GC values (collections) ...
+pub const LEAK_MIN_POINTS: usize = 6;
+/// ... spanning at least this long.
+pub const LEAK_MIN_SPAN_NS: u64 = 30_000_000_000;
+/// The least-squares line must explain at least this share of the variance (R²) ...
+pub const LEAK_MIN_R2: f64 = 0.7;
+/// ... rise by at least this share of the heap max over the window ...
+pub const LEAK_MIN_RISE: f64 = 0.10;
+/// ... and the newest third of the window must still rise at ≥ this share of the overall
+/// slope (a one-off step, such as a cache filling, then flat, is not a leak).
+pub const LEAK_TAIL_SLOPE: f64 = 0.3;
+/// `thread_leak`: threads rose by at least this many over the window ...
+pub const THREAD_LEAK_MIN_RISE: f64 = 50.0;
+/// ... to at least this multiple of where the line starts ...
+pub const THREAD_LEAK_MIN_FACTOR: f64 = 2.0;
+/// ... over at least this long, with R² ≥ [`LEAK_MIN_R2`] and a rising newest third.
+pub const THREAD_LEAK_MIN_SPAN_NS: u64 = 20_000_000_000;
+
+/// A least-squares line over `(t, v)` points: slope per ns, value at the first and last
+/// point's time, and R².
+fn fit(p: &[(u64, f64)]) -> Option<(f64, f64, f64, f64)> {
+    if p.len() < 2 {
+        return None;
+    }
+    let t0 = p[0].0;
+    let n = p.len() as f64;
+    let xs: Vec<f64> = p.iter().map(|(t, _)| (t - t0) as f64).collect();
+    let mx = xs.iter().sum::<f64>() / n;
+    let my = p.iter().map(|(_, v)| v).sum::<f64>() / n;
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let sxy: f64 = xs.iter().zip(p).map(|(x, (_, y))| (x - mx) * (y - my)).sum();
+    let syy: f64 = p.iter().map(|(_, y)| (y - my).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 { 0.0 } else { (sxy * sxy) / (sxx * syy) };
+    let at = |x: f64| my + slope * (x - mx);
+    Some((slope, at(0.0), at(*xs.last().expect("≥ 2")), r2))
+}
+
+/// The newest [`LEAK_WINDOW_NS`] of points.
+fn window(p: &[(u64, f64)]) -> &[(u64, f64)] {
+    let end = p.last().map_or(0, |x| x.0);
+    let start = p.partition_point(|x| x.0 < end.saturating_sub(LEAK_WINDOW_NS));
+    &p[start..]
+}
+
+/// A steady rise: the line's slope, start and end, or `None` when the points do not show
+/// one (too few, too short, too noisy, or flattening in the newest third).
+fn steady_rise(p: &[(u64, f64)], min_points: usize, min_span: u64) -> Option<(f64, f64, f64)> {
+    let p = window(p);
+    if p.len() < min_points || p.last()?.0 - p[0].0 < min_span {
+        return None;
+    }
+    let (slope, start, end, r2) = fit(p)?;
+    if slope <= 0.0 || r2 < LEAK_MIN_R2 {
+        return None;
+    }
+    let tail_from = p[0].0 + (p.last()?.0 - p[0].0) * 2 / 3;
+    let tail = &p[p.partition_point(|x| x.0 < tail_from)..];
+    let tail_slope = fit(tail).map_or(0.0, |f| f.0);
+    (tail_slope >= LEAK_TAIL_SLOPE * slope).then_some((slope, start, end))
+}
+
+/// A heap leak: the heap after GC trends up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HeapLeak {
+    /// Growth, bytes per second.
+    pub bytes_per_s: f64,
+    /// Heap after GC as a share of max where the line starts and ends.
+    pub from_ratio: f64,
+    /// See `from_ratio`.
+    pub to_ratio: f64,
+    /// Span judged, s.
+    pub over_s: f64,
+    /// Estimated seconds from the last point until the line reaches the max.
+    pub exhaustion_in_s: f64,
+}
+
+/// `heap_leak` over heap-after-GC points `(time ns, bytes)` (one per collection: repeated
+/// values are dropped) against the heap max.
+pub fn heap_leak(points: &[(u64, f64)], max: f64) -> Option<HeapLeak> {
+    if max <= 0.0 {
+        return None;
+    }
+    let mut distinct: Vec<(u64, f64)> = Vec::new();
+    for &(t, v) in points {
+        if distinct.last().is_none_or(|l| l.1 != v) {
+            distinct.push((t, v));
+        }
+    }
+    let (slope, start, end) = steady_rise(&distinct, LEAK_MIN_POINTS, LEAK_MIN_SPAN_NS)?;
+    if (end - start) / max < LEAK_MIN_RISE {
+        return None;
+    }
+    let w = window(&distinct);
+    let per_s = slope * 1e9;
+    Some(HeapLeak {
+        bytes_per_s: per_s,
+        from_ratio: start / max,
+        to_ratio: end / max,
+        over_s: (w.last()?.0 - w[0].0) as f64 / 1e9,
+        exhaustion_in_s: ((max - end) / per_s).max(0.0),
+    })
+}
+
+/// `thread_leak` over `(time ns, live threads)` points: `(from, to, over_s)` of the line.
+pub fn thread_leak(points: &[(u64, f64)]) -> Option<(f64, f64, f64)> {
+    let (_, start, end) = steady_rise(points, 3, THREAD_LEAK_MIN_SPAN_NS)?;
+    let w = window(points);
+    (end - start >= THREAD_LEAK_MIN_RISE && end >= THREAD_LEAK_MIN_FACTOR * start.max(1.0))
+        .then(|| (start, end, (w.last().map_or(0, |x| x.0) - w[0].0) as f64 / 1e9))
+}
+
+/// The leak findings of a ring's history.
+pub fn leaks(h: &History) -> (Option<HeapLeak>, Option<(f64, f64, f64)>) {
+    let s = merged(h);
+    let max = s.iter().rev().find(|x| x.heap_max != UNKNOWN).map_or(0.0, |x| x.heap_max as f64);
+    let after: Vec<(u64, f64)> =
+        s.iter().filter(|x| x.heap_after_gc != UNKNOWN).map(|x| (x.time_ns, x.heap_after_gc as f64)).collect();
+    let threads: Vec<(u64, f64)> = s.iter().map(|x| (x.time_ns, x.threads_live as f64)).collect();
+    (heap_leak(&after, max), thread_leak(&threads))
+}
+
+/// The timer cells of a history (`(cell, name)`), for [`timeline`].
+pub fn timer_cells(instruments: &[Instrument]) -> Vec<(usize, String)> {
+    let (kept, _) = jvmwatch_ring::history::cell_instruments(instruments);
+    kept.iter().enumerate().filter(|(_, i)| i.kind == Kind::Timer).map(|(c, i)| (c, i.name.clone())).collect()
+}
+
+// ---- the timeline ----
+
+/// A timeline line needs heap after GC to rise by at least this share of the max.
+pub const TIMELINE_HEAP_RISE: f64 = 0.20;
+/// GC share over the last [`TIMELINE_GC_WINDOW_NS`] must reach this ...
+pub const TIMELINE_GC_SHARE: f64 = 0.20;
+/// ... and at least double the share of the window before.
+pub const TIMELINE_GC_WINDOW_NS: u64 = 40_000_000_000;
+/// Threads must rise by at least this many (and by half).
+pub const TIMELINE_THREADS_RISE: u32 = 50;
+/// An app timer's p99 must reach this multiple of its earlier median p99, and ≥ 10 ms.
+pub const TIMELINE_P99_FACTOR: f64 = 3.0;
+
+/// "6 min 10 s", "40 s", "1 h 2 min".
+pub fn span(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 if s.is_multiple_of(60) => format!("{} min", s / 60),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+fn pct(r: f64) -> String {
+    format!("{:.0} %", r * 100.0)
+}
+
+fn clock(ns: u64) -> String {
+    crate::report::rfc3339(ns).map(|t| t[11..19].to_string()).unwrap_or_default()
+}
+
+/// The few lines that explain what led to the end of `s` (oldest first): heap after GC
+/// rising, GC share jumping, threads piling up, app latency rising. `timers` names the timer
+/// cells (`(cell, name)`).
+pub fn timeline(s: &[Sample], timers: &[(usize, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(last) = s.last() else { return out };
+    // Heap after GC, against the max.
+    let ratio = |x: &Sample| {
+        (x.heap_after_gc != UNKNOWN && x.heap_max != UNKNOWN && x.heap_max > 0)
+            .then(|| x.heap_after_gc as f64 / x.heap_max as f64)
+    };
+    if let Some(end) = ratio(last) {
+        if let Some((low_at, low)) =
+            s.iter().filter_map(|x| ratio(x).map(|r| (x.time_ns, r))).min_by(|a, b| a.1.total_cmp(&b.1))
+        {
+            if end - low >= TIMELINE_HEAP_RISE && low_at < last.time_ns {
+                out.push(format!(
+                    "heap after GC rose from {} to {} of max over {} (from {})",
+                    pct(low),
+                    pct(end),
+                    span(last.time_ns - low_at),
+                    clock(low_at)
+                ));
+            }
+        }
+    }
+    // GC pause share: the last window against the one before.
+    let share = |from: u64, to: u64| -> Option<f64> {
+        let a = s.iter().find(|x| x.time_ns >= from)?;
+        let b = s.iter().rev().find(|x| x.time_ns <= to)?;
+        (b.time_ns > a.time_ns)
+            .then(|| (b.gc_pause_ns - a.gc_pause_ns.min(b.gc_pause_ns)) as f64 / (b.time_ns - a.time_ns) as f64)
+    };
+    let end = last.time_ns;
+    let w = TIMELINE_GC_WINDOW_NS;
+    if let (Some(now), Some(before)) =
+        (share(end.saturating_sub(w), end), share(end.saturating_sub(2 * w), end.saturating_sub(w)))
+    {
+        if now >= TIMELINE_GC_SHARE && now >= 2.0 * before {
+            out.push(format!("GC share {} → {} in the last {}", pct(before), pct(now), span(w)));
+        }
+    }
+    // Threads.
+    if let Some(low) = s.iter().min_by_key(|x| x.threads_live) {
+        let (a, b) = (low.threads_live, last.threads_live);
+        if b >= a + TIMELINE_THREADS_RISE && b as f64 >= 1.5 * a as f64 && low.time_ns < end {
+            out.push(format!("threads {a} → {b} in {}", span(end - low.time_ns)));
+        }
+    }
+    // App latency: the newest 30 s's worst p99 against the median p99 before.
+    for (cell, name) in timers {
+        let p99 = |x: &Sample| (x.cells[*cell].a > 0).then(|| x.cells[*cell].c as f64 / 1e3);
+        let recent_from = end.saturating_sub(30_000_000_000);
+        let mut before: Vec<f64> = s.iter().filter(|x| x.time_ns < recent_from).filter_map(p99).collect();
+        let worst = s
+            .iter()
+            .filter(|x| x.time_ns >= recent_from)
+            .filter_map(|x| p99(x).map(|v| (x.time_ns, v)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if before.is_empty() {
+            continue;
+        }
+        before.sort_by(f64::total_cmp);
+        let median = before[before.len() / 2];
+        if let Some((at, v)) = worst {
+            if v >= 10.0 && v >= TIMELINE_P99_FACTOR * median.max(0.001) {
+                out.push(format!("app {name} p99 {median:.0} ms → {v:.0} ms from {}", clock(at)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn pts(f: impl Fn(u64) -> f64, n: u64, step_s: u64) -> Vec<(u64, f64)> {
+        (0..n).map(|i| (i * step_s * S, f(i))).collect()
+    }
+
+    #[test]
+    fn heap_leak_table() {
+        let max = 1000.0;
+        // (name, points, fires)
+        let noise = |i: u64| ((i * 7919) % 13) as f64 * 10.0;
+        type Case = (&'static str, Vec<(u64, f64)>, bool);
+        let cases: Vec<Case> = vec![
+            ("steady climb", pts(|i| 200.0 + 5.0 * i as f64, 60, 2), true),
+            ("noisy climb", pts(|i| 200.0 + 5.0 * i as f64 + noise(i), 60, 2), true),
+            ("flat", pts(|_| 400.0, 60, 2), false),
+            ("noisy flat", pts(|i| 400.0 + noise(i), 60, 2), false),
+            ("sawtooth", pts(|i| 300.0 + (i % 5) as f64 * 40.0, 60, 2), false),
+            ("step then flat", pts(|i| if i < 30 { 200.0 } else { 500.0 }, 60, 2), false),
+            ("too short", pts(|i| 200.0 + 5.0 * i as f64, 10, 2), false),
+            ("tiny rise", pts(|i| 200.0 + 0.5 * i as f64, 60, 2), false),
+            ("falling", pts(|i| 800.0 - 5.0 * i as f64, 60, 2), false),
+        ];
+        for (name, p, fires) in cases {
+            assert_eq!(heap_leak(&p, max).is_some(), fires, "{name}");
+        }
+        let l = heap_leak(&pts(|i| 200.0 + 5.0 * i as f64, 60, 2), max).unwrap();
+        // 2.5 bytes/s; ends at 495: (1000 - 495) / 2.5 = 202 s.
+        assert!((l.bytes_per_s - 2.5).abs() < 1e-6, "{l:?}");
+        assert!((l.exhaustion_in_s - 202.0).abs() < 1.0, "{l:?}");
+    }
+
+    #[test]
+    fn thread_leak_table() {
+        assert!(thread_leak(&pts(|i| 20.0 + 10.0 * i as f64, 30, 1)).is_some(), "20 → 310 in 30 s");
+        assert!(thread_leak(&pts(|i| 20.0 + (i % 3) as f64, 60, 1)).is_none(), "flat, noisy");
+        assert!(thread_leak(&pts(|i| 500.0 + i as f64, 60, 1)).is_none(), "a rise of 60 on 500 is not double");
+        assert!(thread_leak(&pts(|i| if i < 20 { 20.0 } else { 200.0 }, 60, 1)).is_none(), "one step: a pool started");
+    }
+
+    fn sample(t_s: u64, after: u64, threads: u32, pause_ns: u64) -> Sample {
+        Sample {
+            time_ns: t_s * S,
+            heap_after_gc: after,
+            heap_max: 1000,
+            threads_live: threads,
+            gc_pause_ns: pause_ns,
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn timeline_names_the_rise_and_stays_quiet_on_a_calm_run() {
+        let rising: Vec<Sample> = (0..400).map(|i| sample(i, 380 + i * 3 / 2, 60 + (i as u32) * 6, 0)).collect();
+        let lines = timeline(&rising, &[]);
+        assert!(lines[0].starts_with("heap after GC rose from 38 % to 98 % of max over 6 min 39 s"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.starts_with("threads 60 → 2454 in 6 min 39 s")), "{lines:?}");
+        // GC share jumping from 0 to 50 % in the last 40 s.
+        let gc: Vec<Sample> = (0..120).map(|i| sample(i, 400, 20, if i > 80 { (i - 80) * S / 2 } else { 0 })).collect();
+        assert_eq!(timeline(&gc, &[]), ["GC share 0 % → 48 % in the last 40 s"]);
+        let calm: Vec<Sample> =
+            (0..400).map(|i| sample(i, 400 + (i % 7) * 5, 30 + (i % 3) as u32, i * S / 100)).collect();
+        assert!(timeline(&calm, &[]).is_empty());
+    }
+
+    #[test]
+    fn spans_read_like_a_person_wrote_them() {
+        assert_eq!(span(40 * S), "40 s");
+        assert_eq!(span(370 * S), "6 min 10 s");
+        assert_eq!(span(180 * S), "3 min");
+        assert_eq!(span(3720 * S), "1 h 2 min");
+    }
+}
