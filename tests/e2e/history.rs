@@ -213,3 +213,28 @@ fn the_api_serves_the_history_and_takes_a_stacks_capture_on_request() {
     assert_eq!(request(svc.addr, "POST", &path, &[("Authorization", &auth)]).status, 409);
     assert_eq!(get(svc.addr, &path).status, 200, "the last capture outlives the JVM");
 }
+
+#[test]
+fn the_service_reports_a_leak_finding_from_the_history() {
+    let jdk = &jdks()[0];
+    let dir = tempdir();
+    let svc = Service::start(dir.path(), &[]);
+    let mut jvm =
+        spawn(java_cmd(jdk, &format!("dir={}", dir.path().display()), &[], "ThreadLeak", &["50"], dir.path()));
+    let j = wait_for_jvm(&svc, jvm.id(), "running");
+    let ring = Path::new(j["file"].as_str().expect("file")).to_path_buf();
+    poll_inspect(&ring, Duration::from_secs(120), |r| findings(r).contains(&"thread_leak".to_string()).then_some(()))
+        .expect("thread_leak in the file");
+    jvm.kill().unwrap();
+    jvm.wait().unwrap();
+    // The service judges a dead JVM's history once more after the death.
+    let j = wait_for(Duration::from_secs(60), || {
+        let list = get(svc.addr, "/api/v1/jvms").json();
+        let j = list.as_array()?.iter().find(|j| j["pid"] == jvm.id())?.clone();
+        (j["verdict"] == "killed" && j["findings"].as_array()?.iter().any(|f| f == "thread_leak")).then_some(j)
+    })
+    .expect("the service shows thread_leak");
+    let id = j["id"].as_str().unwrap();
+    let metrics = get(svc.addr, "/metrics").text();
+    assert!(metrics.contains(&format!("jvm_finding{{jvm=\"{id}\",finding=\"thread_leak\"}} 1")), "{metrics}");
+}

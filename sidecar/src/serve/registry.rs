@@ -40,8 +40,10 @@ pub const DEFAULT_WINDOW_S: u64 = 60;
 /// SSE messages buffered for all subscribers together; a subscriber further behind is dropped.
 pub const BROADCAST_CAPACITY: usize = 2048;
 
-/// How often the service judges the leak findings of one JVM (they read its whole history).
-const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the service judges the leak findings of a live JVM: they read its whole history
+/// (3 MiB at the defaults), so 50 JVMs cost 2.5 MB/s of `pread` at this period. A dead JVM's
+/// history no longer changes: it is judged once.
+const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One message for SSE subscribers.
 #[derive(Debug)]
@@ -94,6 +96,7 @@ pub struct Jvm {
     /// The leak findings (heap, threads) from the history, and when they were judged.
     leaks: (bool, bool),
     leaks_at: Option<Instant>,
+    leaks_final: bool,
     /// Current findings.
     pub findings: Vec<&'static str>,
     /// Why the file can no longer be read, once it vanished or broke.
@@ -138,6 +141,7 @@ impl Jvm {
             crash_lookup: None,
             leaks: (false, false),
             leaks_at: None,
+            leaks_final: false,
             findings: Vec::new(),
             gone: None,
             exit_status: None,
@@ -266,8 +270,13 @@ impl Jvm {
         let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
         facts.oom |= self.crash_lookup.as_ref().is_some_and(|(_, oom)| *oom);
         // The leak findings read the whole history region (a few MB): every LEAK_EVERY.
-        if self.leaks_at.is_none_or(|t| t.elapsed() >= LEAK_EVERY) {
+        let due = match self.leaks_at {
+            None => true,
+            Some(t) => (self.alive && t.elapsed() >= LEAK_EVERY) || (!self.alive && !self.leaks_final),
+        };
+        if due {
             self.leaks_at = Some(Instant::now());
+            self.leaks_final = !self.alive;
             if let Some(Ok(Some(h))) = self.ring.as_ref().map(|r| r.history()) {
                 let (heap, threads) = crate::history::leaks(&h);
                 self.leaks = (heap.is_some(), threads.is_some());
