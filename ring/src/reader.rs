@@ -366,6 +366,12 @@ impl Ring {
                     ReadError::Io(e)
                 }
             })?;
+        Ring::from_file(file, path)
+    }
+
+    /// Validates a ring from a file that is already open (a copy decompressed into a memfd,
+    /// say); `path` is what [`Ring::path`] reports. Only regular files are read.
+    pub fn from_file(file: File, path: &Path) -> Result<Ring, ReadError> {
         let md = file.metadata()?;
         if !md.is_file() {
             return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));

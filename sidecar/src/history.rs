@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 /// Reads a ring's history and its instruments; a ring without history (format version 1,
 /// `history=off`) is an error that says so.
 pub fn read(path: &std::path::Path) -> Result<(History, Vec<Instrument>), String> {
-    let ring = jvmwatch_ring::Ring::open(path).map_err(|e| e.to_string())?;
+    let ring = crate::retention::archive::open(path).map_err(|e| e.to_string())?; // plain or archived
     let h = ring.history().map_err(|e| e.to_string())?.ok_or_else(|| {
         format!("no history region (format version {}, or the agent ran with history=off)", ring.header().version)
     })?;

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod findings;
 pub mod history;
 pub mod report;
+pub mod retention;
 pub mod serve;
 pub mod stacks;
 pub mod store;

@@ -1,10 +1,11 @@
 //! `jvmwatch`: the sidecar command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use jvmwatch_sidecar::{attach, control, demo, report, serve, text};
+use jvmwatch_sidecar::{attach, control, demo, report, retention, serve, text};
 
 /// Reads jvmwatch ring files — live, or after the JVM exited, was killed or crashed.
 #[derive(Parser, Debug)]
@@ -19,7 +20,7 @@ enum Cmd {
     /// Tell how a JVM is doing or how it died, from its ring file alone.
     #[command(after_help = EX_INSPECT)]
     Inspect {
-        /// The ring file.
+        /// The ring file (or an archived one, FILE.ring.zst).
         file: PathBuf,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -52,9 +53,11 @@ enum Cmd {
         /// Evaluate the rules of this config file over the followed JVMs; record decisions.
         #[arg(long, value_name = "FILE")]
         rules: Option<PathBuf>,
-        /// Where the decision store goes (with --rules).
+        /// Where the decision store goes (with --rules), and the archive of dead rings.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        retention: ServiceRetention,
     },
     /// Launch and watch the apps of CONFIG with the agent; restart and scale them by its rules.
     #[command(after_help = EX_SUPERVISE)]
@@ -114,6 +117,24 @@ enum Cmd {
         #[arg(long)]
         any_user: bool,
     },
+    /// Apply ring retention once: archive old dead rings (zstd), trim the archive by age and size.
+    #[command(after_help = EX_GC_RINGS)]
+    GcRings {
+        /// Directory of ring files (default: the agent's default directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// State directory; the archive defaults to STATE_DIR/archive.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Only print what would be archived or deleted, and why; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object (the actions) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: RetentionArgs,
+    },
     /// Run a bundled demo workload under the agent with the console; Ctrl-C stops both.
     #[command(after_help = EX_DEMO)]
     Demo {
@@ -157,19 +178,26 @@ Examples:
   jvmwatch inspect --json --events 200 app.ring | jq .verdict
   jvmwatch inspect --events 0 copy-from-prod.ring        # verdict and findings only
   jvmwatch inspect --history app.ring                    # the minutes before the end, as a table
-  jvmwatch inspect --history --json app.ring | jq '.heap_after_gc[-10:]'";
+  jvmwatch inspect --history --json app.ring | jq '.heap_after_gc[-10:]'
+  jvmwatch inspect ~/.local/state/jvmwatch/archive/4242-1700000000-ab12.ring.zst   # an archived ring";
 const EX_SERVE: &str = "\
 Examples:
   jvmwatch serve                                         # the default ring directory, http://127.0.0.1:7457/
   jvmwatch serve --dir /var/run/jvmwatch --listen 127.0.0.1:9400
   jvmwatch serve --listen 0.0.0.0:7457 --token-file /etc/jvmwatch/token --token-for-reads
   jvmwatch serve --any-owner --dir /var/run/jvmwatch     # as root: every user's JVMs
-  jvmwatch serve --rules rules.toml --state-dir /var/lib/jvmwatch";
+  jvmwatch serve --rules rules.toml --state-dir /var/lib/jvmwatch
+  jvmwatch serve --keep-dead 5 --max-dead-mb 64 --retention-interval 30s   # tighter retention of dead rings
+  jvmwatch serve --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512
+  jvmwatch serve --no-retention                          # keep every dead ring in the ring directory";
 const EX_SUPERVISE: &str = "\
 Examples:
   jvmwatch supervise jvmwatch.toml
   jvmwatch supervise --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch --listen 127.0.0.1:7457 \\
-    --token-file /etc/jvmwatch/token /etc/jvmwatch/jvmwatch.toml";
+    --token-file /etc/jvmwatch/token /etc/jvmwatch/jvmwatch.toml
+  jvmwatch supervise --keep-dead 3 --max-dead-mb 64 --retention-interval 5s jvmwatch.toml
+  jvmwatch supervise --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512 jvmwatch.toml
+  jvmwatch supervise --no-retention jvmwatch.toml";
 const EX_APP: &str = "\
 Examples:
   jvmwatch app offline shop --token-file /etc/jvmwatch/token
@@ -179,7 +207,16 @@ Examples:
   jvmwatch run -- java -jar app.jar
   jvmwatch run --rules rules.toml --app shop -- java -Xmx1g -jar shop.jar
   jvmwatch run --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch --listen 127.0.0.1:7458 \\
-    --token-file /etc/jvmwatch/token -- java -jar app.jar";
+    --token-file /etc/jvmwatch/token -- java -jar app.jar
+  jvmwatch run --keep-dead 3 --max-dead-mb 64 --retention-interval 5s -- java -jar app.jar
+  jvmwatch run --archive-dir /var/lib/jvmwatch/archive --archive-max-age 7days --archive-max-mb 512 -- java -jar app.jar
+  jvmwatch run --no-retention -- java -jar app.jar";
+const EX_GC_RINGS: &str = "\
+Examples:
+  jvmwatch gc-rings --dry-run                            # what would be archived or deleted, and why
+  jvmwatch gc-rings --dir /var/run/jvmwatch --state-dir /var/lib/jvmwatch
+  jvmwatch gc-rings --keep-dead 3 --max-dead-mb 64 --json | jq '.actions[].reason'
+  jvmwatch gc-rings --archive-dir /srv/rings --archive-max-age 7days --archive-max-mb 512";
 const EX_DEMO: &str = "\
 Examples:
   jvmwatch demo                                          # open http://127.0.0.1:7457/
@@ -213,7 +250,7 @@ struct ControlArgs {
     /// Directory of ring files (default: the agent's default directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Where the decision store and the JVMs' logs go.
+    /// Where the decision store, the JVMs' logs and (by default) the archive of dead rings go.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Address to listen on. Beyond loopback only with --token-file.
@@ -222,6 +259,98 @@ struct ControlArgs {
     /// File holding the bearer token for changes (and for all requests beyond loopback).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    #[command(flatten)]
+    retention: ServiceRetention,
+}
+
+/// Retention limits (see docs/retention.md).
+#[derive(clap::Args, Debug, Clone)]
+struct RetentionArgs {
+    /// Dead rings kept per app in the ring directory; older ones are archived.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    keep_dead: usize,
+    /// MiB of dead rings kept in the ring directory; the oldest beyond it are archived.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    max_dead_mb: u64,
+    /// Where archived rings go [default: STATE_DIR/archive, STATE_DIR being --state-dir or
+    /// $XDG_STATE_HOME/jvmwatch or ~/.local/state/jvmwatch].
+    #[arg(long, value_name = "DIR")]
+    archive_dir: Option<PathBuf>,
+    /// Archived rings of JVMs that ended longer ago than this are deleted.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration, value_name = "AGE")]
+    archive_max_age: Duration,
+    /// MiB the archive holds at most; the oldest archived rings beyond it are deleted.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    archive_max_mb: u64,
+}
+
+/// Retention inside `serve`, `supervise` and `run`.
+#[derive(clap::Args, Debug, Clone)]
+struct ServiceRetention {
+    /// Never archive or delete rings (archived ones are still served).
+    #[arg(long)]
+    no_retention: bool,
+    /// How often retention is applied.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    retention_interval: Duration,
+    #[command(flatten)]
+    limits: RetentionArgs,
+}
+
+impl RetentionArgs {
+    fn settings(&self, dir: &Path, state_dir: Option<&Path>) -> retention::Settings {
+        let archive_dir = self.archive_dir.clone().unwrap_or_else(|| match state_dir {
+            Some(s) => s.join("archive"),
+            None => retention::default_archive_dir(),
+        });
+        retention::Settings {
+            dir: dir.to_path_buf(),
+            archive_dir,
+            limits: retention::Limits {
+                keep_per_app: self.keep_dead,
+                max_dead_bytes: self.max_dead_mb.saturating_mul(1 << 20),
+                archive_max_age_ns: self.archive_max_age.as_nanos().min(u64::MAX as u128) as u64,
+                archive_max_bytes: self.archive_max_mb.saturating_mul(1 << 20),
+            },
+        }
+    }
+}
+
+impl ServiceRetention {
+    fn service(&self, dir: &Path, state_dir: Option<&Path>) -> std::sync::Arc<retention::Service> {
+        let every = (!self.no_retention).then_some(self.retention_interval.max(Duration::from_millis(100)));
+        retention::Service::new(self.limits.settings(dir, state_dir), every)
+    }
+}
+
+/// `jvmwatch gc-rings`: one pass; each action on its own line (or one JSON object).
+fn gc_rings(s: &retention::Settings, dry_run: bool, json: bool) -> ExitCode {
+    if !s.dir.is_dir() {
+        eprintln!("jvmwatch: gc-rings: {} is not a directory", s.dir.display());
+        return ExitCode::from(2);
+    }
+    let actions = retention::run_once(s, dry_run, |a| {
+        if !json {
+            println!("{}", a.line());
+        }
+    });
+    let failed = actions.iter().filter(|a| a.error.is_some()).count();
+    if json {
+        let v = serde_json::json!({
+            "dir": s.dir,
+            "archive_dir": s.archive_dir,
+            "dry_run": dry_run,
+            "actions": actions,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("actions serialise"));
+    } else if actions.is_empty() {
+        println!("nothing to do: {} and {} are within the limits", s.dir.display(), s.archive_dir.display());
+    }
+    if failed > 0 {
+        eprintln!("jvmwatch: gc-rings: {failed} action(s) failed");
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// This build's version and git revision; the agent of the same build writes the same string
@@ -249,11 +378,16 @@ fn manpages(dir: &std::path::Path) -> std::io::Result<()> {
 }
 
 fn control(common: ControlArgs, cfg: Option<PathBuf>, mode: control::cli::Mode) -> ExitCode {
-    let run =
-        serve::Config::new(common.dir.unwrap_or_else(jvmwatch_ring::default_dir), &common.listen, common.token_file)
-            .and_then(|s| {
-                control::cli::main(s, cfg, common.state_dir.unwrap_or_else(control::cli::default_state_dir), mode)
-            });
+    let dir = common.dir.unwrap_or_else(jvmwatch_ring::default_dir);
+    let retention = common.retention.service(&dir, common.state_dir.as_deref());
+    let run = serve::Config::new(dir, &common.listen, common.token_file).and_then(|s| {
+        control::cli::main(
+            serve::Config { retention, ..s },
+            cfg,
+            common.state_dir.unwrap_or_else(control::cli::default_state_dir),
+            mode,
+        )
+    });
     match run {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -356,9 +490,15 @@ fn main() -> ExitCode {
         }
         Cmd::Supervise { config, common } => control(common, Some(config), control::cli::Mode::Supervise),
         Cmd::Run { rules, app, common, command } => control(common, rules, control::cli::Mode::Run { app, command }),
-        Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads, rules, state_dir } => {
-            let run = serve::Config::new(dir.unwrap_or_else(jvmwatch_ring::default_dir), &listen, token_file)
-                .map(|c| serve::Config { any_owner, token_for_reads, ..c })
+        Cmd::GcRings { dir, state_dir, dry_run, json, limits } => {
+            let dir = dir.unwrap_or_else(jvmwatch_ring::default_dir);
+            gc_rings(&limits.settings(&dir, state_dir.as_deref()), dry_run, json)
+        }
+        Cmd::Serve { dir, listen, token_file, any_owner, token_for_reads, rules, state_dir, retention } => {
+            let dir = dir.unwrap_or_else(jvmwatch_ring::default_dir);
+            let retention = retention.service(&dir, state_dir.as_deref());
+            let run = serve::Config::new(dir, &listen, token_file)
+                .map(|c| serve::Config { any_owner, token_for_reads, retention, ..c })
                 .and_then(|c| match rules {
                     Some(r) => control::cli::main(
                         c,

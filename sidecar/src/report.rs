@@ -301,7 +301,8 @@ pub fn inspect_recent(path: &Path, n_events: usize, seen: Seen) -> Result<Report
 
 /// Reads the ring and builds its report from the newest `tail` events (all when None).
 fn read_report(path: &Path, n_events: usize, tail: Option<usize>, seen: Seen) -> Result<Report, ReadError> {
-    let ring = Ring::open(path)?;
+    // A plain ring, or one archived with zstd.
+    let ring = crate::retention::archive::open(path)?;
     // Liveness first: a writer that dies while we read is reported as it was at the start,
     // and its unpublished slots then count as torn in the next read, not now.
     let alive = ring.writer_alive();

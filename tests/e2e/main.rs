@@ -17,4 +17,5 @@ mod jdk_matrix;
 mod lifecycle;
 mod monitoring;
 mod package;
+mod retention;
 mod serve;

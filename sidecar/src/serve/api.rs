@@ -42,6 +42,8 @@ pub struct App {
     pub sse_clients: AtomicUsize,
     /// The controller (`serve --rules`, `supervise`, `run`), if any.
     pub controller: Option<Arc<crate::control::Controller>>,
+    /// Retention of dead rings and the archive of compressed ones.
+    pub retention: Arc<crate::retention::Service>,
 }
 
 type Shared = Arc<App>;
@@ -78,6 +80,8 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/jvms/{id}/stream", get(stream_one))
         .route("/api/v1/stream", get(stream_all))
         .route("/api/v1/decisions", get(decisions))
+        .route("/api/v1/retention", get(retention))
+        .route("/api/v1/archive", get(archive))
         .route("/api/v1/apps", get(apps))
         .route("/api/v1/apps/{app}/scale", get(app_scale))
         .route("/api/v1/apps/{app}/{state}", axum::routing::post(set_app_state))
@@ -345,7 +349,47 @@ async fn list(State(app): State<Shared>) -> Json<Value> {
     Json(Value::Array(app.registry.lock().values().map(|j| j.summary()).collect()))
 }
 
+/// `GET /api/v1/retention`: retention settings and the recent archive/delete actions.
+async fn retention(State(app): State<Shared>) -> Json<Value> {
+    Json(app.retention.recent())
+}
+
+/// `GET /api/v1/archive`: the archived JVMs, newest first (reads each file's header page once).
+async fn archive(State(app): State<Shared>) -> Response {
+    let r = app.retention.clone();
+    match tokio::task::spawn_blocking(move || r.list()).await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "archive listing failed"),
+    }
+}
+
+/// The archived ring of `id` when the service does not follow it (archived by retention).
+fn archived(app: &App, id: &str) -> Option<PathBuf> {
+    (valid_id(id) && !app.registry.lock().contains_key(id)).then(|| app.retention.archived_path(id)).flatten()
+}
+
+/// `GET /api/v1/jvms/{id}` of an archived JVM: its report from the archive, `"archived": true`.
+async fn archived_detail(path: PathBuf, q: QueryResult) -> Response {
+    let n = match query(q).and_then(|q| param(&q, "events", 50, MAX_LIMIT)) {
+        Ok(n) => n as usize,
+        Err(e) => return e.into_response(),
+    };
+    match tokio::task::spawn_blocking(move || report::inspect(&path, n)).await {
+        Ok(Ok(mut r)) => {
+            r.jvm.args = report::redact_args(&r.jvm.args);
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            v["archived"] = json!(true);
+            Json(v).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::GONE, format!("archived ring unreadable: {e}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "inspect failed"),
+    }
+}
+
 async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
+    if let Some(path) = archived(&app, &id) {
+        return archived_detail(path, q).await;
+    }
     let (q, path, gone, seen) = match (query(q), known(&app, &id)) {
         (Ok(q), Ok(())) => {
             let jvms = app.registry.lock();
@@ -372,7 +416,8 @@ async fn detail(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
 }
 
 async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResult) -> Response {
-    let q = match query(q).and_then(|q| known(&app, &id).map(|_| q)) {
+    let is_archived = archived(&app, &id).is_some();
+    let q = match query(q).and_then(|q| if is_archived { Ok(q) } else { known(&app, &id).map(|_| q) }) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
@@ -380,6 +425,26 @@ async fn events(State(app): State<Shared>, Path(id): Path<String>, q: QueryResul
         (Ok(s), Ok(l)) => (s, l),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
+    if is_archived {
+        let r = app.retention.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let ring = r.open(&id).ok_or_else(|| "no longer archived".to_string())?.map_err(|e| e.to_string())?;
+            let strings = ring.strings().map_err(|e| e.to_string())?;
+            let s = ring.scan_limit(since, false, limit).map_err(|e| e.to_string())?;
+            Ok::<_, String>(json!({
+                "events": s.records.iter().map(|r| report::event_json(r, &strings)).collect::<Vec<_>>(),
+                "next": s.next,
+                "lost": s.lost(),
+                "archived": true,
+            }))
+        })
+        .await;
+        return match read {
+            Ok(Ok(v)) => Json(v).into_response(),
+            Ok(Err(e)) => error(StatusCode::GONE, format!("archived ring unreadable: {e}")),
+            Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "read failed"),
+        };
+    }
     // Take what is needed under the lock; read the file after releasing it.
     let (ring, alive, strings, kept) = {
         let jvms = app.registry.lock();
@@ -433,6 +498,9 @@ async fn app_metrics(State(app): State<Shared>, Path(id): Path<String>, q: Query
 
 /// The ring's path and pid, for the handlers that read the file outside the registry lock.
 fn ring_of(app: &Shared, id: &str) -> Result<(PathBuf, u32, bool), Box<Response>> {
+    if let Some(path) = archived(app, id) {
+        return Ok((path, 0, false)); // archived by retention: dead, read from the archive
+    }
     known(app, id).map_err(|e| Box::new(e.into_response()))?;
     let jvms = app.registry.lock();
     let j = &jvms[id];
@@ -454,7 +522,7 @@ async fn history(State(app): State<Shared>, Path(id): Path<String>) -> Response 
 }
 
 fn read_stacks(path: &std::path::Path) -> Result<Option<Value>, String> {
-    let ring = jvmwatch_ring::Ring::open(path).map_err(|e| e.to_string())?;
+    let ring = crate::retention::archive::open(path).map_err(|e| e.to_string())?;
     let end = ring.live().map_err(|e| e.to_string())?.heartbeat_ns;
     Ok(ring.stacks().map_err(|e| e.to_string())?.map(|c| crate::stacks::to_json(&c, end)))
 }

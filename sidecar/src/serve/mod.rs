@@ -49,6 +49,9 @@ pub struct Config {
     pub any_owner: bool,
     /// Require the token for reads on loopback too.
     pub token_for_reads: bool,
+    /// Retention of dead rings and reads of the archive (off in [`Config::new`]'s default;
+    /// the archive is read all the same).
+    pub retention: Arc<crate::retention::Service>,
 }
 
 impl Config {
@@ -71,7 +74,15 @@ impl Config {
         if !listen.ip().is_loopback() && token.is_none() {
             bail!("refusing to listen on {listen} beyond loopback without --token-file");
         }
-        Ok(Config { dir, listen, token, any_owner: false, token_for_reads: false })
+        let retention = crate::retention::Service::new(
+            crate::retention::Settings {
+                dir: dir.clone(),
+                archive_dir: crate::retention::default_archive_dir(),
+                limits: crate::retention::DEFAULT_LIMITS,
+            },
+            None,
+        );
+        Ok(Config { dir, listen, token, any_owner: false, token_for_reads: false, retention })
     }
 }
 
@@ -84,6 +95,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     follower: std::thread::JoinHandle<()>,
+    retention: Arc<crate::retention::Service>,
+    retainer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -100,6 +113,7 @@ impl Server {
         controller: Option<Arc<crate::control::Controller>>,
     ) -> Result<Server> {
         let follower = registry.follow();
+        let retainer = cfg.retention.start(registry.clone());
         let listener =
             TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
         let addr = listener.local_addr()?;
@@ -110,10 +124,11 @@ impl Server {
             token: cfg.token,
             sse_clients: AtomicUsize::new(0),
             controller,
+            retention: cfg.retention.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, api::router(app), rx));
-        Ok(Server { addr, registry, shutdown, task, follower })
+        Ok(Server { addr, registry, shutdown, task, follower, retention: cfg.retention, retainer })
     }
 
     /// Stops accepting, closes connections and the follower.
@@ -121,7 +136,15 @@ impl Server {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         self.registry.stop();
-        let _ = tokio::task::spawn_blocking(move || self.follower.join()).await;
+        self.retention.stop();
+        let retainer = self.retainer;
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = self.follower.join();
+            if let Some(r) = retainer {
+                let _ = r.join();
+            }
+        })
+        .await;
     }
 }
 

@@ -505,6 +505,9 @@ impl Registry {
                     j.exit_status = self.early_exits.lock().unwrap_or_else(|e| e.into_inner()).remove(&*j.id);
                     let msg = Arc::new(j.snapshot_msg());
                     let mut jvms = self.lock();
+                    if !p.exists() {
+                        continue; // archived by retention meanwhile (it forgets after removing)
+                    }
                     jvms.insert(j.id.clone(), j);
                     // Under the lock: whoever sees the new JVM also sees a new generation.
                     self.generation.fetch_add(1, Ordering::Release);
