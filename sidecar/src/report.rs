@@ -215,6 +215,9 @@ pub fn snapshot_json(s: &Snapshot) -> Value {
         "heap_committed_bytes": s.heap_committed,
         "heap_max_bytes": opt(s.heap_max),
         "heap_used_after_gc_bytes": s.heap_used_after_gc(),
+        // "collection": the whole heap right after the latest collection (GC notification);
+        // "pools": the per-pool fallback (no notification yet, or monitor=off).
+        "heap_after_gc_from": if s.heap_after_gc != UNKNOWN { "collection" } else { "pools" },
         "nonheap_used_bytes": s.nonheap_used,
         "nonheap_committed_bytes": s.nonheap_committed,
         "pools": pools,

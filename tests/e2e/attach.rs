@@ -115,6 +115,11 @@ fn attach_to_a_running_jvm_on_every_lts_jdk() {
 #[test]
 fn a_process_that_is_not_a_jvm_gets_a_clear_error_and_no_signal() {
     let mut sleep = Proc(Command::new("sleep").arg("60").spawn().unwrap());
+    // Until the child has exec'd, it is a copy of this test process under the test's name.
+    wait_for(Duration::from_secs(10), || {
+        (std::fs::read_to_string(format!("/proc/{}/comm", sleep.id())).ok()?.trim() == "sleep").then_some(())
+    })
+    .expect("sleep started");
     let out = attach(sleep.id(), &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);

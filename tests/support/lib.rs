@@ -277,6 +277,9 @@ impl Service {
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            // Retention's default archive is under the user's state directory: keep a test's
+            // archive beside its rings (a test that passes --state-dir still wins).
+            .env("XDG_STATE_HOME", dir.join(".state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
