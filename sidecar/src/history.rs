@@ -261,6 +261,14 @@ pub fn heap_leak(points: &[(u64, f64)], max: f64) -> Option<HeapLeak> {
             distinct.push((t, v));
         }
     }
+    // A heap that filled up (≥ 90 % of max) and then collapsed to half or less: an
+    // OutOfMemoryError ended the thread that held the leak, or the leak was let go. Judge the
+    // climb that led to the full heap.
+    if let Some((peak, &(_, top))) = distinct.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)) {
+        if top >= LEAK_FULL * max && distinct[peak + 1..].iter().any(|p| p.1 <= top / 2.0) {
+            distinct.truncate(peak + 1);
+        }
+    }
     if distinct.len() < LEAK_MIN_POINTS {
         return None;
     }
@@ -364,18 +372,24 @@ pub fn timeline(s: &[Sample], timers: &[(usize, String)]) -> Vec<String> {
         (x.heap_after_gc != UNKNOWN && x.heap_max != UNKNOWN && x.heap_max > 0)
             .then(|| x.heap_after_gc as f64 / x.heap_max as f64)
     };
-    if let Some(end) = ratio(last) {
-        if let Some((low_at, low)) =
-            s.iter().filter_map(|x| ratio(x).map(|r| (x.time_ns, r))).min_by(|a, b| a.1.total_cmp(&b.1))
-        {
-            if end - low >= TIMELINE_HEAP_RISE && low_at < last.time_ns {
-                out.push(format!(
+    // The climb to the highest point (the end, for a JVM still climbing; the full heap, for one
+    // whose OutOfMemoryError then let the leak go) from the lowest point before it.
+    let points: Vec<(u64, f64)> = s.iter().filter_map(|x| ratio(x).map(|r| (x.time_ns, r))).collect();
+    if let Some(peak) = points.iter().enumerate().max_by(|a, b| a.1 .1.total_cmp(&b.1 .1)).map(|(i, _)| i) {
+        let (peak_at, top) = points[peak];
+        if let Some(&(low_at, low)) = points[..=peak].iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+            if top - low >= TIMELINE_HEAP_RISE && low_at < peak_at {
+                let mut line = format!(
                     "heap after GC rose from {} to {} of max over {} (from {})",
                     pct(low),
-                    pct(end),
-                    span(last.time_ns - low_at),
+                    pct(top),
+                    span(peak_at - low_at),
                     clock(low_at)
-                ));
+                );
+                if let Some(&(end_at, end)) = points.last().filter(|p| p.1 <= top / 2.0) {
+                    line += &format!(", then fell to {} at {}", pct(end), clock(end_at));
+                }
+                out.push(line);
             }
         }
     }
@@ -454,6 +468,16 @@ mod tests {
             ("tiny rise", pts(|i| 200.0 + 0.5 * i as f64, 60, 2), false),
             ("falling", pts(|i| 800.0 - 5.0 * i as f64, 60, 2), false),
             ("climb into a full heap", pts(|i| (200.0 + 15.0 * i as f64).min(960.0), 60, 2), true),
+            (
+                "climb to a full heap, then an OOM frees it",
+                pts(|i| if i < 55 { 200.0 + 14.0 * i as f64 } else { 30.0 }, 60, 2),
+                true,
+            ),
+            (
+                "half-full heap, then released",
+                pts(|i| if i < 55 { 200.0 + 5.0 * i as f64 } else { 30.0 }, 60, 2),
+                false,
+            ),
             ("step into a flat 50 %", pts(|i| if i < 40 { 200.0 + 7.5 * i as f64 } else { 500.0 }, 60, 2), false),
         ];
         for (name, p, fires) in cases {

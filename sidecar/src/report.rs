@@ -442,7 +442,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
     let mut timeline = crate::history::timeline(&merged, &crate::history::timer_cells(p.instruments));
     if let Some(l) = &heap_leak {
         timeline.push(format!(
-            "heap after GC grows {:.1} MiB/min; at that rate the heap is full {} after the last sample",
+            "heap after GC grows {:.1} MiB/min; at that rate the heap is full {} after the last collection judged",
             l.bytes_per_s * 60.0 / 1048576.0,
             crate::history::span((l.exhaustion_in_s * 1e9) as u64)
         ));
