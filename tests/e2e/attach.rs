@@ -228,9 +228,17 @@ fn a_jvm_in_other_pid_and_mount_namespaces_is_attached_from_here() {
     let java = std::fs::canonicalize(which(&jdk.java)).unwrap();
     // The rings go to /dev/shm, which the JVM shares with us (its /tmp is its own).
     let rings = tempfile::Builder::new().prefix("jvmwatch-e2e-ns-").tempdir_in("/dev/shm").unwrap();
+    // The JVM's /tmp is hidden behind its own tmpfs: the class path must not be under /tmp
+    // (a checkout in /tmp would vanish from its view), so it runs copies kept in /dev/shm.
+    let cp = rings.path().join("classpath");
+    let copied = Command::new("cp").arg("-r").arg(SCENARIOS).arg(&cp).status().unwrap();
+    assert!(copied.success(), "copy the scenarios");
+    std::fs::copy(API_JAR, cp.join("jvmwatch-api.jar")).unwrap();
     let script = format!(
-        "mount -t tmpfs jvmwatch-test /tmp && exec {} -Xmx64m -cp {SCENARIOS}:{API_JAR} Sleeper",
-        java.display()
+        "mount -t tmpfs jvmwatch-test /tmp && exec {} -Xmx64m -cp {}:{}/jvmwatch-api.jar Sleeper",
+        java.display(),
+        cp.display(),
+        cp.display()
     );
     let mut cmd = Command::new("unshare");
     cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc", "sh", "-c", &script]).current_dir("/");
