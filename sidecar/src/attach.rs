@@ -419,14 +419,59 @@ fn exchange(pid: u32, socket: &Path, request: &[u8], timeout: Duration) -> Resul
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
+/// The agent's path as the JVM will open it. A JVM in another mount namespace (a container
+/// seen from the host) may not see our file at our path: then the agent is copied into its
+/// `/tmp` (through `/proc/PID/root`, owned by the JVM's user, mode 0644, written under a
+/// temporary name and renamed) and that path is used. Same namespace: the path as it is.
+pub fn visible_agent(t: &Target, agent: &Path) -> Result<PathBuf, AttachError> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = |pid: &str| std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| (m.dev(), m.ino())).ok();
+    let ours = ns("self");
+    if ours.is_some() && ours == ns(&t.pid.to_string()) {
+        return Ok(agent.to_path_buf());
+    }
+    let same_file = |inside: &Path| {
+        let there = Path::new(&format!("/proc/{}/root", t.pid)).join(inside.strip_prefix("/").unwrap_or(inside));
+        match (std::fs::metadata(&there), std::fs::metadata(agent)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    };
+    if same_file(agent) {
+        return Ok(agent.to_path_buf());
+    }
+    let bytes = std::fs::read(agent).map_err(io(format!("cannot read {}", agent.display())))?;
+    let name = format!("jvmwatch-agent-{}-{:x}.so", env!("CARGO_PKG_VERSION"), crc32fast::hash(&bytes));
+    let inside = Path::new("/tmp").join(&name);
+    let root_tmp = PathBuf::from(format!("/proc/{}/root/tmp", t.pid));
+    let dest = root_tmp.join(&name);
+    if !same_content(&dest, &bytes) {
+        let tmp = root_tmp.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(io(format!("cannot copy the agent to {}", dest.display())))?;
+        let done = std::os::unix::fs::chown(&tmp, Some(t.uid), Some(t.gid))
+            .and_then(|()| std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644)))
+            .and_then(|()| std::fs::rename(&tmp, &dest));
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(format!("cannot copy the agent to {}", dest.display()))(e));
+        }
+    }
+    Ok(inside)
+}
+
+fn same_content(p: &Path, bytes: &[u8]) -> bool {
+    std::fs::read(p).is_ok_and(|b| b == bytes)
+}
+
 /// Loads the agent into the JVM `req.pid`.
 pub fn attach(req: &Request) -> Result<Attached, AttachError> {
     if !req.agent.is_file() {
         return Err(AttachError::NoAgent(req.agent.clone()));
     }
     let agent = req.agent.canonicalize().map_err(io(format!("cannot resolve {}", req.agent.display())))?;
-    let request = load_request(&agent, &req.options)?;
     let t = check_target(req.pid, req.any_user)?;
+    let agent = visible_agent(&t, &agent)?;
+    let request = load_request(&agent, &req.options)?;
     let since = jvmwatch_ring::now_ns();
     let socket = start_listener(&t, req.timeout)?;
     let reply = exchange(t.pid, &socket, &request, req.timeout)?;

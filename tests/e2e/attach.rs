@@ -252,8 +252,20 @@ fn a_jvm_in_other_pid_and_mount_namespaces_is_attached_from_here() {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.lines().any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")), "{status}");
 
-    let out = attach(pid, &[&format!("dir={}", rings.path().display())]);
+    // The agent from a directory under our /tmp, which the JVM cannot see behind its own:
+    // `attach` copies it into the JVM's /tmp (through /proc/PID/root) and loads that copy.
+    let hidden = tempfile::Builder::new().prefix("jvmwatch-e2e-agent-").tempdir_in("/tmp").unwrap();
+    let agent_copy = hidden.path().join("libjvmwatch.so");
+    std::fs::copy(agent(), &agent_copy).unwrap();
+    let out = attach(pid, &["--agent", agent_copy.to_str().unwrap(), &format!("dir={}", rings.path().display())]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let copied: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("jvmwatch-agent-") && n.ends_with(".so"))
+        .collect();
+    assert_eq!(copied.len(), 1, "the agent copied into the JVM's own /tmp: {copied:?}");
     let stdout = text(&out.stdout);
     assert!(stdout.contains(&format!("attached to JVM {pid} (pid 1 in its namespace)")), "{stdout}");
     // The ring as seen through the JVM's root, and as seen from here.
