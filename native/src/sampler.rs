@@ -272,6 +272,9 @@ impl Failing {
 
     fn failed(&mut self, a: &Agent, why: &str) {
         self.streak += 1;
+        if a.stopping.load(Ordering::Relaxed) {
+            return; // the VM is shutting down: a failing probe is expected, not news
+        }
         if self.streak == 1 && !matches!(self.warned, Some(t) if t.elapsed() < Self::QUIET) {
             self.warned = Some(Instant::now());
             a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("probe: {why}; retrying"), 40) });

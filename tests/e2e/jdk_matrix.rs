@@ -58,7 +58,9 @@ fn every_lts_jdk_records_lifecycle_gc_heap_and_app_metrics() {
         assert_eq!(r["verdict"], "exited", "{label}");
         let types = event_types(&r);
         assert_eq!(types.first().map(String::as_str), Some("vm_init"), "{label}: {types:?}");
-        assert_eq!(types.last().map(String::as_str), Some("vm_death"), "{label}");
+        // VM death is recorded; other threads (GC notifications, the sampler's last tick) may
+        // still write an event after it, so it need not be the last one.
+        assert!(types.iter().any(|t| t == "vm_death"), "{label}: {types:?}");
         assert!(r["jvm"]["version"].as_str().unwrap().starts_with(&jdk.label), "{label}: {}", r["jvm"]);
         // GC: JVMTI pauses, and the in-VM monitor's cycles with their causes.
         assert!(types.iter().any(|t| t == "gc_pause_end"), "{label}: no gc_pause_end");

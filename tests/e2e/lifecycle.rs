@@ -19,7 +19,8 @@ fn clean_exit_is_exited_with_full_story() {
         assert!(r["crash_report"].is_null());
         let types = event_types(&r);
         assert_eq!(types.first().map(String::as_str), Some("vm_init"), "JDK {}: {types:?}", jdk.label);
-        assert_eq!(types.last().map(String::as_str), Some("vm_death"), "JDK {}", jdk.label);
+        // Recorded; a GC notification or the sampler's last tick may still write after it.
+        assert!(types.iter().any(|t| t == "vm_death"), "JDK {}: {types:?}", jdk.label);
         for t in ["gc_pause_start", "gc_pause_end", "thread_start", "thread_end"] {
             assert!(types.iter().any(|x| x == t), "JDK {}: no {t} in {types:?}", jdk.label);
         }
