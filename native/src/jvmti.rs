@@ -170,15 +170,7 @@ impl Jvmti {
             let t = unsafe { *threads.add(i) };
             let mut st: sys::jint = 0;
             if jvmti!(self.0, GetThreadState, t, &mut st).is_ok() {
-                let idx = match st as u32 & sys::JVMTI_JAVA_LANG_THREAD_STATE_MASK {
-                    sys::JVMTI_JAVA_LANG_THREAD_STATE_NEW => 0,
-                    sys::JVMTI_JAVA_LANG_THREAD_STATE_RUNNABLE => 1,
-                    sys::JVMTI_JAVA_LANG_THREAD_STATE_BLOCKED => 2,
-                    sys::JVMTI_JAVA_LANG_THREAD_STATE_WAITING => 3,
-                    sys::JVMTI_JAVA_LANG_THREAD_STATE_TIMED_WAITING => 4,
-                    _ => 5,
-                };
-                states[idx] += 1;
+                states[crate::stacks::state_index(st) as usize] += 1;
             }
             let _ = jni!(jni, DeleteLocalRef, t);
         }

@@ -257,6 +257,28 @@ fn parse_geometry(h: &[u8], capacity: u64) -> Result<Geometry, ReadError> {
     Ok(g)
 }
 
+/// Opens a file nobody vouches for, for reading: never through a symlink in the last
+/// component (`O_NOFOLLOW`), never blocking (`O_NONBLOCK`: a FIFO planted under the name
+/// returns at once), and only a regular file.
+pub fn open_untrusted(path: &Path) -> Result<File, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink; not followed"))
+            } else {
+                ReadError::Io(e)
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+    }
+    Ok(file)
+}
+
 /// The history of a ring, oldest record first in each tier.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -354,19 +376,7 @@ impl Ring {
     /// `O_NONBLOCK` makes opening a FIFO planted under a ring's name return at once, and
     /// anything but a regular file is then refused.
     pub fn open(path: &Path) -> Result<Ring, ReadError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink; not followed"))
-                } else {
-                    ReadError::Io(e)
-                }
-            })?;
-        Ring::from_file(file, path)
+        Ring::from_file(open_untrusted(path)?, path)
     }
 
     /// Validates a ring from a file that is already open (a copy decompressed into a memfd,

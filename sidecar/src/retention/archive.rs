@@ -24,21 +24,7 @@ pub fn id_of(name: &str) -> Option<&str> {
 }
 
 fn opened(path: &Path) -> Result<File, ReadError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink; not followed"))
-            } else {
-                ReadError::Io(e)
-            }
-        })?;
-    if !file.metadata()?.is_file() {
-        return Err(ReadError::Io(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
-    }
-    Ok(file)
+    jvmwatch_ring::reader::open_untrusted(path)
 }
 
 fn corrupt(e: io::Error) -> ReadError {
