@@ -153,8 +153,11 @@ pub fn render(jvms: &BTreeMap<Arc<str>, Jvm>) -> String {
     let info = o.family("jvm_info", "gauge", "JVM identity; always 1.");
     let verdict = o.family("jvmwatch_jvms", "gauge", "Followed JVMs by verdict.");
     let jvm_verdict = o.family("jvm_verdict", "gauge", "1 on the JVM's verdict: running, exited, killed or crashed.");
-    let finding =
-        o.family("jvm_finding", "gauge", "1 for each current finding (oom, deadlock, gc_thrash, heap_exhausted, heap_leak, thread_leak, hung).");
+    let finding = o.family(
+        "jvm_finding",
+        "gauge",
+        "1 for each current finding (oom, deadlock, gc_thrash, heap_exhausted, heap_leak, thread_leak, hung).",
+    );
     let mem_used = o.family("jvm_memory_used_bytes", "gauge", "Used bytes of a memory pool.");
     let mem_comm = o.family("jvm_memory_committed_bytes", "gauge", "Committed bytes of a memory pool.");
     let mem_max = o.family("jvm_memory_max_bytes", "gauge", "Maximum bytes of a memory pool (absent when unbounded).");
