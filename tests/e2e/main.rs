@@ -16,3 +16,4 @@ mod lifecycle;
 mod monitoring;
 mod package;
 mod serve;
+mod usage;

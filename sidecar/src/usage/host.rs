@@ -184,7 +184,7 @@ pub fn active_processor_count(cmdline: &[u8]) -> i64 {
         .filter_map(|a| std::str::from_utf8(a).ok())
         .filter_map(|a| a.strip_prefix("-XX:ActiveProcessorCount="))
         .filter_map(|n| n.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 

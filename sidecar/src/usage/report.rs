@@ -205,6 +205,11 @@ struct Bucket {
     rss: i64,
 }
 
+/// (group, class, host, instance).
+type OpenKey = (String, String, String, String);
+/// A JVM's open bucket: (bucket, Σ avg, records, max peak, max rss).
+type Acc = (i64, i64, i64, i64, i64);
+
 /// Builds reports from records fed one by one.
 pub struct Builder {
     p: Params,
@@ -215,6 +220,8 @@ pub struct Builder {
     group_jvms: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
     group_io: BTreeMap<String, (i64, i64)>,
     all: BTreeMap<String, BTreeMap<i64, i64>>,
+    // (group, class, host, instance) → the JVM's open bucket: (bucket, Σavg, n, max peak, max rss)
+    open: std::collections::HashMap<OpenKey, Acc>,
     alerts: Vec<(i64, String, String, String)>,
 }
 
@@ -229,6 +236,7 @@ impl Builder {
             group_jvms: BTreeMap::new(),
             group_io: BTreeMap::new(),
             all: BTreeMap::new(),
+            open: std::collections::HashMap::new(),
             alerts: Vec::new(),
         }
     }
@@ -267,16 +275,43 @@ impl Builder {
         j.chart[bin].1 += 1;
         let g = self.p.group_by.of(r).to_string();
         let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
-        let e =
-            self.buckets.entry(g.clone()).or_default().entry(r.proc_class.clone()).or_default().entry(b).or_default();
-        e.avg += r.cores_avg_milli;
-        e.peak += r.cores_peak_milli;
-        e.rss += r.rss_bytes.max(0);
-        *self.all.entry(r.proc_class.clone()).or_default().entry(b).or_default() += r.cores_avg_milli;
+        // A JVM contributes the mean of its records within a bucket (its records arrive in
+        // time order, so a bucket is closed when its next record is in a later one).
+        let k = (g.clone(), r.proc_class.clone(), r.host.clone(), r.instance.clone());
+        let acc = self.open.entry(k.clone()).or_insert((b, 0, 0, 0, 0));
+        if acc.0 != b {
+            let done = *acc;
+            *acc = (b, 0, 0, 0, 0);
+            self.close(&k.0, &k.1, done);
+        }
+        let acc = self.open.get_mut(&k).expect("just inserted");
+        acc.1 += r.cores_avg_milli;
+        acc.2 += 1;
+        acc.3 = acc.3.max(r.cores_peak_milli);
+        acc.4 = acc.4.max(r.rss_bytes.max(0));
         self.group_jvms.entry(g.clone()).or_default().insert((r.host.clone(), r.instance.clone()));
         let io = self.group_io.entry(g).or_default();
         io.0 += r.io_read_bytes.max(0);
         io.1 += r.io_write_bytes.max(0);
+    }
+
+    fn close(&mut self, group: &str, class: &str, (b, sum, n, peak, rss): Acc) {
+        if n == 0 {
+            return;
+        }
+        let avg = sum / n;
+        let e = self
+            .buckets
+            .entry(group.to_string())
+            .or_default()
+            .entry(class.to_string())
+            .or_default()
+            .entry(b)
+            .or_default();
+        e.avg += avg;
+        e.peak += peak;
+        e.rss += rss;
+        *self.all.entry(class.to_string()).or_default().entry(b).or_default() += avg;
     }
 
     /// Adds license alerts (at_ms, app, instance, kind).
@@ -298,7 +333,10 @@ impl Builder {
     }
 
     /// The report.
-    pub fn finish(self) -> Report {
+    pub fn finish(mut self) -> Report {
+        for ((g, c, _, _), acc) in std::mem::take(&mut self.open) {
+            self.close(&g, &c, acc);
+        }
         let headroom = 1.0 + self.p.headroom_pct / 100.0;
         let suggest = |p95: i64| ((p95 as f64 / 1000.0) * headroom - 1e-9).ceil().max(0.0) as i64;
         let mut jvms: Vec<JvmRow> = self.jvms.values().cloned().collect();
@@ -721,6 +759,7 @@ pub fn read_bundle(path: &Path, key: Option<&[u8]>) -> Result<Bundle, UsageError
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)] // a table row
     fn rec(host: &str, inst: &str, app: &str, dc: &str, class: &str, at: i64, avg: i64, peak: i64) -> UsageRecord {
         UsageRecord {
             host: host.into(),
@@ -813,6 +852,18 @@ mod tests {
         assert!(csv.contains("group,shop,,,,intel-xeon-icelake,,2.667,4,4,5,3,,200,60,0,1\n"), "{csv}");
         let html = to_html(&r);
         assert!(html.contains("<svg") && html.contains("licensed 3"));
+    }
+
+    #[test]
+    fn several_records_per_bucket_count_as_their_mean() {
+        let mut b = Builder::new(paramsish());
+        // a: 1.0 and 3.0 in minute 0 → 2.0; b: 0.5 → group 2.5; peaks 3.5 + 0.7.
+        b.add(&rec("h", "a", "x", "", "c", 10_000, 1000, 1500));
+        b.add(&rec("h", "b", "x", "", "c", 15_000, 500, 700));
+        b.add(&rec("h", "a", "x", "", "c", 20_000, 3000, 3500));
+        let r = b.finish();
+        let c = &r.groups[0].classes[0];
+        assert_eq!((c.cores_avg, c.cores_peak, c.cores_p95), (2.5, 4.2, 2.5));
     }
 
     fn paramsish() -> Params {
