@@ -172,6 +172,7 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum UsageCmd {
     /// Check the records' hash chain (and signed heads); name the first bad record. Exit 1 if tampered.
+    #[command(after_help = EX_USAGE)]
     Verify {
         /// The state directory (default: the usual one).
         #[arg(long, value_name = "DIR")]
@@ -184,6 +185,7 @@ enum UsageCmd {
         json: bool,
     },
     /// Write the records of a time range as a bundle that `jvmwatch report --bundle` reads.
+    #[command(after_help = EX_USAGE)]
     Export {
         /// The state directory (default: the usual one).
         #[arg(long, value_name = "DIR")]
@@ -212,7 +214,7 @@ Examples:
   jvmwatch usage export --from 7d --to now -o last-week.json";
 const EX_REPORT: &str = "\
 Examples:
-  jvmwatch report --from 30d -o usage.html                # this host, last 30 days
+  jvmwatch report --from 30d --output usage.html          # this host, last 30 days
   jvmwatch report --state-dir /var/lib/jvmwatch --from 2026-11-01 --to 2026-12-01 --group-by host --format csv
   jvmwatch report --bundle fra1.json --bundle fra2.json --key usage.key --group-by datacenter \\
     --policy license.toml --headroom 25 --bucket 5m --format json";
