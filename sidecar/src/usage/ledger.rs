@@ -202,7 +202,7 @@ impl Ledger {
         mut f: impl FnMut(UsageRecord, Vec<u8>),
     ) -> Result<(), UsageError> {
         let mut q =
-            self.db.prepare(&format!("SELECT {COLUMNS} FROM usage WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY seq"))?;
+            self.db.prepare(&format!("SELECT {COLUMNS} FROM usage WHERE +at_ms >= ?1 AND +at_ms < ?2 ORDER BY seq"))?;
         let mut rows = q.query(params![from_ms, to_ms])?;
         while let Some(r) = rows.next()? {
             let (rec, h) = from_row(r)?;
