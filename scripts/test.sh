@@ -58,11 +58,12 @@ if python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null; then
 fi
 
 # promtool (Debian: prometheus) checks /metrics and the rules in deploy/prometheus;
-# chromium + chromedriver run the console test.
+# chromium + chromedriver run the console test; sqlite3 tampers with the usage store.
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v sqlite3 >/dev/null || need+=(sqlite3)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]} (apt-get)"

@@ -26,6 +26,7 @@ mod stats;
 mod throughput;
 mod timefmt;
 mod tools;
+mod usage;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,6 +107,15 @@ enum Cmd {
     Controller,
     /// 8. Flight history: cost per sample, file size, inspect on a full history, stacks capture.
     History,
+    /// 9. Usage records: append cost, store growth, report and verify over a large store.
+    Usage {
+        /// JVMs.
+        #[arg(long, default_value_t = 100)]
+        jvms: u64,
+        /// Minutes of 1-minute records per JVM (43200 = 30 days, the 4.32 M-record goal).
+        #[arg(long, default_value_t = 43_200)]
+        minutes: u64,
+    },
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -145,6 +155,8 @@ struct Results {
     controller: Option<controller::ControllerBench>,
     #[serde(skip_serializing_if = "Option::is_none")]
     history: Option<history::HistoryBench>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<usage::UsageBench>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -262,6 +274,11 @@ fn run(cli: &Cli) -> Result<()> {
         })
         .transpose()?;
     let history = wants(Cmd::History).then(|| history::run(&tools, &scratch, plan.smoke)).transpose()?;
+    let usage = match &cli.cmd {
+        Cmd::Usage { jvms, minutes } => Some(usage::run(&tools, &scratch, *jvms, *minutes as f64 / 1440.0)?),
+        Cmd::All => Some(usage::run(&tools, &scratch, 100, if plan.smoke { 0.1 } else { 30.0 })?),
+        _ => None,
+    };
     let date = timefmt::date(start_ns);
     let out = match &cli.out {
         _ if cli.no_save => None,
@@ -294,6 +311,7 @@ fn run(cli: &Cli) -> Result<()> {
         api_cost,
         controller,
         history,
+        usage,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

@@ -32,6 +32,41 @@ pub struct Config {
     pub apps: Vec<AppCfg>,
     /// `[[rule]]`, in file order (evaluated in this order).
     pub rules: Vec<Rule>,
+    /// `[usage]`: usage records and license policy (docs/usage.md).
+    pub usage: UsageCfg,
+}
+
+/// `[usage]`: how often usage records are appended, and where the policy and key are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageCfg {
+    /// Record usage at all (default true).
+    pub enabled: bool,
+    /// One record per JVM per `interval` (default 60s, at least 100ms).
+    pub interval: Duration,
+    /// HMAC key file: the chain head is signed after every append.
+    pub key_file: Option<PathBuf>,
+    /// License policy (TOML, docs/usage.md).
+    pub policy: Option<PathBuf>,
+    /// Host label (default: the host name).
+    pub host: Option<String>,
+    /// Datacenter label (default: empty).
+    pub datacenter: Option<String>,
+    /// Hook names (from `[hooks]`) that receive every license alert.
+    pub alert_hooks: Vec<String>,
+}
+
+impl Default for UsageCfg {
+    fn default() -> UsageCfg {
+        UsageCfg {
+            enabled: true,
+            interval: Duration::from_secs(60),
+            key_file: None,
+            policy: None,
+            host: None,
+            datacenter: None,
+            alert_hooks: Vec::new(),
+        }
+    }
 }
 
 /// `[controller]`: how much history the sidecar keeps per series.
@@ -349,6 +384,21 @@ struct RawConfig {
     app: Vec<RawApp>,
     #[serde(default)]
     rule: Vec<RawRule>,
+    #[serde(default)]
+    usage: RawUsage,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    enabled: Option<bool>,
+    interval: Option<S<String>>,
+    key_file: Option<String>,
+    policy: Option<String>,
+    host: Option<String>,
+    datacenter: Option<String>,
+    #[serde(default)]
+    alert_hooks: Vec<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -596,7 +646,38 @@ fn check(src: &Src<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         let rule = check_rule(src, r, &controller, &hooks, &apps, &rules)?;
         rules.push(rule);
     }
-    Ok(Config { controller, supervisor, hooks, apps, rules })
+    let usage_sec = Some("[usage]".to_string());
+    let interval = src.dur(&raw.usage.interval, UsageCfg::default().interval, &usage_sec, "interval")?;
+    if interval < MIN_SAMPLE_EVERY {
+        return Err(src.err(
+            at(&raw.usage.interval),
+            usage_sec,
+            Some("interval"),
+            format!("interval {} too short, expected at least 100ms", fmt_dur(interval)),
+        ));
+    }
+    let mut alert_hooks = Vec::new();
+    for h in &raw.usage.alert_hooks {
+        if !hooks.contains_key(h.get_ref()) {
+            return Err(src.err(
+                h.span().start,
+                usage_sec,
+                Some("alert_hooks"),
+                format!("unknown hook `{}`, define it under [hooks.{}]", h.get_ref(), h.get_ref()),
+            ));
+        }
+        alert_hooks.push(h.get_ref().clone());
+    }
+    let usage = UsageCfg {
+        enabled: raw.usage.enabled.unwrap_or(true),
+        interval,
+        key_file: raw.usage.key_file.map(PathBuf::from),
+        policy: raw.usage.policy.map(PathBuf::from),
+        host: raw.usage.host,
+        datacenter: raw.usage.datacenter,
+        alert_hooks,
+    };
+    Ok(Config { controller, supervisor, hooks, apps, rules, usage })
 }
 
 fn fmt_dur(d: Duration) -> String {

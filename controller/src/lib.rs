@@ -24,7 +24,7 @@ pub mod window;
 mod text;
 
 pub use config::{
-    Action, AppCfg, Config, ConfigError, ControllerCfg, Health, Hook, HookTarget, Rule, Scope, SupervisorCfg,
+    Action, AppCfg, Config, ConfigError, ControllerCfg, Health, Hook, HookTarget, Rule, Scope, SupervisorCfg, UsageCfg,
 };
 pub use eval::{evaluate, AppStatus, Decision, EvalState, Figure, Instance, World};
 pub use expr::Cond;

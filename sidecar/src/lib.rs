@@ -14,3 +14,4 @@ pub mod serve;
 pub mod stacks;
 pub mod store;
 pub mod text;
+pub mod usage;

@@ -148,6 +148,49 @@ enum Cmd {
         #[arg(long, default_value = serve::DEFAULT_LISTEN, value_name = "ADDR")]
         listen: String,
     },
+    /// Usage records: check their hash chain, export them as a signed bundle.
+    #[command(after_help = EX_USAGE)]
+    Usage {
+        #[command(subcommand)]
+        cmd: UsageCmd,
+    },
+    /// A usage and license report from this host's records and/or exported bundles.
+    #[command(after_help = EX_REPORT)]
+    Report {
+        /// Start: RFC 3339, ms since the epoch, or an age such as 30d.
+        #[arg(long, default_value = "30d", value_name = "TIME")]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", value_name = "TIME")]
+        to: String,
+        /// Group JVMs by app, host or datacenter.
+        #[arg(long, default_value = "app", value_parser = ["app", "host", "datacenter"])]
+        group_by: String,
+        /// Output format.
+        #[arg(long, default_value = "html", value_parser = ["html", "csv", "json"])]
+        format: String,
+        /// The state directory whose records to read (default: the usual one, unless --bundle is given).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// An exported bundle (`jvmwatch usage export`); repeat for several hosts.
+        #[arg(long, value_name = "FILE")]
+        bundle: Vec<PathBuf>,
+        /// Key file: bundles must carry a valid signature.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// License policy (licensed cores per group).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Headroom over the p95 for the suggested license, percent.
+        #[arg(long, default_value_t = 20.0, value_name = "PCT")]
+        headroom: f64,
+        /// Time bucket over which a group's cores are summed.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        bucket: std::time::Duration,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print the agent library's absolute path (beside this binary, or in ../lib).
     #[command(after_help = EX_AGENT_PATH)]
     AgentPath,
@@ -166,6 +209,56 @@ enum Cmd {
     },
 }
 
+/// `jvmwatch usage ...`.
+#[derive(Subcommand, Debug)]
+enum UsageCmd {
+    /// Check the records' hash chain (and signed heads); name the first bad record. Exit 1 if tampered.
+    #[command(after_help = EX_USAGE)]
+    Verify {
+        /// The state directory (default: the usual one).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// HMAC key file: also check the signed chain heads.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the records of a time range as a bundle that `jvmwatch report --bundle` reads.
+    #[command(after_help = EX_USAGE)]
+    Export {
+        /// The state directory (default: the usual one).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Start: RFC 3339, ms since the epoch, or an age such as 30d.
+        #[arg(long, default_value = "30d", value_name = "TIME")]
+        from: String,
+        /// End (exclusive).
+        #[arg(long, default_value = "now", value_name = "TIME")]
+        to: String,
+        /// HMAC key file: sign the bundle.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+const EX_USAGE: &str = "\
+Examples:
+  jvmwatch usage verify                                   # the usual state directory
+  jvmwatch usage verify --state-dir /var/lib/jvmwatch --key /etc/jvmwatch/usage.key --json
+  jvmwatch usage export --state-dir /var/lib/jvmwatch --from 2026-11-01 --to 2026-12-01 \\
+    --key /etc/jvmwatch/usage.key --output host1-2026-11.json
+  jvmwatch usage export --from 7d --to now -o last-week.json";
+const EX_REPORT: &str = "\
+Examples:
+  jvmwatch report --from 30d --output usage.html          # this host, last 30 days
+  jvmwatch report --state-dir /var/lib/jvmwatch --from 2026-11-01 --to 2026-12-01 --group-by host --format csv
+  jvmwatch report --bundle fra1.json --bundle fra2.json --key usage.key --group-by datacenter \\
+    --policy license.toml --headroom 25 --bucket 5m --format json";
 const EX_MAIN: &str = "\
 Examples:
   java -agentpath:$(jvmwatch agent-path) -jar app.jar    # run a JVM with the agent
@@ -512,6 +605,62 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("jvmwatch: serve: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Usage { cmd } => {
+            let run = match cmd {
+                UsageCmd::Verify { state_dir, key, json } => jvmwatch_sidecar::usage::cli::verify(
+                    &state_dir.unwrap_or_else(control::cli::default_state_dir),
+                    key.as_deref(),
+                    json,
+                ),
+                UsageCmd::Export { state_dir, from, to, key, output } => jvmwatch_sidecar::usage::cli::export(
+                    &state_dir.unwrap_or_else(control::cli::default_state_dir),
+                    &from,
+                    &to,
+                    key.as_deref(),
+                    output.as_deref(),
+                )
+                .map(|()| true),
+            };
+            match run {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("jvmwatch: usage: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::Report { from, to, group_by, format, state_dir, bundle, key, policy, headroom, bucket, output } => {
+            let state_dir = state_dir.or_else(|| bundle.is_empty().then(control::cli::default_state_dir));
+            let args = jvmwatch_sidecar::usage::cli::ReportArgs {
+                from,
+                to,
+                group_by,
+                format: format.clone(),
+                state_dir,
+                bundles: bundle,
+                key_file: key,
+                policy,
+                headroom,
+                bucket,
+            };
+            let run = jvmwatch_sidecar::usage::cli::build(&args)
+                .and_then(|r| jvmwatch_sidecar::usage::cli::render(&r, &format))
+                .and_then(|text| match &output {
+                    Some(p) => std::fs::write(p, text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())),
+                    None => {
+                        print!("{text}");
+                        Ok(())
+                    }
+                });
+            match run {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jvmwatch: report: {e:#}");
                     ExitCode::from(2)
                 }
             }

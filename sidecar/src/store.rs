@@ -1,5 +1,6 @@
 //! The decision store: an embedded SQLite database (WAL) that survives restarts and `kill -9`
-//! of the sidecar. The only module that writes SQL; everything else calls its typed functions.
+//! of the sidecar. With the usage ledger (`crate::usage::ledger`, its own tables in the same
+//! file) the only modules that write SQL; everything else calls their typed functions.
 //!
 //! Tables are append-only for decisions and their steps (no update or delete path exists);
 //! `children` holds the supervisor's running children so a restarted supervisor can adopt
@@ -70,6 +71,7 @@ pub struct ChildRow {
 /// The open database.
 pub struct Store {
     db: Mutex<Connection>,
+    path: std::path::PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -109,7 +111,12 @@ impl Store {
         let db = Connection::open(path)?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         db.execute_batch(SCHEMA)?;
-        Ok(Store { db: Mutex::new(db) })
+        Ok(Store { db: Mutex::new(db), path: path.to_path_buf() })
+    }
+
+    /// The database file (the usage ledger, `crate::usage::ledger`, shares it).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {

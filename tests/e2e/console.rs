@@ -10,9 +10,9 @@ use jvmwatch_tests::http::{base64_decode, get, request, request_body};
 use jvmwatch_tests::*;
 use serde_json::{json, Value};
 
-struct Driver {
+pub(crate) struct Driver {
     child: std::process::Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Driver {
@@ -22,13 +22,13 @@ impl Drop for Driver {
     }
 }
 
-fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
+pub(crate) fn post(addr: SocketAddr, path: &str, body: &Value) -> Value {
     let r = request_body(addr, "POST", path, &[("Content-Type", "application/json")], body.to_string().as_bytes());
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.json()
 }
 
-fn script(d: &Driver, sid: &str, js: &str) -> Value {
+pub(crate) fn script(d: &Driver, sid: &str, js: &str) -> Value {
     post(d.addr, &format!("/session/{sid}/execute/sync"), &json!({ "script": js, "args": [] }))["value"].clone()
 }
 
@@ -81,7 +81,7 @@ fn console_shows_live_charts_in_chromium() {
 }
 
 /// chromedriver with a headless Chromium session; the profile goes under `dir`.
-fn browser(dir: &std::path::Path) -> (Driver, String) {
+pub(crate) fn browser(dir: &std::path::Path) -> (Driver, String) {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -106,7 +106,7 @@ fn browser(dir: &std::path::Path) -> (Driver, String) {
     (driver, sid)
 }
 
-fn have_browser() -> bool {
+pub(crate) fn have_browser() -> bool {
     let have = Command::new("chromedriver").arg("--version").output().is_ok_and(|o| o.status.success());
     if !have {
         assert_ne!(std::env::var("JVMWATCH_REQUIRE_BROWSER").as_deref(), Ok("1"), "chromedriver missing");

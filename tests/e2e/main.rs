@@ -19,3 +19,4 @@ mod monitoring;
 mod package;
 mod retention;
 mod serve;
+mod usage;

@@ -70,6 +70,10 @@ pub struct Controller {
     exports: Mutex<Exports>,
     /// A group failed: judge escalation on the next loop wake-up.
     pub escalate_pending: AtomicBool,
+    /// Usage records and license alerts (`[usage]`), when enabled.
+    usage: Mutex<Option<crate::usage::collect::Collector>>,
+    /// (app, kind) → the license alert condition holds.
+    license_active: Mutex<BTreeMap<(String, String), bool>>,
 }
 
 /// The rule states as exported: `jvmwatch_rule_active`, `jvmwatch_scale_recommendation`,
@@ -160,7 +164,20 @@ impl Controller {
             .map(|(a, r, x, n)| ((a, r, x), n))
             .collect::<BTreeMap<_, _>>();
         let (exit_tx, rx) = mpsc::channel();
+        let usage = if cfg.usage.enabled {
+            match crate::usage::collect::Collector::new(&cfg.usage, store.path(), now_ms() as i64) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    eprintln!("jvmwatch: usage records off: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Arc::new(Controller {
+            usage: Mutex::new(usage),
+            license_active: Mutex::new(BTreeMap::new()),
             cfg: Mutex::new(Arc::new(cfg)),
             cfg_path,
             store,
@@ -271,6 +288,21 @@ impl Controller {
                 out.push_str(&format!("jvmwatch_scale_recommendation{{app=\"{}\"}} {}\n", esc(app), r.desired));
             }
         }
+        {
+            let l = self.license_active.lock().unwrap_or_else(|e| e.into_inner());
+            out.push_str(
+                "# HELP jvmwatch_license_alert 1 while a license alert condition (docs/usage.md) holds for the app.\n\
+                 # TYPE jvmwatch_license_alert gauge\n",
+            );
+            for ((app, kind), on) in l.iter() {
+                out.push_str(&format!(
+                    "jvmwatch_license_alert{{app=\"{}\",kind=\"{}\"}} {}\n",
+                    esc(app),
+                    esc(kind),
+                    u8::from(*on)
+                ));
+            }
+        }
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         out.push_str(
             "# HELP jvmwatch_decisions_total Decisions taken by the controller, by app, rule and action.\n\
@@ -285,6 +317,46 @@ impl Controller {
             ));
         }
         out
+    }
+
+    /// One usage tick: appends records at the end of each interval and records the license
+    /// alerts that fire as `license:KIND` decisions (SSE, decision log, hooks).
+    fn usage_tick(self: &Arc<Self>, now: u64, seen: &[crate::usage::collect::Seen]) {
+        let (fired, active, hooks) = {
+            let mut u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(c) = u.as_mut() else { return };
+            let fired = c.tick(now as i64, seen);
+            (fired, c.active_alerts(), c.cfg().alert_hooks.clone())
+        };
+        {
+            let mut l = self.license_active.lock().unwrap_or_else(|e| e.into_inner());
+            for v in l.values_mut() {
+                *v = false;
+            }
+            for (app, kind) in active {
+                l.insert((app, kind.to_string()), true);
+            }
+        }
+        for a in fired {
+            let d = Decision {
+                at_ms: now,
+                rule: format!("license:{}", a.kind),
+                app: a.app.clone(),
+                instance: a.instance.clone(),
+                actions: hooks.iter().map(|h| jvmwatch_controller::Action::Hook(h.clone())).collect(),
+                figures: vec![jvmwatch_controller::Figure {
+                    expr: format!("{} (limit {})", a.kind, a.limit),
+                    instance: a.instance.clone(),
+                    value: a.value,
+                    window_ms: None,
+                }],
+                reason: a.reason.clone(),
+            };
+            let id = self.record(&d);
+            let me = Arc::clone(self);
+            let _ =
+                std::thread::Builder::new().name("jvmwatch-action".into()).spawn(move || exec::carry_out(&me, &d, id));
+        }
     }
 
     /// Starts the loop thread.
@@ -353,6 +425,18 @@ impl Controller {
                 };
                 let tick = feed::Tick { wanted: wanted_series, history: &cfg.controller, sample_now, t_ms: now };
                 feed::update(&mut world, &mut cursors, &jvms, &app_of, &tick);
+                let seen: Vec<crate::usage::collect::Seen> = jvms
+                    .values()
+                    .filter(|j| j.is_live())
+                    .map(|j| crate::usage::collect::Seen {
+                        instance: j.id.to_string(),
+                        app: app_of(j),
+                        pid: j.header.pid,
+                        heap_bytes: j.snapshot.as_ref().map_or(0, |s| s.heap_used as i64),
+                    })
+                    .collect();
+                drop(jvms);
+                self.usage_tick(now, &seen);
             }
             world.apps = match &self.supervisor {
                 Some(s) => s.app_status(),

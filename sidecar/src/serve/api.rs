@@ -82,6 +82,7 @@ pub fn router(app: Shared) -> Router {
         .route("/api/v1/decisions", get(decisions))
         .route("/api/v1/retention", get(retention))
         .route("/api/v1/archive", get(archive))
+        .route("/api/v1/reports/usage", get(usage_report))
         .route("/api/v1/apps", get(apps))
         .route("/api/v1/apps/{app}/scale", get(app_scale))
         .route("/api/v1/apps/{app}/{state}", axum::routing::post(set_app_state))
@@ -263,6 +264,51 @@ async fn decisions(State(app): State<Shared>, q: QueryResult) -> Response {
         Ok(Ok(d)) => Json(json!({ "decisions": d })).into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "store read failed"),
+    }
+}
+
+/// `GET /api/v1/reports/usage?from=&to=&group_by=app|host|datacenter&format=json|csv|html&headroom=PCT&bucket=DUR`:
+/// the usage report over this controller's records (docs/usage.md).
+async fn usage_report(State(app): State<Shared>, q: QueryResult) -> Response {
+    let (c, q) = match (controller(&app), query(q)) {
+        (Ok(c), Ok(q)) => (c, q),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
+    let get = |k: &str, d: &str| q.get(k).cloned().unwrap_or_else(|| d.to_string());
+    let format = get("format", "json");
+    let headroom = match get("headroom", "20").parse::<f64>() {
+        Ok(h) if h >= 0.0 => h,
+        _ => return error(StatusCode::BAD_REQUEST, "headroom: expected a percentage"),
+    };
+    let bucket = match humantime::parse_duration(&get("bucket", "1m")) {
+        Ok(b) if !b.is_zero() => b,
+        _ => return error(StatusCode::BAD_REQUEST, "bucket: expected a duration such as 1m"),
+    };
+    let args = crate::usage::cli::ReportArgs {
+        from: get("from", "30d"),
+        to: get("to", "now"),
+        group_by: get("group_by", "app"),
+        format: format.clone(),
+        state_dir: c.store.path().parent().map(std::path::Path::to_path_buf),
+        bundles: Vec::new(),
+        key_file: None,
+        policy: c.config().usage.policy.clone(),
+        headroom,
+        bucket,
+    };
+    let run = tokio::task::spawn_blocking(move || {
+        crate::usage::cli::build(&args).and_then(|r| crate::usage::cli::render(&r, &args.format))
+    })
+    .await;
+    let ctype = match format.as_str() {
+        "html" => "text/html; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        _ => "application/json",
+    };
+    match run {
+        Ok(Ok(body)) => ([(axum::http::header::CONTENT_TYPE, ctype)], body).into_response(),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "report failed"),
     }
 }
 

@@ -1,0 +1,149 @@
+//! Resource and license usage (docs/usage.md): one tamper-evident usage record per JVM per
+//! interval, appended to the store's database with a SHA-256 hash chain (and, with a key, an
+//! HMAC-signed chain head); license policy and alerts; usage reports.
+//!
+//! Records are append-only: the ledger has no update or delete path (a test greps this
+//! module's source for one), and SQLite triggers refuse UPDATE and DELETE on its tables.
+
+pub mod cli;
+pub mod collect;
+pub mod host;
+pub mod ledger;
+pub mod policy;
+pub mod report;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A usage error.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// SQLite.
+    #[error("usage ledger: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A file.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A bad file (bundle, policy, key).
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// One usage record: what a JVM was given and what it used during one interval.
+///
+/// The canonical bytes (hashed) are this struct as compact JSON, fields in declaration
+/// order, integers only (cores in millicores), so they are the same on every machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Position in the chain, from 1, contiguous.
+    pub seq: i64,
+    /// End of the interval, ms since the epoch.
+    pub at_ms: i64,
+    /// Length of the interval, ms.
+    pub interval_ms: i64,
+    /// Host label.
+    pub host: String,
+    /// Datacenter label (may be empty).
+    pub datacenter: String,
+    /// App.
+    pub app: String,
+    /// Instance id (ring file stem).
+    pub instance: String,
+    /// Process id.
+    pub pid: i64,
+    /// Processor vendor (`GenuineIntel`, `AuthenticAMD`, ...).
+    pub cpu_vendor: String,
+    /// Processor model name.
+    pub cpu_model: String,
+    /// `family/model/stepping`.
+    pub cpu_fms: String,
+    /// Normalised processor class (docs/usage.md).
+    pub proc_class: String,
+    /// Hypervisor (`none`, `kvm`, `xen`, `vmware`, `hyperv`, `unknown-hypervisor`, ...).
+    pub hypervisor: String,
+    /// Logical processors of the host.
+    pub host_cores: i64,
+    /// Processors the JVM was told (what `Runtime.availableProcessors()` returns).
+    pub cores_told: i64,
+    /// `-XX:ActiveProcessorCount`, 0 when not set.
+    pub active_processor_count: i64,
+    /// cgroup CPU quota in millicores, -1 when unlimited.
+    pub cpu_quota_milli: i64,
+    /// CPUs the process may run on (`0-3,6`).
+    pub cpuset: String,
+    /// cgroup memory limit, bytes, -1 when unlimited.
+    pub mem_limit: i64,
+    /// Cores used, average over the interval, millicores.
+    pub cores_avg_milli: i64,
+    /// Cores used, peak sub-interval within the interval, millicores.
+    pub cores_peak_milli: i64,
+    /// Resident set size at the end of the interval, bytes.
+    pub rss_bytes: i64,
+    /// Heap used (latest agent snapshot), bytes.
+    pub heap_bytes: i64,
+    /// Bytes read from storage in the interval (`/proc/PID/io`), -1 when not permitted.
+    pub io_read_bytes: i64,
+    /// Bytes written to storage in the interval, -1 when not permitted.
+    pub io_write_bytes: i64,
+}
+
+impl UsageRecord {
+    /// The canonical bytes that are hashed.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// `SHA-256(prev ‖ canonical)`.
+    pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update(self.canonical());
+        h.finalize().into()
+    }
+
+    /// Cores used, average.
+    pub fn cores_avg(&self) -> f64 {
+        self.cores_avg_milli as f64 / 1000.0
+    }
+
+    /// Cores used, peak.
+    pub fn cores_peak(&self) -> f64 {
+        self.cores_peak_milli as f64 / 1000.0
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses lower- or upper-case hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() & 1 == 1 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+pub fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(msg);
+    m.finalize().into_bytes().into()
+}
+
+/// Reads a key file (its bytes, surrounding whitespace trimmed; at least 16 bytes).
+pub fn read_key(path: &std::path::Path) -> Result<Vec<u8>, UsageError> {
+    let raw = std::fs::read(path).map_err(|e| UsageError::Bad(format!("key file {}: {e}", path.display())))?;
+    let key = raw.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(UsageError::Bad(format!("key file {}: at least 16 bytes expected", path.display())));
+    }
+    Ok(key)
+}
+
+/// The message a chain head's HMAC covers: `jvmwatch-usage-head/1 SEQ HASHHEX`.
+pub fn head_message(seq: i64, hash: &[u8]) -> Vec<u8> {
+    format!("jvmwatch-usage-head/1 {seq} {}", hex(hash)).into_bytes()
+}
