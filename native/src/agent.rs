@@ -188,6 +188,9 @@ unsafe fn attach_live(vm: *mut sys::JavaVM, a: &'static Agent) {
         a.writer.emit(&Event::AgentWarning { text: Text::new("attach: no local frame", 40) });
         return;
     }
+    if a.config.monitor && a.config.gc == crate::options::GcSource::Poll {
+        crate::bridge::map_gc_causes(a);
+    }
     // SAFETY: `jni` is this thread's JNIEnv, inside the frame pushed above.
     if let Err(e) = unsafe { crate::bridge::install(jni, a.config.monitor) } {
         a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("no in-VM monitor: {e}"), 40) });

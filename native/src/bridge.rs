@@ -70,6 +70,9 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         native!(c"deadlock", c"(IILjava/lang/String;)V", deadlock as extern "system" fn(_, _, _, _, _)),
         native!(c"warn", c"(Ljava/lang/String;)V", warn as extern "system" fn(_, _, _)),
         native!(c"gaugeSet", c"(IJ)V", gauge_set as extern "system" fn(_, _, _, _)),
+        native!(c"gcMode", c"()I", gc_mode as extern "system" fn(_, _) -> _),
+        native!(c"awaitGc", c"(II)I", await_gc as extern "system" fn(_, _, _, _) -> _),
+        native!(c"gcCause", c"(I)I", gc_cause as extern "system" fn(_, _, _) -> _),
     ];
     let rc = jni!(jni, RegisterNatives, bridge, methods.as_ptr(), methods.len() as sys::jint).unwrap_or(-1);
     // SAFETY: forwarded.
@@ -87,12 +90,39 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         unsafe { clear_exception(jni) };
         return Err("Monitor.start missing".into());
     }
+    // The monitor's flush at VM death (gc=poll): a global reference keeps the class.
+    let global = jni!(jni, NewGlobalRef, monitor).unwrap_or(ptr::null_mut());
+    if !global.is_null() {
+        MONITOR_CLASS_REF.store(global.cast(), std::sync::atomic::Ordering::Release);
+    }
     let _ = jni!(jni, CallStaticVoidMethodA, monitor, start, ptr::null());
     // SAFETY: forwarded.
     if unsafe { clear_exception(jni) } {
         return Err("monitor did not start".into());
     }
     Ok(())
+}
+
+/// The Monitor class (a JNI global reference), or null without a monitor.
+static MONITOR_CLASS_REF: std::sync::atomic::AtomicPtr<c_void> = std::sync::atomic::AtomicPtr::new(ptr::null_mut());
+
+/// At VM death: lets the monitor write the collections that finished since it last looked
+/// (`Monitor.flush`), so a JVM that collects and exits at once still tells its last
+/// collections. Exceptions are cleared.
+///
+/// # Safety
+/// `jni` must be the current thread's JNIEnv (VMDeath callback).
+pub unsafe fn flush_monitor(jni: *mut sys::JNIEnv) {
+    let cls: sys::jclass = MONITOR_CLASS_REF.load(std::sync::atomic::Ordering::Acquire).cast();
+    if cls.is_null() {
+        return;
+    }
+    let flush = jni!(jni, GetStaticMethodID, cls, c"flush".as_ptr(), c"()V".as_ptr()).unwrap_or(ptr::null_mut());
+    if !flush.is_null() {
+        let _ = jni!(jni, CallStaticVoidMethodA, cls, flush, ptr::null());
+    }
+    // SAFETY: forwarded.
+    unsafe { clear_exception(jni) };
 }
 
 /// Runs a native body with the agent, swallowing panics; `default` if there is no agent.
@@ -287,6 +317,49 @@ extern "system" fn gc_cycle(
             before: before.max(0) as u64,
             after: after.max(0) as u64,
         });
+    })
+}
+
+/// `gc=`: 0 poll, 1 notify.
+extern "system" fn gc_mode(_jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::jint {
+    with_agent(1, |a| match a.config.gc {
+        crate::options::GcSource::Poll => 0,
+        crate::options::GcSource::Notify => 1,
+    })
+}
+
+/// For `gc=poll`: maps hsperfdata's `sun.gc.cause` and `sun.gc.lastCause` for the GC-finish
+/// callback (at VM init, so the first collection already has its cause). Without hsperfdata
+/// causes stay unknown, and one agent warning says so.
+pub fn map_gc_causes(a: &Agent) {
+    if let (Some(cause), Some(last)) =
+        (crate::perfdata::map_own("sun.gc.cause"), crate::perfdata::map_own("sun.gc.lastCause"))
+    {
+        // SAFETY: map_own's mappings are never unmapped.
+        unsafe { crate::gcwake::set_cause_source(cause, last) };
+    } else {
+        a.writer.emit(&Event::AgentWarning { text: Text::new("gc=poll: no hsperfdata, causes unknown", 40) });
+    }
+}
+
+/// Blocks the monitor thread until a stop-the-world collection finishes after `seen` (the
+/// count it last saw) or `timeout_ms` passes; returns the count (see [`crate::gcwake`]).
+extern "system" fn await_gc(
+    _jni: *mut sys::JNIEnv,
+    _cls: sys::jclass,
+    seen: sys::jint,
+    timeout_ms: sys::jint,
+) -> sys::jint {
+    let timeout = std::time::Duration::from_millis(timeout_ms.clamp(0, 60_000) as u64);
+    std::panic::catch_unwind(|| crate::gcwake::wait(seen as u32, timeout) as sys::jint).unwrap_or(seen)
+}
+
+/// The interned cause of finish number `n`, or -1 when unknown (no hsperfdata, or no longer
+/// kept).
+extern "system" fn gc_cause(_jni: *mut sys::JNIEnv, _cls: sys::jclass, n: sys::jint) -> sys::jint {
+    with_agent(-1, |a| match crate::gcwake::cause(n as u32) {
+        Some(c) if !c.is_empty() && c != "No GC" => a.writer.intern(&c) as sys::jint,
+        _ => -1,
     })
 }
 

@@ -126,6 +126,9 @@ unsafe extern "C" fn vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, 
         a.writer.set_vm_init_ns(now);
         a.writer.emit_at(now, &Event::VmInit);
         a.writer.set_state(State::Running);
+        if a.config.monitor && a.config.gc == crate::options::GcSource::Poll {
+            crate::bridge::map_gc_causes(a);
+        }
         // SAFETY: `jni` is the VMInit thread's JNIEnv, valid for this callback.
         if let Err(e) = unsafe { crate::bridge::install(jni, a.config.monitor) } {
             a.writer.emit(&Event::AgentWarning { text: Text::new(&format!("no in-VM monitor: {e}"), 40) });
@@ -137,9 +140,11 @@ unsafe extern "C" fn vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, 
     });
 }
 
-unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, _jni: *mut sys::JNIEnv) {
+unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv) {
     guard(|| {
         let Some(a) = agent::get() else { return };
+        // SAFETY: `jni` is this thread's JNIEnv in the VMDeath callback.
+        unsafe { crate::bridge::flush_monitor(jni) };
         a.stopping.store(true, Ordering::Relaxed);
         let now = now_ns();
         a.writer.emit_at(now, &Event::VmDeath);
@@ -166,6 +171,7 @@ unsafe extern "C" fn gc_finish(_jvmti: *mut sys::jvmtiEnv) {
         if let Some((gc_id, duration_ns)) = a.writer.gc_pause_end(now) {
             a.writer.emit_at(now, &Event::GcPauseEnd { gc_id, collector: a.writer.collector(), duration_ns });
         }
+        crate::gcwake::finished();
         a.writer.record_callback_cost(now_ns().saturating_sub(now));
     });
 }

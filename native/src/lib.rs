@@ -15,9 +15,11 @@ pub mod agent;
 pub mod bindings;
 pub mod bridge;
 pub mod callbacks;
+pub mod gcwake;
 pub mod identity;
 pub mod jvmti;
 pub mod options;
+pub mod perfdata;
 pub mod sampler;
 pub mod stacks;
 

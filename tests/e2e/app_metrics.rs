@@ -143,9 +143,10 @@ fn gc_causes_and_concurrent_cycles() {
             let cycles = gc_cycles(&r);
             assert!(
                 cycles.iter().any(|c| c["cause"] == cause),
-                "JDK {} {flag}: causes {:?}",
+                "JDK {} {flag}: causes {:?} in {}",
                 jdk.label,
-                cycles.iter().map(|c| &c["cause"]).collect::<Vec<_>>()
+                cycles.iter().map(|c| &c["cause"]).collect::<Vec<_>>(),
+                r
             );
             assert!(r["events"].as_array().unwrap().iter().any(|e| e["type"] == "gc_pool"), "per-pool before/after");
         }

@@ -1,6 +1,7 @@
 //! Every collector, on every JDK of the matrix, produces GC pause events.
 
 use jvmwatch_tests::*;
+use serde_json::Value;
 
 #[test]
 fn every_collector_produces_pause_events() {
@@ -46,4 +47,73 @@ fn every_collector_produces_pause_events() {
         }
     }
     assert!(checked > 0, "no run had a heap-after-GC figure from a collection");
+}
+
+/// `gc=poll` (the default: the monitor thread reads `getLastGcInfo()` when the JVMTI GC-finish
+/// callback wakes it, and the cause from hsperfdata) and `gc=notify` (a JMX notification per
+/// collection) tell the same details: collector, cause, action, heap and pools before/after.
+#[test]
+fn gc_poll_and_notify_tell_the_same_collection_details() {
+    let gcs = [
+        ("-XX:+UseG1GC", "G1 Old Generation"),
+        ("-XX:+UseParallelGC", "PS MarkSweep"),
+        ("-XX:+UseSerialGC", "MarkSweepCompact"),
+    ];
+    for jdk in jdks() {
+        for (flag, major) in gcs {
+            for source in ["poll", "notify"] {
+                let label = format!("JDK {} {flag} gc={source}", jdk.label);
+                let dir = tempdir();
+                let ring = dir.path().join("gc.ring");
+                let opts = format!("path={},gc={source}", ring.display());
+                let mut cmd = java_cmd(&jdk, &opts, &[flag, "-Xmx64m"], "Matrix", &[], dir.path());
+                cmd.stdin(std::process::Stdio::piped());
+                let mut child = spawn(cmd);
+                // Matrix collects (allocation, then System.gc()) until its stdin ends: wait
+                // until the ring has an explicit full collection with its pools (Parallel
+                // scavenges first, with the same cause).
+                let find = |r: &Value| -> Option<(Value, Vec<Value>)> {
+                    let events = r["events"].as_array()?.clone();
+                    let cycle = events
+                        .iter()
+                        .find(|e| {
+                            e["type"] == "gc_cycle"
+                                && e["collector"] == major
+                                && e["cause"] == "System.gc()"
+                                && events.iter().any(|p| p["type"] == "gc_pool" && p["gc_number"] == e["gc_number"])
+                        })?
+                        .clone();
+                    Some((cycle, events))
+                };
+                let seen = wait_for(std::time::Duration::from_secs(30), || {
+                    ring.exists().then_some(())?;
+                    find(&inspect(&ring, 1_000_000))
+                });
+                drop(child.stdin.take());
+                assert!(child.wait().unwrap().success(), "{label}");
+                assert!(seen.is_some(), "{label}: no System.gc() cycle: {}", inspect(&ring, 40));
+                // Judge the file of the exited JVM: a live read may catch a cycle before all
+                // of its pools are written.
+                let (cycle, events) = find(&inspect(&ring, 1_000_000)).unwrap();
+                assert_eq!(cycle["action"], "end of major GC", "{label}: {cycle}");
+                assert_eq!(cycle["concurrent"], false, "{label}: {cycle}");
+                // The pools of that collection (written after it; numbers are per collector,
+                // so stop at the next cycle with the same number) add up to its heap figures.
+                let seq = |e: &Value| e["seq"].as_u64().unwrap();
+                let same = |e: &&Value| e["gc_number"] == cycle["gc_number"] && seq(e) > seq(&cycle);
+                let end =
+                    events.iter().filter(same).filter(|e| e["type"] == "gc_cycle").map(seq).min().unwrap_or(u64::MAX);
+                let pools: Vec<&Value> =
+                    events.iter().filter(same).filter(|p| p["type"] == "gc_pool" && seq(p) < end).collect();
+                let sum = |k: &str| pools.iter().map(|p| p[k].as_u64().unwrap()).sum::<u64>();
+                assert_eq!(sum("before_bytes"), cycle["heap_before_bytes"].as_u64().unwrap(), "{label}: {pools:?}");
+                assert_eq!(sum("after_bytes"), cycle["heap_after_bytes"].as_u64().unwrap(), "{label}: {pools:?}");
+                // Young collections are told too, as minor ones.
+                assert!(
+                    events.iter().any(|e| e["type"] == "gc_cycle" && e["action"] == "end of minor GC"),
+                    "{label}: no minor collection"
+                );
+            }
+        }
+    }
 }

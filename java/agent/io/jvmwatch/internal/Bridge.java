@@ -47,6 +47,21 @@ public final class Bridge {
     /** Writes an agent_warning event. */
     public static native void warn(String text);
 
+    /** The agent's {@code gc=} option: 0 poll, 1 notify. */
+    public static native int gcMode();
+
+    /**
+     * Waits until a stop-the-world collection finishes after the count {@code seen}, or
+     * {@code timeoutMs} passes; returns the count of finished collections.
+     */
+    public static native int awaitGc(int seen, int timeoutMs);
+
+    /**
+     * The interned cause of stop-the-world collection number {@code finish} (as counted by
+     * {@link #awaitGc}), from hsperfdata; -1 when unknown.
+     */
+    public static native int gcCause(int finish);
+
     /** Sets a gauge registered with {@link #register}. */
     public static native void gaugeSet(int index, long value);
 }

@@ -4,12 +4,15 @@ import java.lang.management.BufferPoolMXBean;
 import java.lang.management.ClassLoadingMXBean;
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
+import java.lang.management.MemoryUsage;
 import java.lang.management.ThreadInfo;
 import java.lang.management.ThreadMXBean;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 
 import java.util.Set;
 import javax.management.Notification;
@@ -22,16 +25,22 @@ import javax.management.openmbean.TabularData;
  * "jvmwatch-monitor". It sees what JVMTI alone cannot and writes it through {@link Bridge}:
  *
  * <ul>
- *   <li>every GC notification (collector, cause, action, duration, heap before/after, per heap
- *       pool before/after) — concurrent cycles of ZGC/Shenandoah/G1 included, flagged as
- *       concurrent so their time never counts as pause time;
+ *   <li>every collection (collector, cause, action, duration, heap before/after, per heap pool
+ *       before/after) — concurrent cycles of ZGC/Shenandoah/G1 included, flagged as concurrent
+ *       so their time never counts as pause time. With {@code gc=poll} (the default) a
+ *       stop-the-world collector's collections are read here, woken by the agent's JVMTI
+ *       GC-finish callback: {@code getLastGcInfo()} plus the cause from hsperfdata, about 40×
+ *       cheaper than a JMX notification, which makes the JVM build a CompositeData tree per
+ *       collection. Concurrent and pause-only beans (no JVMTI finish event) keep notifications;
+ *       {@code gc=notify} uses notifications for all;
  *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}, every 5 s: it stops the JVM at a
  *       safepoint), once per deadlock, one event per thread with the lock owner;
  *   <li>class loading totals and direct/mapped buffer pools, as gauges.
  * </ul>
  *
- * Uses only java.management (javax.management.openmbean reads the GC notification), no
- * com.sun.* API. If it cannot start, the agent keeps its JVMTI data and writes a warning.
+ * Uses java.management (javax.management.openmbean reads the GC notification) and, for
+ * {@code gc=poll}, {@code com.sun.management.GarbageCollectorMXBean} (jdk.management); without
+ * that module every collector falls back to notifications. If it cannot start, the agent keeps its JVMTI data and writes a warning.
  */
 public final class Monitor implements Runnable {
     private static final String GC_NOTIFICATION = "com.sun.management.gc.notification";
@@ -53,19 +62,228 @@ public final class Monitor implements Runnable {
             if (app != null && !app.isEmpty()) {
                 Bridge.app(app);
             }
-            listenToGc();
-            loop();
+            boolean polling = listenToGc();
+            loop(polling);
         } catch (Throwable t) {
             Bridge.warn("monitor stopped: " + t.getClass().getSimpleName());
         }
     }
 
-    private static void listenToGc() {
+    // The stop-the-world collectors read by polling (gc=poll), as parallel arrays: the agent
+    // defines this class alone from its bytes, so it has no nested classes.
+    private static GarbageCollectorMXBean[] polled = new GarbageCollectorMXBean[0];
+    private static int[] polledName;
+    private static int[] polledAction;
+    private static long[] polledCount;
+    private static long[] polledLastId;
+
+    private static synchronized void poll(List<GarbageCollectorMXBean> beans) {
+        int n = beans.size();
+        polled = beans.toArray(new GarbageCollectorMXBean[n]);
+        polledName = new int[n];
+        polledAction = new int[n];
+        polledCount = new long[n];
+        polledLastId = new long[n];
+        processed = Bridge.awaitGc(-1, 0);
+        for (int i = 0; i < n; i++) {
+            String name = polled[i].getName();
+            polledName[i] = Bridge.intern(name);
+            // HotSpot's own action strings: young-generation managers end "minor" collections.
+            boolean young = name.contains("Young") || name.contains("Scavenge") || name.equals("Copy")
+                    || name.equals("ParNew");
+            polledAction[i] = Bridge.intern(young ? "end of minor GC" : "end of major GC");
+            polledCount[i] = polled[i].getCollectionCount();
+            polledLastId[i] = -1;
+            // Loads and links the GcInfo classes now, not at the first (or the last) collection.
+            ((com.sun.management.GarbageCollectorMXBean) polled[i]).getLastGcInfo();
+        }
+    }
+
+    /** Registers notification listeners; returns the collectors to poll instead. */
+    private static boolean listenToGc() {
+        boolean poll = Bridge.gcMode() == 0;
+        List<GarbageCollectorMXBean> toPoll = new ArrayList<>();
         for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+            if (poll && stopTheWorld(gc)) {
+                toPoll.add(gc);
+                continue;
+            }
             if (gc instanceof NotificationEmitter) {
                 ((NotificationEmitter) gc).addNotificationListener(Monitor::onGc, null, null);
             }
         }
+        poll(toPoll);
+        return !toPoll.isEmpty();
+    }
+
+    /**
+     * Whether a collector is polled: a stop-the-world one whose bean has getLastGcInfo().
+     * Concurrent cycles and pause-only beans (ZGC, Shenandoah) have no JVMTI finish event to
+     * wake the poll: they keep notifications, which are rare for them.
+     */
+    private static boolean stopTheWorld(GarbageCollectorMXBean gc) {
+        String name = gc.getName();
+        return !concurrent(name, "") && !name.endsWith("Pauses") && extension(gc);
+    }
+
+    /** Whether the bean is a com.sun.management.GarbageCollectorMXBean (jdk.management). */
+    private static boolean extension(GarbageCollectorMXBean gc) {
+        try {
+            return gc instanceof com.sun.management.GarbageCollectorMXBean;
+        } catch (Throwable t) {
+            return false;
+        }
+    }
+
+    private static boolean concurrent(String name, String action) {
+        // JDK 11-16 ZGC has one bean, "ZGC", for its whole (mostly concurrent) cycles; from
+        // JDK 17 on they are "ZGC Cycles" and "ZGC Pauses". Its pauses come from JVMTI.
+        return name.contains("Cycles") || name.contains("Concurrent") || action.contains("concurrent")
+                || name.equals("ZGC");
+    }
+
+    /** Collections whose details were not read (the next one finished first). */
+    private static long coalesced;
+    private static int coalescedGauge = -2;
+
+    /** The stop-the-world finish count covered by the collections written so far. */
+    private static int processed;
+
+    /**
+     * Writes the latest collection of every polled collector whose count moved. {@code now} is
+     * the agent's count of finished stop-the-world collections; the cause of finish number f
+     * is {@code Bridge.gcCause(f)}. When the collectors' counts account for exactly the
+     * finishes since the last poll, the newest collection is finish {@code after}, the one
+     * before it {@code after - delta}, and so on; when one pause finished, every collection
+     * read belongs to it. Otherwise only the newest collection's cause is known (when none
+     * finished while we read); the others are unknown rather than guessed.
+     */
+    /** Called by the agent at VM death: writes what finished since the last poll. */
+    public static synchronized void flush() {
+        try {
+            if (polledName == null && Bridge.gcMode() == 0) {
+                // The JVM dies before the monitor got going: tell each collector's last
+                // collection at least.
+                List<GarbageCollectorMXBean> stw = new ArrayList<>();
+                for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+                    if (stopTheWorld(gc)) {
+                        stw.add(gc);
+                    }
+                }
+                poll(stw);
+                processed = 0;
+                Arrays.fill(polledCount, 0);
+            }
+            if (polled.length > 0) {
+                pollGc(Bridge.awaitGc(-1, 0));
+            }
+        } catch (Throwable t) {
+            // The VM is going away; nothing to tell.
+        }
+    }
+
+    private static synchronized void pollGc(int now) {
+        int n = polled.length;
+        int before = Bridge.awaitGc(now, 0);
+        com.sun.management.GcInfo[] infos = new com.sun.management.GcInfo[n];
+        long[] deltas = new long[n];
+        long sum = 0;
+        for (int i = 0; i < n; i++) {
+            long c = polled[i].getCollectionCount();
+            if (c == polledCount[i]) {
+                continue;
+            }
+            deltas[i] = c - polledCount[i];
+            sum += deltas[i];
+            polledCount[i] = c;
+            com.sun.management.GcInfo gi = ((com.sun.management.GarbageCollectorMXBean) polled[i]).getLastGcInfo();
+            if (gi != null && gi.getId() != polledLastId[i]) {
+                polledLastId[i] = gi.getId();
+                infos[i] = gi;
+                if (deltas[i] > 1) {
+                    coalesced += deltas[i] - 1;
+                }
+            }
+        }
+        if (sum == 0) {
+            return;
+        }
+        int after = Bridge.awaitGc(now, 0);
+        int finishes = after - processed;
+        processed = after;
+        // Several collections in one pause (Parallel and Serial scavenge before a full
+        // collection; G1 upgrades a young pause to a full one) share the pause's cause.
+        boolean onePause = finishes == 1;
+        boolean consistent = finishes == sum || onePause;
+        // No collection finished while we read: the newest collection read is the newest
+        // finish, whatever happened before it.
+        boolean newestKnown = before == after;
+        int finish = after;
+        // Newest first: finish numbers count down from `after`.
+        for (int left = n; left > 0; left--) {
+            int newest = -1;
+            for (int i = 0; i < n; i++) {
+                if (deltas[i] > 0 && (newest < 0 || endTime(infos[i]) > endTime(infos[newest]))) {
+                    newest = i;
+                }
+            }
+            if (newest < 0) {
+                break;
+            }
+            if (infos[newest] != null) {
+                boolean known = consistent || (newestKnown && finish == after);
+                write(newest, infos[newest], known ? Bridge.gcCause(finish) : -1);
+            }
+            if (!onePause) {
+                finish -= (int) deltas[newest];
+            }
+            deltas[newest] = 0;
+        }
+        if (coalesced > 0) {
+            if (coalescedGauge == -2) {
+                coalescedGauge = Bridge.register(1, "jvm.gc.coalesced");
+            }
+            if (coalescedGauge >= 0) {
+                Bridge.gaugeSet(coalescedGauge, coalesced);
+            }
+        }
+    }
+
+    private static long endTime(com.sun.management.GcInfo gi) {
+        return gi == null ? Long.MIN_VALUE : gi.getEndTime();
+    }
+
+    /** Writes one polled collection: a gc_cycle event and a gc_pool event per heap pool. */
+    private static void write(int collector, com.sun.management.GcInfo gi, int cause) {
+        Set<String> heapPools = heapPools();
+        Map<String, MemoryUsage> before = gi.getMemoryUsageBeforeGc();
+        Map<String, MemoryUsage> after = gi.getMemoryUsageAfterGc();
+        long heapBefore = 0;
+        long heapAfter = 0;
+        for (Map.Entry<String, MemoryUsage> e : before.entrySet()) {
+            if (heapPools.contains(e.getKey())) {
+                MemoryUsage a = after.get(e.getKey());
+                long b = e.getValue().getUsed();
+                heapBefore += b;
+                heapAfter += a == null ? b : a.getUsed();
+            }
+        }
+        int id = (int) gi.getId();
+        Bridge.gcCycle(id, gi.getDuration() * 1000, polledName[collector], cause, polledAction[collector], false,
+                heapBefore, heapAfter);
+        for (Map.Entry<String, MemoryUsage> e : before.entrySet()) {
+            if (heapPools.contains(e.getKey())) {
+                MemoryUsage a = after.get(e.getKey());
+                long b = e.getValue().getUsed();
+                Bridge.gcPool(id, poolId(e.getKey()), b, a == null ? b : a.getUsed());
+            }
+        }
+    }
+
+    private static final Map<String, Integer> POOL_IDS = new HashMap<>();
+
+    private static synchronized int poolId(String pool) {
+        return POOL_IDS.computeIfAbsent(pool, Bridge::intern);
     }
 
     private static long used(Object usage) {
@@ -103,10 +321,7 @@ public final class Monitor implements Runnable {
                 heapAfter += a;
                 pools.add(new Object[] {pool, b, a});
             }
-            // JDK 11-16 ZGC has one bean, "ZGC", for its whole (mostly concurrent) cycles; from
-            // JDK 17 on they are "ZGC Cycles" and "ZGC Pauses". Its pauses come from JVMTI.
-            boolean concurrent = name.contains("Cycles") || name.contains("Concurrent")
-                    || action.contains("concurrent") || name.equals("ZGC");
+            boolean concurrent = concurrent(name, action);
             Bridge.gcCycle(id, durationMs * 1000, Bridge.intern(name), Bridge.intern(cause),
                     Bridge.intern(action), concurrent, heapBefore, heapAfter);
             for (Object[] p : pools) {
@@ -132,7 +347,7 @@ public final class Monitor implements Runnable {
         return heapPoolNames;
     }
 
-    private static void loop() throws InterruptedException {
+    private static void loop(boolean polling) throws InterruptedException {
         ThreadMXBean threads = ManagementFactory.getThreadMXBean();
         ClassLoadingMXBean classes = ManagementFactory.getClassLoadingMXBean();
         List<BufferPoolMXBean> buffers = ManagementFactory.getPlatformMXBeans(BufferPoolMXBean.class);
@@ -147,18 +362,31 @@ public final class Monitor implements Runnable {
         }
         Set<Long> reported = new HashSet<>();
         boolean warnedOom = false;
-        for (long tick = 0;; tick++) {
-            // An OutOfMemoryError (the application filled the heap) skips this tick, it does
-            // not end the monitor: the next tick tries again.
+        int seen = processed;
+        long nextTick = System.nanoTime();
+        for (long tick = 0;;) {
+            // An OutOfMemoryError (the application filled the heap) skips this tick or poll,
+            // it does not end the monitor: the next one tries again.
             try {
-                tick(threads, classes, buffers, loaded, unloaded, buf, reported, tick);
+                if (System.nanoTime() - nextTick >= 0) {
+                    tick(threads, classes, buffers, loaded, unloaded, buf, reported, tick++);
+                    nextTick = System.nanoTime() + 1_000_000_000L;
+                }
+                int waitMs = (int) Math.max(1, (nextTick - System.nanoTime()) / 1_000_000);
+                if (!polling) {
+                    Thread.sleep(waitMs);
+                } else {
+                    // Woken by the agent's GC-finish callback, or at the next tick (which also
+                    // catches collections that post no JVMTI event).
+                    seen = Bridge.awaitGc(seen, waitMs);
+                    pollGc(seen);
+                }
             } catch (OutOfMemoryError e) {
                 if (!warnedOom) {
                     warnedOom = true;
                     Bridge.warn("monitor: OutOfMemoryError; retrying");
                 }
             }
-            Thread.sleep(1000);
         }
     }
 

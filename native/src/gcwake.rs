@@ -1,0 +1,206 @@
+//! Wakes the in-VM monitor thread when a stop-the-world collection ends (`gc=poll`).
+//!
+//! The JVMTI GarbageCollectionFinish callback runs inside the pause, where no JNI is allowed:
+//! it only bumps [`FINISHED`] and, when the monitor thread sleeps in [`wait`], wakes it with one
+//! `FUTEX_WAKE` (a non-blocking system call: no lock, no allocation). The monitor thread then
+//! reads the collection's details through the MXBeans, outside the pause, at a fraction of the
+//! cost of a JMX notification.
+//!
+//! The callback also copies the collection's cause from hsperfdata (`sun.gc.cause`, still set
+//! when the finish event is posted) into a small seqlock ring keyed by the finish count, so the
+//! monitor reads the cause of *that* collection even when another one has started since.
+//!
+//! Safe inside a GC callback: [`finished`] (atomics, a 64-byte copy and one `futex` wake).
+
+use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Longest cause kept (bytes; HotSpot's cause strings are shorter).
+const CAUSE_WORDS: usize = 8;
+/// Finishes whose cause is kept.
+const SLOTS: usize = 16;
+
+/// One finish's cause: `seq` is the finish count it belongs to, `u32::MAX` while written.
+struct Slot {
+    seq: AtomicU32,
+    words: [AtomicU64; CAUSE_WORDS],
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialise the static array
+const EMPTY: Slot = Slot { seq: AtomicU32::new(u32::MAX), words: [const { AtomicU64::new(0) }; CAUSE_WORDS] };
+static CAUSES: [Slot; SLOTS] = [EMPTY; SLOTS];
+/// Where `sun.gc.cause` lives (a read-only mapping of hsperfdata), or null.
+static CAUSE_AT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static CAUSE_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Where `sun.gc.lastCause` lives, or null.
+static LAST_CAUSE_AT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static LAST_CAUSE_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets where the callback reads the cause from (once, by the monitor thread at its start):
+/// `sun.gc.cause` and `sun.gc.lastCause`. G1 posts the finish event while the collection's
+/// cause is still set; Serial and Parallel post it after HotSpot restored `No GC`, when the
+/// collection's cause has moved to `lastCause`.
+///
+/// # Safety
+/// Both ranges must stay readable for the life of the process.
+pub unsafe fn set_cause_source(cause: (*const u8, usize), last: (*const u8, usize)) {
+    CAUSE_LEN.store(cause.1, Ordering::Relaxed);
+    LAST_CAUSE_LEN.store(last.1, Ordering::Relaxed);
+    // Release: a callback that sees a pointer sees its length.
+    LAST_CAUSE_AT.store(last.0.cast_mut(), Ordering::Release);
+    CAUSE_AT.store(cause.0.cast_mut(), Ordering::Release);
+}
+
+/// Reads byte `k` of a perf string, 0 past its end.
+///
+/// # Safety
+/// `at..at + len` must be readable.
+unsafe fn perf_byte(at: *const u8, len: usize, k: usize) -> u8 {
+    if k < len {
+        // SAFETY: in bounds per the contract; volatile, since the JVM writes that memory.
+        unsafe { at.add(k).read_volatile() }
+    } else {
+        0
+    }
+}
+
+/// Stop-the-world collections finished so far (wraps). The futex word.
+static FINISHED: AtomicU32 = AtomicU32::new(0);
+/// 1 while the monitor thread is (about to be) asleep in [`wait`].
+static WAITING: AtomicU32 = AtomicU32::new(0);
+
+/// Called by the GC-finish callback.
+pub fn finished() {
+    let n = FINISHED.load(Ordering::Relaxed).wrapping_add(1);
+    let mut at = CAUSE_AT.load(Ordering::Acquire).cast_const();
+    let mut len = CAUSE_LEN.load(Ordering::Relaxed);
+    let last = LAST_CAUSE_AT.load(Ordering::Acquire).cast_const();
+    let no_gc = |k: usize| {
+        // SAFETY: set_cause_source's contract (`at` is non-null when this runs).
+        unsafe { perf_byte(at, len, k) == b"No GC\0"[k] }
+    };
+    if !at.is_null() && !last.is_null() && (0..6).all(no_gc) {
+        at = last;
+        len = LAST_CAUSE_LEN.load(Ordering::Relaxed);
+    }
+    if !at.is_null() {
+        let slot = &CAUSES[n as usize % SLOTS];
+        // Seqlock write (one writer: finish callbacks never overlap): mark the slot busy,
+        // copy, then publish the finish count with Release.
+        slot.seq.store(u32::MAX, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let len = len.min(CAUSE_WORDS * 8);
+        for (i, w) in slot.words.iter().enumerate() {
+            let mut b = [0u8; 8];
+            for (j, byte) in b.iter_mut().enumerate() {
+                // SAFETY: set_cause_source's contract.
+                *byte = unsafe { perf_byte(at, len, i * 8 + j) };
+            }
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+        slot.seq.store(n, Ordering::Release);
+    }
+    // SeqCst on both sides (here: increment, then load WAITING; in `wait`: store WAITING, then
+    // load FINISHED) is the Dekker pattern: at least one side sees the other's write, so
+    // either the waiter sees the new count and does not sleep, or we see it waiting and wake
+    // it. The futex itself re-checks the count, closing the gap between its load and sleep.
+    FINISHED.store(n, Ordering::SeqCst);
+    if WAITING.load(Ordering::SeqCst) != 0 {
+        // SAFETY: FUTEX_WAKE on a valid, static, aligned u32; it never blocks.
+        unsafe {
+            libc::syscall(libc::SYS_futex, FINISHED.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+        }
+    }
+}
+
+/// The cause of finish number `n` (1-based), if it is still kept and was read.
+pub fn cause(n: u32) -> Option<String> {
+    let slot = &CAUSES[n as usize % SLOTS];
+    // Seqlock read: Acquire pairs with the writer's Release; re-check after the copy.
+    if slot.seq.load(Ordering::Acquire) != n {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(CAUSE_WORDS * 8);
+    for w in &slot.words {
+        bytes.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+    }
+    fence(Ordering::Acquire);
+    if slot.seq.load(Ordering::Relaxed) != n {
+        return None;
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+}
+
+/// Collections finished so far.
+pub fn count() -> u32 {
+    FINISHED.load(Ordering::SeqCst)
+}
+
+/// Sleeps until the count differs from `seen` or `timeout` passes; returns the count.
+/// For one waiter (the monitor thread).
+pub fn wait(seen: u32, timeout: Duration) -> u32 {
+    WAITING.store(1, Ordering::SeqCst);
+    if FINISHED.load(Ordering::SeqCst) == seen {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: FUTEX_WAIT on a valid static u32 with a valid relative timeout; the kernel
+        // returns at once (EAGAIN) when the word no longer equals `seen`. EINTR and ETIMEDOUT
+        // just return: the caller re-reads the count.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                FINISHED.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                &ts as *const libc::timespec,
+            );
+        }
+    }
+    WAITING.store(0, Ordering::SeqCst);
+    FINISHED.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finish_keeps_its_cause_and_wakes_the_waiter() {
+        static CAUSE: [u8; 16] = *b"System.gc()\0\0\0\0\0";
+        static NO_GC: [u8; 8] = *b"No GC\0\0\0";
+        static LAST: [u8; 24] = *b"Allocation Failure\0\0\0\0\0\0";
+        // SAFETY: statics, readable forever.
+        unsafe { set_cause_source((CAUSE.as_ptr(), CAUSE.len()), (LAST.as_ptr(), LAST.len())) };
+        finished();
+        let n = count();
+        assert_eq!(cause(n).as_deref(), Some("System.gc()"));
+        // The cause already restored to "No GC": the collection's cause is the last one.
+        // SAFETY: as above.
+        unsafe { set_cause_source((NO_GC.as_ptr(), NO_GC.len()), (LAST.as_ptr(), LAST.len())) };
+        finished();
+        assert_eq!(cause(count()).as_deref(), Some("Allocation Failure"));
+        // SAFETY: as above.
+        unsafe { set_cause_source((CAUSE.as_ptr(), CAUSE.len()), (LAST.as_ptr(), LAST.len())) };
+        for _ in 0..SLOTS {
+            finished();
+        }
+        assert_eq!(cause(n), None, "overwritten by a later finish");
+
+        // One test: the statics are shared, and tests run in parallel.
+        let seen = count();
+        // Nothing happens: the wait times out with the same count.
+        assert_eq!(wait(seen, Duration::from_millis(20)), seen);
+        let waiter = std::thread::spawn(move || wait(seen, Duration::from_secs(60)));
+        // Wait until the waiter is (about to be) asleep, then finish a collection.
+        while WAITING.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        finished();
+        assert_eq!(waiter.join().unwrap(), seen.wrapping_add(1));
+        // A stale `seen` returns at once.
+        assert_eq!(wait(seen, Duration::from_secs(60)), seen.wrapping_add(1));
+    }
+}
