@@ -4,7 +4,7 @@
 //! The global [`Agent`] lives in a `OnceLock` set once, before any event is enabled; callbacks
 //! read it with an atomic load (no lock), so reading it is safe in a GC callback.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::OnceLock;
 
 use jvmwatch_ring::layout::FLAG_ATTACHED;
@@ -28,6 +28,10 @@ pub struct Agent {
     /// Heap in use right after the latest collection (all pools), from the in-VM monitor's
     /// GC notifications; `UNKNOWN` until the first. Relaxed: a statistic the sampler copies.
     pub heap_after_gc: AtomicU64,
+    /// Threads blocked on a monitor at the sampler's latest tick; `u32::MAX` before the first.
+    /// Relaxed: a statistic the monitor reads to decide whether a deadlock check is worth a
+    /// safepoint.
+    pub blocked_threads: AtomicU32,
     /// Set by a data dump request (SIGQUIT): the sampler captures the stacks at its next
     /// tick. Relaxed: a flag; the capture reads nothing the setter wrote.
     pub stacks_requested: AtomicBool,
@@ -289,6 +293,7 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>], mode: Mode
         config,
         stopping: AtomicBool::new(false),
         heap_after_gc: AtomicU64::new(jvmwatch_ring::UNKNOWN),
+        blocked_threads: AtomicU32::new(u32::MAX),
         stacks_requested: AtomicBool::new(false),
         mode,
     };

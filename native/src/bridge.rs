@@ -71,6 +71,7 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         native!(c"warn", c"(Ljava/lang/String;)V", warn as extern "system" fn(_, _, _)),
         native!(c"gaugeSet", c"(IJ)V", gauge_set as extern "system" fn(_, _, _, _)),
         native!(c"gcMode", c"()I", gc_mode as extern "system" fn(_, _) -> _),
+        native!(c"blockedThreads", c"()I", blocked_threads as extern "system" fn(_, _) -> _),
         native!(c"awaitGc", c"(II)I", await_gc as extern "system" fn(_, _, _, _) -> _),
         native!(c"gcCause", c"(I)I", gc_cause as extern "system" fn(_, _, _) -> _),
     ];
@@ -317,6 +318,14 @@ extern "system" fn gc_cycle(
             before: before.max(0) as u64,
             after: after.max(0) as u64,
         });
+    })
+}
+
+/// Threads blocked on a monitor at the sampler's latest tick; -1 when not known yet.
+extern "system" fn blocked_threads(_jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::jint {
+    with_agent(-1, |a| match a.blocked_threads.load(std::sync::atomic::Ordering::Relaxed) {
+        u32::MAX => -1,
+        n => n.min(i32::MAX as u32) as sys::jint,
     })
 }
 

@@ -164,6 +164,7 @@ unsafe fn sample(a: &Agent, jni: *mut sys::JNIEnv, probe: Option<&mut Probe>) ->
     // SAFETY: forwarded.
     if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
         snap.thread_states = states;
+        a.blocked_threads.store(states[2], Ordering::Relaxed);
         snap.threads_live = states[1..5].iter().sum();
     }
     if let Some(p) = probe {

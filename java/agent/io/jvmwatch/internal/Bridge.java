@@ -47,6 +47,9 @@ public final class Bridge {
     /** Writes an agent_warning event. */
     public static native void warn(String text);
 
+    /** Threads blocked on a monitor at the sampler's latest tick; -1 when not known yet. */
+    public static native int blockedThreads();
+
     /** The agent's {@code gc=} option: 0 poll, 1 notify. */
     public static native int gcMode();
 

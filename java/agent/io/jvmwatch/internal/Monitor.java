@@ -33,8 +33,9 @@ import javax.management.openmbean.TabularData;
  *       cheaper than a JMX notification, which makes the JVM build a CompositeData tree per
  *       collection. Concurrent and pause-only beans (no JVMTI finish event) keep notifications;
  *       {@code gc=notify} uses notifications for all;
- *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}, every 5 s: it stops the JVM at a
- *       safepoint), once per deadlock, one event per thread with the lock owner;
+ *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}: it stops the JVM at a safepoint,
+ *       so every 5 s while at least two threads are blocked on a monitor, else once a
+ *       minute), once per deadlock, one event per thread with the lock owner;
  *   <li>class loading totals and direct/mapped buffer pools, as gauges.
  * </ul>
  *
@@ -392,8 +393,13 @@ public final class Monitor implements Runnable {
 
     private static void tick(ThreadMXBean threads, ClassLoadingMXBean classes, List<BufferPoolMXBean> buffers,
             int loaded, int unloaded, int[][] buf, Set<Long> reported, long tick) {
-        // findDeadlockedThreads runs a safepoint operation: every 5 s, not every second.
-        long[] dead = tick % 5 == 0 ? threads.findDeadlockedThreads() : null;
+        // findDeadlockedThreads is a safepoint operation (all threads stopped). A monitor
+        // deadlock needs two threads BLOCKED, which the sampler counts every tick: check every
+        // 5 s while there are, else once a minute (deadlocks on java.util.concurrent locks
+        // show as parked, WAITING threads, so they are still found, within a minute).
+        int blocked = Bridge.blockedThreads();
+        boolean due = tick % 5 == 0 && (blocked < 0 || blocked >= 2) || tick % 60 == 0;
+        long[] dead = due ? threads.findDeadlockedThreads() : null;
         if (dead != null) {
             Arrays.sort(dead);
             ThreadInfo[] infos = threads.getThreadInfo(dead);
