@@ -272,10 +272,41 @@ impl Names {
     }
 }
 
-/// A JVM's row and its open buckets, one per (group id, class id) it has records in.
+/// A JVM's row and its open buckets, one per (group id, class id) it has records in (with
+/// the index of that pair's series).
 struct JvmAcc {
     row: JvmRow,
-    open: Vec<(u32, u32, Acc)>,
+    open: Vec<(u32, u32, usize, Acc)>,
+    /// (group id, class id) of its last record.
+    ids: Option<(u32, u32)>,
+}
+
+/// Values by bucket, in bucket order. Buckets are closed nearly in time order, so finding
+/// one is almost always a look at the last.
+struct Series<T>(Vec<(i64, T)>);
+
+impl<T: Default> Series<T> {
+    fn at(&mut self, b: i64) -> &mut T {
+        let i = match self.0.last() {
+            Some((last, _)) if *last == b => self.0.len() - 1,
+            Some((last, _)) if *last > b => match self.0.binary_search_by_key(&b, |x| x.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.0.insert(i, (b, T::default()));
+                    i
+                }
+            },
+            _ => {
+                self.0.push((b, T::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|x| &x.1)
+    }
 }
 
 /// Builds reports from records fed one by one. Labels are interned and JVMs numbered, so
@@ -287,12 +318,14 @@ pub struct Builder {
     /// host → instance → index in `jvms`.
     by_host: HashMap<String, HashMap<String, usize>>,
     jvms: Vec<JvmAcc>,
-    /// (group, class) → bucket → sums over the group's JVMs of that class.
-    buckets: HashMap<(u32, u32), BTreeMap<i64, Bucket>>,
+    /// (group, class) → index in `buckets`.
+    pairs: HashMap<(u32, u32), usize>,
+    /// Per (group, class): bucket → sums over the group's JVMs of that class.
+    buckets: Vec<((u32, u32), Series<Bucket>)>,
     group_jvms: HashMap<u32, BTreeSet<usize>>,
     group_io: HashMap<u32, (i64, i64)>,
-    /// class → bucket → sum of averages over every JVM of that class.
-    all: HashMap<u32, BTreeMap<i64, i64>>,
+    /// Per class id: bucket → sum of averages over every JVM of that class.
+    all: Vec<Series<i64>>,
     alerts: Vec<(i64, String, String, String)>,
 }
 
@@ -311,10 +344,11 @@ impl Builder {
             names: Names::default(),
             by_host: HashMap::new(),
             jvms: Vec::new(),
-            buckets: HashMap::new(),
+            pairs: HashMap::new(),
+            buckets: Vec::new(),
             group_jvms: HashMap::new(),
             group_io: HashMap::new(),
-            all: HashMap::new(),
+            all: Vec::new(),
             alerts: Vec::new(),
         }
     }
@@ -349,18 +383,33 @@ impl Builder {
                         ..JvmRow::default()
                     },
                     open: Vec::new(),
+                    ids: None,
                 });
                 i
             }
         };
-        let g = self.names.id(match self.p.group_by {
-            GroupBy::App => r.app,
-            GroupBy::Host => r.host,
-            GroupBy::Datacenter => r.datacenter,
-        });
-        let c = self.names.id(r.proc_class);
+        // The JVM's labels rarely change: reuse the ids of its last record when they did not.
+        let acc = &self.jvms[idx];
+        let same = acc.row.proc_class == r.proc_class
+            && match self.p.group_by {
+                GroupBy::App => acc.row.app == r.app,
+                GroupBy::Host => true,
+                GroupBy::Datacenter => acc.row.datacenter == r.datacenter,
+            };
+        let (g, c) = match acc.ids.filter(|_| same) {
+            Some(ids) => ids,
+            None => {
+                let g = self.names.id(match self.p.group_by {
+                    GroupBy::App => r.app,
+                    GroupBy::Host => r.host,
+                    GroupBy::Datacenter => r.datacenter,
+                });
+                (g, self.names.id(r.proc_class))
+            }
+        };
         let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
         let acc = &mut self.jvms[idx];
+        acc.ids = Some((g, c));
         let j = &mut acc.row;
         set(&mut j.app, r.app);
         set(&mut j.datacenter, r.datacenter);
@@ -381,18 +430,23 @@ impl Builder {
         let slot = match acc.open.iter().position(|o| o.0 == g && o.1 == c) {
             Some(s) => s,
             None => {
-                acc.open.push((g, c, (b, 0, 0, 0, 0)));
+                let series = *self.pairs.entry((g, c)).or_insert_with(|| {
+                    self.buckets.push(((g, c), Series(Vec::new())));
+                    self.buckets.len() - 1
+                });
+                acc.open.push((g, c, series, (b, 0, 0, 0, 0)));
                 acc.open.len() - 1
             }
         };
-        let done = (acc.open[slot].2 .0 != b).then(|| std::mem::replace(&mut acc.open[slot].2, (b, 0, 0, 0, 0)));
-        let o = &mut acc.open[slot].2;
+        let series = acc.open[slot].2;
+        let done = (acc.open[slot].3 .0 != b).then(|| std::mem::replace(&mut acc.open[slot].3, (b, 0, 0, 0, 0)));
+        let o = &mut acc.open[slot].3;
         o.1 += r.cores_avg_milli;
         o.2 += 1;
         o.3 = o.3.max(r.cores_peak_milli);
         o.4 = o.4.max(r.rss_bytes.max(0));
         if let Some(done) = done {
-            self.close(g, c, done);
+            self.close(series, c, done);
         }
         self.group_jvms.entry(g).or_default().insert(idx);
         let io = self.group_io.entry(g).or_default();
@@ -400,16 +454,21 @@ impl Builder {
         io.1 += r.io_write_bytes.max(0);
     }
 
-    fn close(&mut self, group: u32, class: u32, (b, sum, n, peak, rss): Acc) {
+    /// Adds a JVM's closed bucket to its (group, class) series `series` and to `class`.
+    fn close(&mut self, series: usize, class: u32, (b, sum, n, peak, rss): Acc) {
         if n == 0 {
             return;
         }
         let avg = sum / n;
-        let e = self.buckets.entry((group, class)).or_default().entry(b).or_default();
+        let e = self.buckets[series].1.at(b);
         e.avg += avg;
         e.peak += peak;
         e.rss += rss;
-        *self.all.entry(class).or_default().entry(b).or_default() += avg;
+        let class = class as usize;
+        if self.all.len() <= class {
+            self.all.resize_with(class + 1, || Series(Vec::new()));
+        }
+        *self.all[class].at(b) += avg;
     }
 
     /// Adds license alerts (at_ms, app, instance, kind).
@@ -432,9 +491,10 @@ impl Builder {
 
     /// The report.
     pub fn finish(mut self) -> Report {
-        let open: Vec<(u32, u32, Acc)> = self.jvms.iter_mut().flat_map(|j| std::mem::take(&mut j.open)).collect();
-        for (g, c, acc) in open {
-            self.close(g, c, acc);
+        let open: Vec<(u32, u32, usize, Acc)> =
+            self.jvms.iter_mut().flat_map(|j| std::mem::take(&mut j.open)).collect();
+        for (_, c, series, acc) in open {
+            self.close(series, c, acc);
         }
         let headroom = 1.0 + self.p.headroom_pct / 100.0;
         let suggest = |p95: i64| ((p95 as f64 / 1000.0) * headroom - 1e-9).ceil().max(0.0) as i64;
@@ -447,7 +507,7 @@ impl Builder {
         }
         let name = |i: u32| self.names.names[i as usize].as_str();
         // group → class → buckets, in name order.
-        let mut by_group: BTreeMap<&str, (u32, BTreeMap<&str, &BTreeMap<i64, Bucket>>)> = BTreeMap::new();
+        let mut by_group: BTreeMap<&str, (u32, BTreeMap<&str, &Series<Bucket>>)> = BTreeMap::new();
         for ((g, c), bs) in &self.buckets {
             by_group.entry(name(*g)).or_insert((*g, BTreeMap::new())).1.insert(name(*c), bs);
         }
@@ -470,7 +530,7 @@ impl Builder {
                     cores_p95: r3(p95 as f64 / 1000.0),
                     suggested_cores: suggest(p95),
                 });
-                for (b, x) in bs.iter() {
+                for (b, x) in bs.0.iter() {
                     let t = total.entry(*b).or_default();
                     t.0 += x.avg;
                     t.1 += x.peak;
@@ -527,9 +587,11 @@ impl Builder {
         let suggested = self
             .all
             .iter()
+            .enumerate()
+            .filter(|(_, bs)| !bs.0.is_empty())
             .map(|(c, bs)| {
                 let mut v: Vec<i64> = bs.values().copied().collect();
-                (name(*c).to_string(), suggest(percentile(&mut v, 95.0)))
+                (name(c as u32).to_string(), suggest(percentile(&mut v, 95.0)))
             })
             .collect();
         Report {
