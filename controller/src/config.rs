@@ -34,6 +34,42 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[usage]`: usage records and license policy (docs/usage.md).
     pub usage: UsageCfg,
+    /// `[tuning]`: dynamic priority tuning of supervised JVMs (docs/usage.md).
+    pub tuning: TuningCfg,
+}
+
+/// `[tuning]`: each cycle, network-serving supervised JVMs get one nice step more priority
+/// and the others one step less, within `min_nice..=max_nice` (never real-time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TuningCfg {
+    /// Tune at all (default false).
+    pub enabled: bool,
+    /// Time between cycles (default 5m, at least 100ms).
+    pub cycle: Duration,
+    /// The highest priority given: the lowest nice value (default -5, at least -20).
+    pub min_nice: i32,
+    /// The lowest priority given: the highest nice value (default 5, at most 19).
+    pub max_nice: i32,
+    /// Host CPU utilisation, percent, that counts as busy (default 90).
+    pub busy_percent: u32,
+    /// Busy cycles in a row before a `tuning:needs_resources` decision (default 3).
+    pub busy_cycles: u32,
+    /// Hook name (from `[hooks]`) run with the `tuning:needs_resources` decision.
+    pub on_needs_resources: Option<String>,
+}
+
+impl Default for TuningCfg {
+    fn default() -> TuningCfg {
+        TuningCfg {
+            enabled: false,
+            cycle: Duration::from_secs(300),
+            min_nice: -5,
+            max_nice: 5,
+            busy_percent: 90,
+            busy_cycles: 3,
+            on_needs_resources: None,
+        }
+    }
 }
 
 /// `[usage]`: how often usage records are appended, and where the policy and key are.
@@ -386,6 +422,20 @@ struct RawConfig {
     rule: Vec<RawRule>,
     #[serde(default)]
     usage: RawUsage,
+    #[serde(default)]
+    tuning: RawTuning,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTuning {
+    enabled: Option<bool>,
+    cycle: Option<S<String>>,
+    min_nice: Option<S<i32>>,
+    max_nice: Option<S<i32>>,
+    busy_percent: Option<S<u32>>,
+    busy_cycles: Option<S<u32>>,
+    on_needs_resources: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -677,7 +727,70 @@ fn check(src: &Src<'_>, raw: RawConfig) -> Result<Config, ConfigError> {
         datacenter: raw.usage.datacenter,
         alert_hooks,
     };
-    Ok(Config { controller, supervisor, hooks, apps, rules, usage })
+    let tuning = check_tuning(src, &raw.tuning, &hooks)?;
+    Ok(Config { controller, supervisor, hooks, apps, rules, usage, tuning })
+}
+
+fn check_tuning(src: &Src<'_>, t: &RawTuning, hooks: &BTreeMap<String, Hook>) -> Result<TuningCfg, ConfigError> {
+    let d = TuningCfg::default();
+    let sec = Some("[tuning]".to_string());
+    let cycle = src.dur(&t.cycle, d.cycle, &sec, "cycle")?;
+    if cycle < MIN_SAMPLE_EVERY {
+        let at = t.cycle.as_ref().map_or(0, |v| v.span().start);
+        return Err(src.err(
+            at,
+            sec,
+            Some("cycle"),
+            format!("cycle {} too short, expected at least 100ms", fmt_dur(cycle)),
+        ));
+    }
+    let pick = |v: &Option<S<i32>>, d: i32| v.as_ref().map_or(d, |v| *v.get_ref());
+    let (min_nice, max_nice) = (pick(&t.min_nice, d.min_nice), pick(&t.max_nice, d.max_nice));
+    for (key, v, n) in [("min_nice", &t.min_nice, min_nice), ("max_nice", &t.max_nice, max_nice)] {
+        if !(-20..=19).contains(&n) {
+            let at = v.as_ref().map_or(0, |v| v.span().start);
+            return Err(src.err(at, sec, Some(key), format!("nice {n} out of range, expected -20..19")));
+        }
+    }
+    if min_nice > max_nice {
+        let at = t.min_nice.as_ref().or(t.max_nice.as_ref()).map_or(0, |v| v.span().start);
+        return Err(src.err(
+            at,
+            sec,
+            Some("min_nice"),
+            format!("min_nice {min_nice} is above max_nice {max_nice}, expected min_nice <= max_nice"),
+        ));
+    }
+    let busy_percent = t.busy_percent.as_ref().map_or(d.busy_percent, |v| *v.get_ref());
+    if !(1..=100).contains(&busy_percent) {
+        let at = t.busy_percent.as_ref().map_or(0, |v| v.span().start);
+        return Err(src.err(at, sec, Some("busy_percent"), format!("{busy_percent} out of range, expected 1..100")));
+    }
+    let busy_cycles = t.busy_cycles.as_ref().map_or(d.busy_cycles, |v| *v.get_ref());
+    if busy_cycles == 0 {
+        let at = t.busy_cycles.as_ref().map_or(0, |v| v.span().start);
+        return Err(src.err(at, sec, Some("busy_cycles"), "0 out of range, expected at least 1".to_string()));
+    }
+    let on_needs_resources = match &t.on_needs_resources {
+        Some(h) if !hooks.contains_key(h.get_ref()) => {
+            return Err(src.err(
+                h.span().start,
+                sec,
+                Some("on_needs_resources"),
+                format!("unknown hook `{}`, define it under [hooks.{}]", h.get_ref(), h.get_ref()),
+            ))
+        }
+        h => h.as_ref().map(|h| h.get_ref().clone()),
+    };
+    Ok(TuningCfg {
+        enabled: t.enabled.unwrap_or(false),
+        cycle,
+        min_nice,
+        max_nice,
+        busy_percent,
+        busy_cycles,
+        on_needs_resources,
+    })
 }
 
 fn fmt_dur(d: Duration) -> String {

@@ -24,7 +24,8 @@ pub mod window;
 mod text;
 
 pub use config::{
-    Action, AppCfg, Config, ConfigError, ControllerCfg, Health, Hook, HookTarget, Rule, Scope, SupervisorCfg, UsageCfg,
+    Action, AppCfg, Config, ConfigError, ControllerCfg, Health, Hook, HookTarget, Rule, Scope, SupervisorCfg,
+    TuningCfg, UsageCfg,
 };
 pub use eval::{evaluate, AppStatus, Decision, EvalState, Figure, Instance, World};
 pub use expr::Cond;

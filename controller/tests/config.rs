@@ -268,3 +268,30 @@ fn no_panic_on_junk() {
         let _ = Config::parse(text, Path::new("j.toml"));
     }
 }
+
+#[test]
+fn tuning_is_off_by_default_and_checked() {
+    let c = Config::parse("", Path::new("t.toml")).unwrap();
+    assert_eq!(c.tuning, jvmwatch_controller::TuningCfg::default());
+    assert!(!c.tuning.enabled);
+    assert_eq!(c.tuning.cycle, Duration::from_secs(300));
+    let text = format!(
+        "{HOOK}[tuning]\nenabled = true\ncycle = \"2s\"\nmin_nice = -3\nmax_nice = 7\nbusy_percent = 80\nbusy_cycles = 2\non_needs_resources = \"page\"\n"
+    );
+    let t = Config::parse(&text, Path::new("t.toml")).unwrap().tuning;
+    assert!(t.enabled);
+    assert_eq!((t.cycle, t.min_nice, t.max_nice), (Duration::from_secs(2), -3, 7));
+    assert_eq!((t.busy_percent, t.busy_cycles, t.on_needs_resources.as_deref()), (80, 2, Some("page")));
+    for (bad, key) in [
+        ("[tuning]\nmin_nice = -21\n", "min_nice"),
+        ("[tuning]\nmax_nice = 20\n", "max_nice"),
+        ("[tuning]\nmin_nice = 3\nmax_nice = 2\n", "min_nice"),
+        ("[tuning]\ncycle = \"10ms\"\n", "cycle"),
+        ("[tuning]\nbusy_percent = 0\n", "busy_percent"),
+        ("[tuning]\nbusy_cycles = 0\n", "busy_cycles"),
+        ("[tuning]\non_needs_resources = \"nope\"\n", "on_needs_resources"),
+    ] {
+        let e = Config::parse(bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:") && e.contains("[tuning]") && e.contains(&format!("key `{key}`")), "{e}");
+    }
+}

@@ -19,4 +19,5 @@ mod monitoring;
 mod package;
 mod retention;
 mod serve;
+mod tuning;
 mod usage;

@@ -130,6 +130,7 @@ pub fn main(serve_cfg: serve::Config, cfg_path: Option<PathBuf>, state_dir: Path
         let c = Arc::clone(&controller);
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(s) = &c.supervisor {
+                c.tuning_stop();
                 s.shutdown();
             }
             let _ = looper.join();

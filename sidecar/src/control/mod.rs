@@ -13,6 +13,7 @@ pub mod feed;
 pub mod http;
 pub mod proc;
 pub mod supervisor;
+pub mod tuning;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ pub struct Controller {
     usage: Mutex<Option<crate::usage::collect::Collector>>,
     /// (app, kind) → the license alert condition holds.
     license_active: Mutex<BTreeMap<(String, String), bool>>,
+    /// Dynamic priority tuning (`[tuning]`) of supervised JVMs.
+    tuner: Mutex<tuning::Tuner>,
 }
 
 /// The rule states as exported: `jvmwatch_rule_active`, `jvmwatch_scale_recommendation`,
@@ -178,6 +181,7 @@ impl Controller {
         Arc::new(Controller {
             usage: Mutex::new(usage),
             license_active: Mutex::new(BTreeMap::new()),
+            tuner: Mutex::new(tuning::Tuner::default()),
             cfg: Mutex::new(Arc::new(cfg)),
             cfg_path,
             store,
@@ -359,6 +363,37 @@ impl Controller {
         }
     }
 
+    /// One tuning tick (supervisor only): a cycle when due, or the restore after tuning was
+    /// switched off; every change is recorded as a decision.
+    fn tuning_tick(self: &Arc<Self>, now: u64, cfg: &Config) {
+        let Some(s) = &self.supervisor else { return };
+        let targets = s.tuning_targets();
+        let made = self.tuner.lock().unwrap_or_else(|e| e.into_inner()).tick(now, &cfg.tuning, &targets);
+        self.record_tuning(made);
+    }
+
+    /// The supervisor stops: tuned JVMs get their original nice values back (before they are
+    /// stopped), and tuning makes no more changes.
+    pub fn tuning_stop(self: &Arc<Self>) {
+        let made = self.tuner.lock().unwrap_or_else(|e| e.into_inner()).stop(now_ms());
+        self.record_tuning(made);
+    }
+
+    fn record_tuning(self: &Arc<Self>, made: Vec<tuning::Made>) {
+        for (d, step) in made {
+            let id = self.record(&d);
+            if let Some((step, outcome, detail)) = step {
+                self.step(id, step, outcome, &detail);
+            }
+            if !d.actions.is_empty() {
+                let me = Arc::clone(self);
+                let _ = std::thread::Builder::new()
+                    .name("jvmwatch-action".into())
+                    .spawn(move || exec::carry_out(&me, &d, id));
+            }
+        }
+    }
+
     /// Starts the loop thread.
     pub fn start(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
         let me = Arc::clone(self);
@@ -438,6 +473,7 @@ impl Controller {
                 drop(jvms);
                 self.usage_tick(now, &seen);
             }
+            self.tuning_tick(now, &cfg);
             world.apps = match &self.supervisor {
                 Some(s) => s.app_status(),
                 None => BTreeMap::<String, AppStatus>::new(),

@@ -279,6 +279,20 @@ impl Supervisor {
             .collect()
     }
 
+    /// The running members (not being stopped), for priority tuning.
+    pub fn tuning_targets(&self) -> Vec<super::tuning::Target> {
+        self.groups()
+            .iter()
+            .flat_map(|(app, g)| {
+                g.members.iter().filter(|(_, m)| m.stopping.is_none()).map(|(id, m)| super::tuning::Target {
+                    app: app.clone(),
+                    instance: id.clone(),
+                    pid: m.pid,
+                })
+            })
+            .collect()
+    }
+
     /// Every member's id, with its health flag when its app has its own check.
     fn member_ids(&self) -> Vec<(String, Option<HealthFlag>)> {
         self.groups().values().flat_map(|g| g.members.iter().map(|(id, m)| (id.clone(), m.health.clone()))).collect()

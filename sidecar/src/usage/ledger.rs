@@ -133,7 +133,12 @@ impl Ledger {
         if !path.exists() {
             return Err(UsageError::Bad(format!("{}: no such database", path.display())));
         }
-        let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        // NO_MUTEX: a Connection is never shared between threads (it is not Sync), so SQLite's
+        // per-call locking would only cost time (an eighth of a report's).
+        let db = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Ledger { db, key: None, last: None })
     }
@@ -211,6 +216,45 @@ impl Ledger {
         Ok(())
     }
 
+    /// Calls `f` with the report's fields of every record with `from_ms <= at_ms < to_ms`,
+    /// in chain order: only those columns are read, and strings are borrowed from SQLite.
+    pub fn for_each_fields(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        mut f: impl FnMut(&super::report::Fields<'_>),
+    ) -> Result<(), UsageError> {
+        let mut q = self.db.prepare(
+            "SELECT at_ms, host, datacenter, app, instance, proc_class, cores_told, cores_avg_milli, \
+             cores_peak_milli, rss_bytes, heap_bytes, io_read_bytes, io_write_bytes \
+             FROM usage WHERE +at_ms >= ?1 AND +at_ms < ?2 ORDER BY seq",
+        )?;
+        let mut rows = q.query(params![from_ms, to_ms])?;
+        while let Some(r) = rows.next()? {
+            let text = |i: usize| -> rusqlite::Result<&str> {
+                r.get_ref(i)?
+                    .as_str()
+                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+            };
+            f(&super::report::Fields {
+                at_ms: r.get(0)?,
+                host: text(1)?,
+                datacenter: text(2)?,
+                app: text(3)?,
+                instance: text(4)?,
+                proc_class: text(5)?,
+                cores_told: r.get(6)?,
+                cores_avg_milli: r.get(7)?,
+                cores_peak_milli: r.get(8)?,
+                rss_bytes: r.get(9)?,
+                heap_bytes: r.get(10)?,
+                io_read_bytes: r.get(11)?,
+                io_write_bytes: r.get(12)?,
+            });
+        }
+        Ok(())
+    }
+
     /// The hash of the record before `seq` (32 zero bytes before the first).
     pub fn hash_before(&self, seq: i64) -> Result<[u8; 32], UsageError> {
         let h: Option<Vec<u8>> = self
@@ -243,18 +287,39 @@ impl Ledger {
     }
 
     /// Checks the whole chain (and, with `key`, every signed head, and that the last record
-    /// is covered by one). Names the first bad record.
+    /// is covered by one) in one pass: the signed heads are read first (their HMACs checked),
+    /// then each record is compared with the head signed at its seq as the chain streams by,
+    /// so memory stays flat however long the chain. Names the first bad record.
     pub fn verify(&self, key: Option<&[u8]>) -> Result<Verdict, UsageError> {
         let mut v =
             Verdict { records: 0, heads: 0, head_seq: 0, head_hash: String::new(), first_bad: None, problem: None };
+        // (seq, hash) of the signed heads, by seq.
+        let mut heads: Vec<(i64, Vec<u8>)> = Vec::new();
+        if let Some(key) = key {
+            let mut q = self.db.prepare("SELECT seq, hash, mac FROM usage_heads ORDER BY rowid")?;
+            let mut rows = q.query([])?;
+            while let Some(r) = rows.next()? {
+                let (seq, hash, mac): (i64, Vec<u8>, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                v.heads += 1;
+                if hmac(key, &head_message(seq, &hash))[..] != mac[..] {
+                    v.first_bad = Some(seq);
+                    v.problem = Some(format!("the signed head at record {seq} has a bad HMAC (wrong key, or forged)"));
+                    return Ok(v);
+                }
+                heads.push((seq, hash));
+            }
+            heads.sort_by_key(|h| h.0);
+        }
+        let mut next_head = 0usize;
         let mut prev = [0u8; 32];
         let mut expect = 1i64;
-        let mut hashes: Vec<(i64, [u8; 32])> = Vec::new();
+        let mut rec = UsageRecord::default();
+        let mut buf = Vec::with_capacity(512);
         {
             let mut q = self.db.prepare(&format!("SELECT {COLUMNS} FROM usage ORDER BY rowid"))?;
             let mut rows = q.query([])?;
             while let Some(r) = rows.next()? {
-                let (rec, stored) = from_row(r)?;
+                read_into(r, &mut rec)?;
                 v.records += 1;
                 if rec.seq != expect {
                     let what = if rec.seq > expect {
@@ -271,8 +336,9 @@ impl Ledger {
                     v.problem = Some(what);
                     return Ok(v);
                 }
-                let h = rec.chain_hash(&prev);
-                if stored[..] != h[..] {
+                let h = rec.chain_hash_with(&prev, &mut buf);
+                let stored = r.get_ref(25)?.as_blob().unwrap_or_default();
+                if stored != &h[..] {
                     // Which: the record's content changed (its own hash is wrong), or it was
                     // moved (it would chain from another predecessor).
                     v.first_bad = Some(rec.seq);
@@ -282,43 +348,30 @@ impl Ledger {
                     ));
                     return Ok(v);
                 }
+                while next_head < heads.len() && heads[next_head].0 == rec.seq {
+                    if heads[next_head].1[..] != h[..] {
+                        v.first_bad = Some(rec.seq);
+                        v.problem =
+                            Some(format!("record {} differs from the one signed then (chain rewritten)", rec.seq));
+                        return Ok(v);
+                    }
+                    next_head += 1;
+                }
                 prev = h;
                 v.head_seq = rec.seq;
-                if key.is_some() {
-                    hashes.push((rec.seq, h));
-                }
                 expect += 1;
             }
         }
         v.head_hash = hex(&prev);
-        let Some(key) = key else { return Ok(v) };
-        let mut q = self.db.prepare("SELECT seq, hash, mac FROM usage_heads ORDER BY rowid")?;
-        let heads: Vec<(i64, Vec<u8>, Vec<u8>)> =
-            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
-        let mut last_signed = 0i64;
-        for (seq, hash, mac) in heads {
-            v.heads += 1;
-            if hmac(key, &head_message(seq, &hash))[..] != mac[..] {
-                v.first_bad = Some(seq);
-                v.problem = Some(format!("the signed head at record {seq} has a bad HMAC (wrong key, or forged)"));
-                return Ok(v);
-            }
-            let at = hashes.binary_search_by_key(&seq, |x| x.0);
-            match at {
-                Ok(i) if hashes[i].1[..] == hash[..] => {}
-                Ok(_) => {
-                    v.first_bad = Some(seq);
-                    v.problem = Some(format!("record {seq} differs from the one signed then (chain rewritten)"));
-                    return Ok(v);
-                }
-                Err(_) => {
-                    v.first_bad = Some(seq);
-                    v.problem = Some(format!("record {seq} was signed but is gone (records removed at the end)"));
-                    return Ok(v);
-                }
-            }
-            last_signed = last_signed.max(seq);
+        if key.is_none() {
+            return Ok(v);
         }
+        if let Some((seq, _)) = heads.get(next_head) {
+            v.first_bad = Some(*seq);
+            v.problem = Some(format!("record {seq} was signed but is gone (records removed at the end)"));
+            return Ok(v);
+        }
+        let last_signed = heads.last().map_or(0, |h| h.0);
         if v.head_seq > last_signed {
             v.first_bad = Some(last_signed + 1);
             v.problem = Some(format!(
@@ -329,6 +382,45 @@ impl Ledger {
         }
         Ok(v)
     }
+}
+
+/// Reads a row of [`COLUMNS`] into `rec`, reusing its strings' buffers.
+fn read_into(r: &Row<'_>, rec: &mut UsageRecord) -> rusqlite::Result<()> {
+    let text = |i: usize, dst: &mut String| -> rusqlite::Result<()> {
+        let s = r
+            .get_ref(i)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))?;
+        dst.clear();
+        dst.push_str(s);
+        Ok(())
+    };
+    rec.seq = r.get(0)?;
+    rec.at_ms = r.get(1)?;
+    rec.interval_ms = r.get(2)?;
+    text(3, &mut rec.host)?;
+    text(4, &mut rec.datacenter)?;
+    text(5, &mut rec.app)?;
+    text(6, &mut rec.instance)?;
+    rec.pid = r.get(7)?;
+    text(8, &mut rec.cpu_vendor)?;
+    text(9, &mut rec.cpu_model)?;
+    text(10, &mut rec.cpu_fms)?;
+    text(11, &mut rec.proc_class)?;
+    text(12, &mut rec.hypervisor)?;
+    rec.host_cores = r.get(13)?;
+    rec.cores_told = r.get(14)?;
+    rec.active_processor_count = r.get(15)?;
+    rec.cpu_quota_milli = r.get(16)?;
+    text(17, &mut rec.cpuset)?;
+    rec.mem_limit = r.get(18)?;
+    rec.cores_avg_milli = r.get(19)?;
+    rec.cores_peak_milli = r.get(20)?;
+    rec.rss_bytes = r.get(21)?;
+    rec.heap_bytes = r.get(22)?;
+    rec.io_read_bytes = r.get(23)?;
+    rec.io_write_bytes = r.get(24)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -95,9 +95,17 @@ impl UsageRecord {
 
     /// `SHA-256(prev ‖ canonical)`.
     pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        self.chain_hash_with(prev, &mut Vec::new())
+    }
+
+    /// [`Self::chain_hash`], with `buf` for the canonical bytes (reused across records).
+    pub fn chain_hash_with(&self, prev: &[u8; 32], buf: &mut Vec<u8>) -> [u8; 32] {
+        buf.clear();
+        // Serialising plain fields into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, self);
         let mut h = Sha256::new();
         h.update(prev);
-        h.update(self.canonical());
+        h.update(&buf[..]);
         h.finalize().into()
     }
 

@@ -7,7 +7,7 @@
 //! largest bucket sum of peaks, `cores_p95` the nearest-rank 95th percentile of the bucket
 //! sums of averages; the suggested license is `ceil(p95 × (1 + headroom))`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -37,14 +37,6 @@ impl GroupBy {
             "datacenter" => GroupBy::Datacenter,
             _ => return None,
         })
-    }
-
-    fn of<'a>(&self, r: &'a UsageRecord) -> &'a str {
-        match self {
-            GroupBy::App => &r.app,
-            GroupBy::Host => &r.host,
-            GroupBy::Datacenter => &r.datacenter,
-        }
     }
 }
 
@@ -205,24 +197,142 @@ struct Bucket {
     rss: i64,
 }
 
-/// (group, class, host, instance).
-type OpenKey = (String, String, String, String);
 /// A JVM's open bucket: (bucket, Σ avg, records, max peak, max rss).
 type Acc = (i64, i64, i64, i64, i64);
 
-/// Builds reports from records fed one by one.
+/// The fields of one record that a report reads, borrowed (a store is scanned without
+/// copying its strings).
+#[derive(Clone, Copy, Debug)]
+pub struct Fields<'a> {
+    /// End of the interval, ms.
+    pub at_ms: i64,
+    /// Host label.
+    pub host: &'a str,
+    /// Datacenter label.
+    pub datacenter: &'a str,
+    /// App.
+    pub app: &'a str,
+    /// Instance.
+    pub instance: &'a str,
+    /// Processor class.
+    pub proc_class: &'a str,
+    /// Cores told.
+    pub cores_told: i64,
+    /// Cores used, average, millicores.
+    pub cores_avg_milli: i64,
+    /// Cores used, peak, millicores.
+    pub cores_peak_milli: i64,
+    /// RSS, bytes.
+    pub rss_bytes: i64,
+    /// Heap used, bytes.
+    pub heap_bytes: i64,
+    /// Storage bytes read (-1 unknown).
+    pub io_read_bytes: i64,
+    /// Storage bytes written (-1 unknown).
+    pub io_write_bytes: i64,
+}
+
+impl UsageRecord {
+    /// The fields a report reads.
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            at_ms: self.at_ms,
+            host: &self.host,
+            datacenter: &self.datacenter,
+            app: &self.app,
+            instance: &self.instance,
+            proc_class: &self.proc_class,
+            cores_told: self.cores_told,
+            cores_avg_milli: self.cores_avg_milli,
+            cores_peak_milli: self.cores_peak_milli,
+            rss_bytes: self.rss_bytes,
+            heap_bytes: self.heap_bytes,
+            io_read_bytes: self.io_read_bytes,
+            io_write_bytes: self.io_write_bytes,
+        }
+    }
+}
+
+/// Interned labels (group values and processor classes): an id per distinct string.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
+}
+
+impl Names {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.ids.get(s) {
+            return *i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.to_string());
+        self.ids.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// A JVM's row and its open buckets, one per (group id, class id) it has records in (with
+/// the index of that pair's series).
+struct JvmAcc {
+    row: JvmRow,
+    open: Vec<(u32, u32, usize, Acc)>,
+    /// (group id, class id) of its last record.
+    ids: Option<(u32, u32)>,
+}
+
+/// Values by bucket, in bucket order. Buckets are closed nearly in time order, so finding
+/// one is almost always a look at the last.
+struct Series<T>(Vec<(i64, T)>);
+
+impl<T: Default> Series<T> {
+    fn at(&mut self, b: i64) -> &mut T {
+        let i = match self.0.last() {
+            Some((last, _)) if *last == b => self.0.len() - 1,
+            Some((last, _)) if *last > b => match self.0.binary_search_by_key(&b, |x| x.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.0.insert(i, (b, T::default()));
+                    i
+                }
+            },
+            _ => {
+                self.0.push((b, T::default()));
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|x| &x.1)
+    }
+}
+
+/// Builds reports from records fed one by one. Labels are interned and JVMs numbered, so
+/// a record costs no allocation once its JVM was seen.
 pub struct Builder {
     p: Params,
     records: u64,
-    jvms: BTreeMap<(String, String), JvmRow>,
-    // group → class → bucket → sums
-    buckets: BTreeMap<String, BTreeMap<String, BTreeMap<i64, Bucket>>>,
-    group_jvms: BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
-    group_io: BTreeMap<String, (i64, i64)>,
-    all: BTreeMap<String, BTreeMap<i64, i64>>,
-    // (group, class, host, instance) → the JVM's open bucket: (bucket, Σavg, n, max peak, max rss)
-    open: std::collections::HashMap<OpenKey, Acc>,
+    names: Names,
+    /// host → instance → index in `jvms`.
+    by_host: HashMap<String, HashMap<String, usize>>,
+    jvms: Vec<JvmAcc>,
+    /// (group, class) → index in `buckets`.
+    pairs: HashMap<(u32, u32), usize>,
+    /// Per (group, class): bucket → sums over the group's JVMs of that class.
+    buckets: Vec<((u32, u32), Series<Bucket>)>,
+    group_jvms: HashMap<u32, BTreeSet<usize>>,
+    group_io: HashMap<u32, (i64, i64)>,
+    /// Per class id: bucket → sum of averages over every JVM of that class.
+    all: Vec<Series<i64>>,
     alerts: Vec<(i64, String, String, String)>,
+}
+
+fn set(dst: &mut String, src: &str) {
+    if dst != src {
+        src.clone_into(dst);
+    }
 }
 
 impl Builder {
@@ -231,12 +341,14 @@ impl Builder {
         Builder {
             p,
             records: 0,
-            jvms: BTreeMap::new(),
-            buckets: BTreeMap::new(),
-            group_jvms: BTreeMap::new(),
-            group_io: BTreeMap::new(),
-            all: BTreeMap::new(),
-            open: std::collections::HashMap::new(),
+            names: Names::default(),
+            by_host: HashMap::new(),
+            jvms: Vec::new(),
+            pairs: HashMap::new(),
+            buckets: Vec::new(),
+            group_jvms: HashMap::new(),
+            group_io: HashMap::new(),
+            all: Vec::new(),
             alerts: Vec::new(),
         }
     }
@@ -248,23 +360,63 @@ impl Builder {
 
     /// Adds one record (ignored outside the range).
     pub fn add(&mut self, r: &UsageRecord) {
+        self.add_fields(&r.fields());
+    }
+
+    /// Adds one record's fields (ignored outside the range).
+    pub fn add_fields(&mut self, r: &Fields<'_>) {
         if r.at_ms < self.p.from_ms || r.at_ms >= self.p.to_ms {
             return;
         }
         self.records += 1;
         let bin = self.bin(r.at_ms);
-        let j = self.jvms.entry((r.host.clone(), r.instance.clone())).or_insert_with(|| JvmRow {
-            host: r.host.clone(),
-            instance: r.instance.clone(),
-            chart: vec![(0, 0); CHART_BINS],
-            ..JvmRow::default()
-        });
-        j.app.clone_from(&r.app);
-        j.datacenter.clone_from(&r.datacenter);
-        j.proc_class.clone_from(&r.proc_class);
+        let idx = match self.by_host.get(r.host).and_then(|m| m.get(r.instance)) {
+            Some(i) => *i,
+            None => {
+                let i = self.jvms.len();
+                self.by_host.entry(r.host.to_string()).or_default().insert(r.instance.to_string(), i);
+                self.jvms.push(JvmAcc {
+                    row: JvmRow {
+                        host: r.host.to_string(),
+                        instance: r.instance.to_string(),
+                        chart: vec![(0, 0); CHART_BINS],
+                        ..JvmRow::default()
+                    },
+                    open: Vec::new(),
+                    ids: None,
+                });
+                i
+            }
+        };
+        // The JVM's labels rarely change: reuse the ids of its last record when they did not.
+        let acc = &self.jvms[idx];
+        let same = acc.row.proc_class == r.proc_class
+            && match self.p.group_by {
+                GroupBy::App => acc.row.app == r.app,
+                GroupBy::Host => true,
+                GroupBy::Datacenter => acc.row.datacenter == r.datacenter,
+            };
+        let (g, c) = match acc.ids.filter(|_| same) {
+            Some(ids) => ids,
+            None => {
+                let g = self.names.id(match self.p.group_by {
+                    GroupBy::App => r.app,
+                    GroupBy::Host => r.host,
+                    GroupBy::Datacenter => r.datacenter,
+                });
+                (g, self.names.id(r.proc_class))
+            }
+        };
+        let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
+        let acc = &mut self.jvms[idx];
+        acc.ids = Some((g, c));
+        let j = &mut acc.row;
+        set(&mut j.app, r.app);
+        set(&mut j.datacenter, r.datacenter);
+        set(&mut j.proc_class, r.proc_class);
         j.records += 1;
         j.sum_avg += r.cores_avg_milli;
-        j.cores_peak = j.cores_peak.max(r.cores_peak());
+        j.cores_peak = j.cores_peak.max(r.cores_peak_milli as f64 / 1000.0);
         j.cores_told_max = j.cores_told_max.max(r.cores_told);
         j.sum_rss += r.rss_bytes.max(0);
         j.rss_peak_bytes = j.rss_peak_bytes.max(r.rss_bytes);
@@ -273,45 +425,50 @@ impl Builder {
         j.io_write_bytes += r.io_write_bytes.max(0);
         j.chart[bin].0 += r.cores_avg_milli;
         j.chart[bin].1 += 1;
-        let g = self.p.group_by.of(r).to_string();
-        let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
         // A JVM contributes the mean of its records within a bucket (its records arrive in
         // time order, so a bucket is closed when its next record is in a later one).
-        let k = (g.clone(), r.proc_class.clone(), r.host.clone(), r.instance.clone());
-        let acc = self.open.entry(k.clone()).or_insert((b, 0, 0, 0, 0));
-        if acc.0 != b {
-            let done = *acc;
-            *acc = (b, 0, 0, 0, 0);
-            self.close(&k.0, &k.1, done);
+        let slot = match acc.open.iter().position(|o| o.0 == g && o.1 == c) {
+            Some(s) => s,
+            None => {
+                let series = *self.pairs.entry((g, c)).or_insert_with(|| {
+                    self.buckets.push(((g, c), Series(Vec::new())));
+                    self.buckets.len() - 1
+                });
+                acc.open.push((g, c, series, (b, 0, 0, 0, 0)));
+                acc.open.len() - 1
+            }
+        };
+        let series = acc.open[slot].2;
+        let done = (acc.open[slot].3 .0 != b).then(|| std::mem::replace(&mut acc.open[slot].3, (b, 0, 0, 0, 0)));
+        let o = &mut acc.open[slot].3;
+        o.1 += r.cores_avg_milli;
+        o.2 += 1;
+        o.3 = o.3.max(r.cores_peak_milli);
+        o.4 = o.4.max(r.rss_bytes.max(0));
+        if let Some(done) = done {
+            self.close(series, c, done);
         }
-        let acc = self.open.get_mut(&k).expect("just inserted");
-        acc.1 += r.cores_avg_milli;
-        acc.2 += 1;
-        acc.3 = acc.3.max(r.cores_peak_milli);
-        acc.4 = acc.4.max(r.rss_bytes.max(0));
-        self.group_jvms.entry(g.clone()).or_default().insert((r.host.clone(), r.instance.clone()));
+        self.group_jvms.entry(g).or_default().insert(idx);
         let io = self.group_io.entry(g).or_default();
         io.0 += r.io_read_bytes.max(0);
         io.1 += r.io_write_bytes.max(0);
     }
 
-    fn close(&mut self, group: &str, class: &str, (b, sum, n, peak, rss): Acc) {
+    /// Adds a JVM's closed bucket to its (group, class) series `series` and to `class`.
+    fn close(&mut self, series: usize, class: u32, (b, sum, n, peak, rss): Acc) {
         if n == 0 {
             return;
         }
         let avg = sum / n;
-        let e = self
-            .buckets
-            .entry(group.to_string())
-            .or_default()
-            .entry(class.to_string())
-            .or_default()
-            .entry(b)
-            .or_default();
+        let e = self.buckets[series].1.at(b);
         e.avg += avg;
         e.peak += peak;
         e.rss += rss;
-        *self.all.entry(class.to_string()).or_default().entry(b).or_default() += avg;
+        let class = class as usize;
+        if self.all.len() <= class {
+            self.all.resize_with(class + 1, || Series(Vec::new()));
+        }
+        *self.all[class].at(b) += avg;
     }
 
     /// Adds license alerts (at_ms, app, instance, kind).
@@ -334,19 +491,28 @@ impl Builder {
 
     /// The report.
     pub fn finish(mut self) -> Report {
-        for ((g, c, _, _), acc) in std::mem::take(&mut self.open) {
-            self.close(&g, &c, acc);
+        let open: Vec<(u32, u32, usize, Acc)> =
+            self.jvms.iter_mut().flat_map(|j| std::mem::take(&mut j.open)).collect();
+        for (_, c, series, acc) in open {
+            self.close(series, c, acc);
         }
         let headroom = 1.0 + self.p.headroom_pct / 100.0;
         let suggest = |p95: i64| ((p95 as f64 / 1000.0) * headroom - 1e-9).ceil().max(0.0) as i64;
-        let mut jvms: Vec<JvmRow> = self.jvms.values().cloned().collect();
+        let mut jvms: Vec<JvmRow> = self.jvms.iter().map(|j| j.row.clone()).collect();
+        jvms.sort_by(|a, b| (&a.host, &a.instance).cmp(&(&b.host, &b.instance)));
         for j in &mut jvms {
             j.cores_avg = r3(j.sum_avg as f64 / j.records.max(1) as f64 / 1000.0);
             j.rss_avg_bytes = j.sum_rss / j.records.max(1) as i64;
             j.alerts = self.alerts.iter().filter(|a| a.2 == j.instance && a.1 == j.app).count() as u64;
         }
+        let name = |i: u32| self.names.names[i as usize].as_str();
+        // group → class → buckets, in name order.
+        let mut by_group: BTreeMap<&str, (u32, BTreeMap<&str, &Series<Bucket>>)> = BTreeMap::new();
+        for ((g, c), bs) in &self.buckets {
+            by_group.entry(name(*g)).or_insert((*g, BTreeMap::new())).1.insert(name(*c), bs);
+        }
         let mut groups = Vec::new();
-        for (g, classes) in &self.buckets {
+        for (g, (gid, classes)) in &by_group {
             let licensed = self.licensed(g);
             let mut rows = Vec::new();
             // Totals over classes per bucket, for over/under use and the chart.
@@ -358,13 +524,13 @@ impl Builder {
                 let peak = bs.values().map(|b| b.peak).max().unwrap_or(0);
                 let p95 = percentile(&mut avgs, 95.0);
                 rows.push(ClassRow {
-                    proc_class: class.clone(),
+                    proc_class: class.to_string(),
                     cores_avg: r3(mean),
                     cores_peak: r3(peak as f64 / 1000.0),
                     cores_p95: r3(p95 as f64 / 1000.0),
                     suggested_cores: suggest(p95),
                 });
-                for (b, x) in bs {
+                for (b, x) in bs.0.iter() {
                     let t = total.entry(*b).or_default();
                     t.0 += x.avg;
                     t.1 += x.peak;
@@ -390,18 +556,22 @@ impl Builder {
                     }
                 }
             }
-            let (io_r, io_w) = self.group_io.get(g).copied().unwrap_or_default();
-            let members = self.group_jvms.get(g).cloned().unwrap_or_default();
+            let (io_r, io_w) = self.group_io.get(gid).copied().unwrap_or_default();
+            let members: Vec<&str> = self
+                .group_jvms
+                .get(gid)
+                .map(|s| s.iter().map(|i| self.jvms[*i].row.instance.as_str()).collect())
+                .unwrap_or_default();
             let alerts = self
                 .alerts
                 .iter()
                 .filter(|a| match self.p.group_by {
                     GroupBy::App => a.1 == *g,
-                    _ => members.iter().any(|(_, i)| *i == a.2),
+                    _ => members.contains(&a.2.as_str()),
                 })
                 .count() as u64;
             groups.push(GroupRow {
-                group: g.clone(),
+                group: g.to_string(),
                 jvms: members.len() as u64,
                 classes: rows,
                 licensed_cores: licensed,
@@ -417,9 +587,11 @@ impl Builder {
         let suggested = self
             .all
             .iter()
+            .enumerate()
+            .filter(|(_, bs)| !bs.0.is_empty())
             .map(|(c, bs)| {
                 let mut v: Vec<i64> = bs.values().copied().collect();
-                (c.clone(), suggest(percentile(&mut v, 95.0)))
+                (name(c as u32).to_string(), suggest(percentile(&mut v, 95.0)))
             })
             .collect();
         Report {
@@ -852,6 +1024,29 @@ mod tests {
         assert!(csv.contains("group,shop,,,,intel-xeon-icelake,,2.667,4,4,5,3,,200,60,0,1\n"), "{csv}");
         let html = to_html(&r);
         assert!(html.contains("<svg") && html.contains("licensed 3"));
+    }
+
+    #[test]
+    fn a_store_scan_gives_the_same_report_as_the_records() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("jvmwatch.db");
+        let mut recs = fixed();
+        // A JVM that changes class, and one whose labels change, within the range.
+        recs.push(rec("h1", "a", "shop", "fra", "amd-epyc-zen3", 4 * 60_000, 700, 900));
+        recs.push(rec("h2", "c", "batch2", "ams", "amd-epyc-zen3", 3 * 60_000, 100, 200));
+        Ledger::open(&db, None).unwrap().append(&mut recs.clone(), 0).unwrap();
+        for group_by in [GroupBy::App, GroupBy::Host, GroupBy::Datacenter] {
+            let p = Params { group_by, ..paramsish() };
+            let mut from_records = Builder::new(p.clone());
+            for r in &recs {
+                from_records.add(r);
+            }
+            let mut from_store = Builder::new(p);
+            Ledger::open_read(&db).unwrap().for_each_fields(0, 600_000, |f| from_store.add_fields(f)).unwrap();
+            let (a, b) = (from_records.finish(), from_store.finish());
+            assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
+            assert_eq!(to_csv(&a), to_csv(&b));
+        }
     }
 
     #[test]
