@@ -651,6 +651,12 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
             let port: u16 = p.expect_line("PORT", Duration::from_secs(60))?.parse().context("bad PORT line")?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let load = Load::start(addr, "/work?n=40", plan.http_conns, ctx.split.map(|s| s.1), max);
+            // The warm-up starts at the first response: a cold JVM on one busy core can take
+            // more than a smoke run's whole warm-up to answer at all.
+            let first = Instant::now() + Duration::from_secs(60);
+            while load.done() == 0 && Instant::now() < first {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             let mut mark = || Ok(Mark { ops: load.done(), ..Mark::default() });
             let win = window::run(&mut mark, p.pid(), rule, plan.measure, &[]);
             let errors = load.stop();
