@@ -124,10 +124,6 @@ enum Cmd {
     Controller,
     /// 8. Flight history: cost per sample, file size, inspect on a full history, stacks capture.
     History,
-    /// 10. Tomcat 10 (Debian's) under wrk: req/s, p99, p99.9 per configuration, paired.
-    Tomcat,
-    /// 11. The agent's sampler thread: CPU per sample at 40, 400 and 4,000 threads.
-    Sampler,
     /// 9. Usage records: append cost, store growth, report and verify over a large store.
     Usage {
         /// JVMs.
@@ -137,6 +133,10 @@ enum Cmd {
         #[arg(long, default_value_t = 43_200)]
         minutes: u64,
     },
+    /// 10. Tomcat 10 (Debian's) under wrk: req/s, p99, p99.9 per configuration, paired.
+    Tomcat,
+    /// 11. The agent's sampler thread: CPU per sample at 40, 400 and 4,000 threads.
+    Sampler,
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.

@@ -25,8 +25,8 @@ use crate::window::{self, Mark, Warmup};
 
 /// The threads whose CPU is the in-VM monitor's cost per GC: the agent's monitor thread, the
 /// JVM's Notification Thread (which delivers the GC notifications the monitor listens to) and
-/// its Service Thread (which builds their GcInfo before JDK 17's Notification Thread existed,
-/// and still does other deferred work). Names as in /proc (`comm`, 15 bytes at most).
+/// its Service Thread (which delivered them before JDK 14 added the Notification Thread, and
+/// still does other deferred VM work). Names as in /proc (`comm`, 15 bytes at most).
 pub const MONITOR_THREADS: [&str; 3] = ["jvmwatch-monito", "Notification Thr", "Service Thread"];
 
 /// What watches the JVM in one configuration.
