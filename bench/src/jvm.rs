@@ -60,11 +60,6 @@ impl GcResult {
         anyhow::ensure!(r.nanos > 0, "RESULT without a measured window: {s:?}");
         Ok(r)
     }
-
-    /// Ops per second in the window.
-    pub fn ops_per_s(&self) -> f64 {
-        self.ops as f64 * 1e9 / self.nanos as f64
-    }
 }
 
 /// What the agent's ring says about one run.
@@ -117,7 +112,6 @@ mod tests {
     fn result_line() {
         let r = GcResult::parse("ops=3000 nanos=1500000000 gcs=12 gc_ms=30").unwrap();
         assert_eq!(r, GcResult { ops: 3000, nanos: 1_500_000_000, gcs: 12, gc_ms: 30 });
-        assert_eq!(r.ops_per_s(), 2000.0);
         assert!(GcResult::parse("ops=1").is_err());
     }
 }

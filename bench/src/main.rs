@@ -3,7 +3,8 @@
 //!
 //! Sections: `throughput` (overhead on two workloads under nine configurations), `micro` (ring
 //! writes, snapshot, full scan, GC callback), `latency` (GC end → consumer), `crash` (SIGKILL
-//! survival). `all` runs the four in that order.
+//! survival), `serve`, `api`, `controller`, `history`, `sampler` (the agent's sampler thread per
+//! sample), `tomcat` (a real servlet server under wrk), `usage`. `all` runs them in that order.
 
 mod api_cost;
 mod controller;
@@ -19,14 +20,17 @@ mod plan;
 mod process;
 mod report;
 mod rng;
+mod sampler;
 mod serve_load;
 mod sidecar;
 mod sse;
 mod stats;
 mod throughput;
 mod timefmt;
+mod tomcat;
 mod tools;
 mod usage;
+mod window;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,19 +52,31 @@ struct Cli {
     /// Tiny sizes, one run each (seconds per section): for CI.
     #[arg(long, global = true)]
     smoke: bool,
+    /// Short throughput, Tomcat and sampler sections (one AB/BA pair of rounds, 5 s warm-ups and
+    /// windows); the other sections full size. A check that they work, not figures to quote.
+    #[arg(long, global = true, conflicts_with = "smoke")]
+    quick: bool,
     /// Print the results as JSON on stdout (progress goes to stderr either way).
     #[arg(long, global = true)]
     json: bool,
-    /// Throughput rounds (default 5; smoke 1).
+    /// Throughput rounds (default 6, in AB/BA pairs; quick 2; smoke 1).
     #[arg(long, global = true, value_name = "N")]
     rounds: Option<usize>,
-    /// Throughput: measured window per run, seconds (default 5).
+    /// Throughput: measured window per run, seconds (default 10; quick 5).
     #[arg(long, global = true, value_name = "SECONDS")]
     measure: Option<f64>,
-    /// Throughput: warm-up per run, seconds (default 2).
+    /// Throughput: shortest warm-up per run, seconds (default 20; quick 5); it goes on until the
+    /// rate stops rising, up to --warmup-max.
     #[arg(long, global = true, value_name = "SECONDS")]
     warmup: Option<f64>,
-    /// Throughput: only these configurations (comma-separated; the baseline `none` always runs).
+    /// Throughput: longest warm-up per run, seconds (default 30; quick 8).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    warmup_max: Option<f64>,
+    /// Tomcat rounds (default 8, in AB/BA pairs; quick 2).
+    #[arg(long, global = true, value_name = "N")]
+    tomcat_rounds: Option<usize>,
+    /// Throughput and Tomcat: only these configurations (comma-separated; the baseline `none`
+    /// always runs; Tomcat's default is none,jvmwatch,jfr-default).
     #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
     configs: Option<Vec<String>>,
     /// Latency rounds (default 5; smoke 1).
@@ -89,7 +105,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Cmd {
-    /// Every section: throughput, micro, latency, crash, serve, api, controller, history.
+    /// Every section: throughput, micro, latency, crash, serve, api, controller, history, sampler,
+    /// tomcat, usage.
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
@@ -116,6 +133,10 @@ enum Cmd {
         #[arg(long, default_value_t = 43_200)]
         minutes: u64,
     },
+    /// 10. Tomcat 10 (Debian's) under wrk: req/s, p99, p99.9 per configuration, paired.
+    Tomcat,
+    /// 11. The agent's sampler thread: CPU per sample at 40, 400 and 4,000 threads.
+    Sampler,
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -136,6 +157,8 @@ struct Results {
     machine: Machine,
     loadavg_end: String,
     plan: Plan,
+    /// How long the timed sections take by the plan, seconds.
+    estimate: plan::Estimate,
     sidecar_serve: String,
     results_file: Option<String>,
     notes: Vec<String>,
@@ -157,6 +180,10 @@ struct Results {
     history: Option<history::HistoryBench>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<usage::UsageBench>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sampler: Option<sampler::SamplerBench>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tomcat: Option<tomcat::TomcatBench>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -166,6 +193,9 @@ fn secs(s: f64) -> Duration {
 fn plan_of(cli: &Cli) -> Plan {
     let seed = cli.seed.unwrap_or_else(|| now_ns() % 1_000_000_007);
     let mut p = Plan::new(cli.smoke, seed);
+    if cli.quick {
+        p = p.quick();
+    }
     if let Some(n) = cli.rounds {
         p.rounds = n.max(1);
     }
@@ -174,6 +204,13 @@ fn plan_of(cli: &Cli) -> Plan {
     }
     if let Some(s) = cli.warmup {
         p.warmup = secs(s);
+    }
+    if let Some(s) = cli.warmup_max {
+        p.warmup_max = secs(s);
+    }
+    p.warmup_max = p.warmup_max.max(p.warmup);
+    if let Some(n) = cli.tomcat_rounds {
+        p.tomcat_rounds = n.max(1);
     }
     if let Some(n) = cli.latency_rounds {
         p.latency_rounds = n.max(1);
@@ -207,6 +244,16 @@ fn save(path: &Path, json: &str) -> Result<()> {
     Ok(())
 }
 
+fn mode(plan: &Plan) -> &'static str {
+    if plan.smoke {
+        "smoke"
+    } else if plan.quick {
+        "quick"
+    } else {
+        "full"
+    }
+}
+
 fn run(cli: &Cli) -> Result<()> {
     if let Cmd::Report { file } = &cli.cmd {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(file)?).context("not a results JSON file")?;
@@ -224,15 +271,31 @@ fn run(cli: &Cli) -> Result<()> {
     let tools = Tools::find(&scratch)?;
     let machine = Machine::describe(&tools);
     let serve = sidecar::available(&tools);
+    let tp_configs = match &cli.configs {
+        Some(names) => 1 + names.iter().filter(|n| *n != "none").count(),
+        None => throughput::Monitor::ALL.len() - usize::from(serve.is_err()),
+    };
+    let tc_configs = match &cli.configs {
+        Some(names) => 1 + names.iter().filter(|n| *n != "none").count(),
+        None => tomcat::DEFAULT_CONFIGS.len(),
+    };
+    let estimate = plan.estimate(tp_configs, tc_configs);
     eprintln!(
         "jvmwatch-bench {}: {} on {} ({} cores); agent {}, sidecar {}; jvmwatch serve: {}",
-        if plan.smoke { "smoke" } else { "full" },
+        mode(&plan),
         format!("{:?}", cli.cmd).to_lowercase(),
         machine.cpu,
         machine.cpus,
         tools.agent.display(),
         tools.jvmwatch.display(),
         serve.as_ref().map_or_else(|e| e.as_str(), |_| "available")
+    );
+    eprintln!(
+        "by the plan: throughput {:.0}–{:.0} min, tomcat {:.0} min, sampler {:.1} min (when run)",
+        estimate.throughput_s.0 / 60.0,
+        estimate.throughput_s.1 / 60.0,
+        estimate.tomcat_s / 60.0,
+        estimate.sampler_s / 60.0
     );
     let wants = |c: Cmd| cli.cmd == Cmd::All || cli.cmd == c;
     let mut notes = vec![
@@ -274,6 +337,9 @@ fn run(cli: &Cli) -> Result<()> {
         })
         .transpose()?;
     let history = wants(Cmd::History).then(|| history::run(&tools, &scratch, plan.smoke)).transpose()?;
+    let sampler = wants(Cmd::Sampler).then(|| sampler::run(&plan, &tools, &scratch)).transpose()?;
+    let tomcat =
+        wants(Cmd::Tomcat).then(|| tomcat::run(&plan, &tools, &scratch, cli.configs.as_deref())).transpose()?;
     let usage = match &cli.cmd {
         Cmd::Usage { jvms, minutes } => Some(usage::run(&tools, &scratch, *jvms, *minutes as f64 / 1440.0)?),
         Cmd::All => Some(usage::run(&tools, &scratch, 100, if plan.smoke { 0.1 } else { 30.0 })?),
@@ -292,11 +358,12 @@ fn run(cli: &Cli) -> Result<()> {
         date,
         started_at: timefmt::rfc3339(start_ns),
         duration_s: stats::round(started.elapsed().as_secs_f64(), 1),
-        mode: if plan.smoke { "smoke" } else { "full" },
+        mode: mode(&plan),
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         machine,
         loadavg_end: tools::loadavg(),
         plan,
+        estimate,
         sidecar_serve: serve.as_ref().map_or_else(|e| format!("skipped: {e}"), |_| "available".into()),
         results_file: out.as_ref().map(|p| {
             let root = bench_dir().parent().unwrap_or(bench_dir());
@@ -312,6 +379,8 @@ fn run(cli: &Cli) -> Result<()> {
         controller,
         history,
         usage,
+        sampler,
+        tomcat,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

@@ -146,3 +146,72 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     (hz > 0).then(|| ticks * 1_000_000_000 / hz as u64)
 }
+
+/// The CPUs this harness may run on (its affinity mask), in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data (all zeroes is the empty set); sched_getaffinity writes at
+    // most size_of::<cpu_set_t>() bytes into it, and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// Runs `cmd`'s process (and so every thread it creates) on `cpu` only.
+pub fn pin(cmd: &mut Command, cpu: usize) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; it only fills a cpu_set_t
+    // on its stack and calls sched_setaffinity(2), which is async-signal-safe, and allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Runs the calling thread on `cpu` only.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: as in `pin`: a stack cpu_set_t and sched_setaffinity(0 = this thread).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// On-CPU time so far (ns, from /proc/<pid>/task/<tid>/schedstat) of each thread of `pid` whose
+/// name (`comm`, at most 15 bytes) is one of `names`: (tid, name, ns).
+pub fn threads_cpu_ns(pid: u32, names: &[&str]) -> Vec<(u32, String, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?.trim_end().to_string();
+            if !names.contains(&comm.as_str()) {
+                return None;
+            }
+            let ns =
+                std::fs::read_to_string(e.path().join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()?;
+            Some((tid, comm, ns))
+        })
+        .collect()
+}
+
+/// CPU the threads in `after` used since `before` (both from [`threads_cpu_ns`]), ns. A thread
+/// absent from `before` started meanwhile and counts from zero; one that ended meanwhile is lost.
+pub fn threads_cpu_delta(before: &[(u32, String, u64)], after: &[(u32, String, u64)]) -> u64 {
+    after.iter().map(|(tid, _, ns)| ns.saturating_sub(before.iter().find(|b| b.0 == *tid).map_or(0, |b| b.2))).sum()
+}

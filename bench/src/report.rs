@@ -78,7 +78,121 @@ pub fn markdown(r: &Value) -> String {
     if !r["history"].is_null() {
         history(&mut s, &r["history"]);
     }
+    if !r["tomcat"].is_null() {
+        tomcat(&mut s, &r["tomcat"]);
+    }
+    if !r["sampler"].is_null() {
+        sampler(&mut s, &r["sampler"]);
+    }
     s
+}
+
+/// `+1.23 % [+0.80, +1.70]`: a paired mean with its 95 % interval.
+fn ci(v: &Value) -> String {
+    if v.is_null() {
+        return "–".into();
+    }
+    let sign = |x: &Value| {
+        let t = fmt(num(x), 2);
+        if num(x).is_some_and(|x| x > 0.0) && t.chars().any(|c| c.is_ascii_digit() && c != '0' && c != '.') {
+            format!("+{t}")
+        } else {
+            t
+        }
+    };
+    format!("{} % [{}, {}]", sign(&v["mean"]), sign(&v["lo"]), sign(&v["hi"]))
+}
+
+fn tomcat(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 10. A real servlet server: Tomcat 10 under wrk\n");
+    let status = v["status"].as_str().unwrap_or("?");
+    if status != "ok" {
+        let _ = writeln!(s, "Section {status}.");
+        return;
+    }
+    let software: Vec<&str> = v["software"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let _ = writeln!(
+        s,
+        "{} ({}). Pinning: {}. {} interleaved rounds (AB/BA pairs). Paired figures: mean over rounds of this run \
+         against the same round's `none` run, with a 95 % bootstrap interval; a positive loss is req/s lost, a \
+         positive gain is latency or CPU added.\n",
+        v["description"].as_str().unwrap_or(""),
+        software.join(", "),
+        v["pinning"].as_str().unwrap_or("?"),
+        v["orders"].as_array().map_or(0, Vec::len)
+    );
+    let _ = writeln!(
+        s,
+        "| configuration | runs | req/s median | req/s lost (paired) | p99 ms median | p99 added (paired) | p99.9 ms median | \
+         p99.9 added (paired) | CPU/request µs | CPU added (paired) | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for c in v["configs"].as_array().into_iter().flatten() {
+        let status = c["status"].as_str().unwrap_or("");
+        let mut notes = if status == "ok" { String::new() } else { status.to_string() };
+        let errs = c["errors"].as_array().map_or(0, Vec::len);
+        if errs > 0 && status == "ok" {
+            let _ = write!(notes, "{errs} failed run(s)");
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c["name"].as_str().unwrap_or("?"),
+            c["runs"].as_array().map_or(0, Vec::len),
+            f(&c["req_per_s"]["median"], 0),
+            ci(&c["req_loss_pct"]),
+            f(&c["p99_ms"]["median"], 3),
+            ci(&c["p99_gain_pct"]),
+            f(&c["p999_ms"]["median"], 3),
+            ci(&c["p999_gain_pct"]),
+            fmt(num(&c["cpu_per_req_ns"]["median"]).map(|x| x / 1000.0), 1),
+            ci(&c["cpu_cost_pct"]),
+            notes
+        );
+    }
+    let _ = writeln!(s, "\nGoal for `jvmwatch`: ≤ 0.5 % req/s lost and ≤ 1 % p99 added.");
+}
+
+fn sampler(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 11. The agent's sampler thread, per sample\n");
+    let _ = writeln!(
+        s,
+        "An idle JVM (`Threads`: N parked threads) under the agent with default options; CPU of the \
+         `jvmwatch-sampler` thread (schedstat) over {} ms ÷ samples at the {} ms interval. Goal: ≤ {} µs per sample \
+         at 40 threads, growing no faster than the thread count.\n",
+        v["window_ms"],
+        v["interval_ms"],
+        f(&v["goal_us_at_40"], 0)
+    );
+    let _ = writeln!(
+        s,
+        "| threads | JVM threads | runs | µs per sample min / median / max | % of a core |\n|---:|---:|---:|---|---:|"
+    );
+    for r in v["rows"].as_array().into_iter().flatten() {
+        let u = &r["us_per_sample"];
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} / {} / {} | {} |",
+            r["threads"],
+            r["jvm_threads"],
+            r["runs_us"].as_array().map_or(0, Vec::len),
+            f(&u["min"], 1),
+            f(&u["median"], 1),
+            f(&u["max"], 1),
+            f(&r["pct_of_core"], 4)
+        );
+    }
+    let growth: Vec<String> = v["growth"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| format!("{} → {} threads: × {}", g[0], g[1], f(&g[2], 2)))
+        .collect();
+    let verdict = match v["within_goal"].as_bool() {
+        Some(true) => "within the goal",
+        Some(false) => "NOT within the goal",
+        None => "not measured",
+    };
+    let _ = writeln!(s, "\nGrowth of the median: {}; {verdict}.", growth.join(", "));
 }
 
 fn history(s: &mut String, v: &Value) {
@@ -238,6 +352,19 @@ fn machine(s: &mut String, r: &Value) {
         m["loadavg_start"].as_str().unwrap_or("?"),
         r["loadavg_end"].as_str().unwrap_or("?"),
     );
+    let e = &r["estimate"];
+    if !e.is_null() {
+        let m = |v: &Value| fmt(num(v).map(|x| x / 60.0), 0);
+        let _ = writeln!(
+            s,
+            "By the plan (configurations × rounds × (warm-up + measure + start)): throughput {}–{} min, Tomcat {} min, \
+             sampler {} min, when run.\n",
+            m(&e["throughput_s"][0]),
+            m(&e["throughput_s"][1]),
+            m(&e["tomcat_s"]),
+            fmt(num(&e["sampler_s"]).map(|x| x / 60.0), 1)
+        );
+    }
     if let Some(f) = r["results_file"].as_str() {
         let _ = writeln!(s, "Results file: `{f}`.\n");
     }
@@ -254,9 +381,13 @@ fn throughput(s: &mut String, t: &Value) {
     let rounds = t["orders"].as_array().map_or(0, Vec::len);
     let _ = writeln!(
         s,
-        "{rounds} interleaved rounds (a shuffled order per round); ratio = median / median of `{}`; \
-         overhead = 1 − ratio; paired = per-round value / that round's baseline (median of rounds).\n",
-        t["baseline"].as_str().unwrap_or("none")
+        "{rounds} interleaved rounds (a shuffled order, then the same reversed: AB/BA pairs); ratio = median / \
+         median of `{}`; overhead = mean over rounds of 1 − run / that round's baseline run, with a 95 % bootstrap \
+         interval; CPU/op = the JVM's utime + stime in the window ÷ ops, added likewise paired. Warm-up: {}. \
+         Pinning: {}.\n",
+        t["baseline"].as_str().unwrap_or("none"),
+        t["warmup_rule"].as_str().unwrap_or("?"),
+        t["pinning"].as_str().unwrap_or("?")
     );
     let fc = &t["foreign_cpu_pct"];
     let _ = writeln!(
@@ -278,45 +409,57 @@ fn throughput(s: &mut String, t: &Value) {
             w["name"].as_str().unwrap_or("?"),
             w["description"].as_str().unwrap_or("")
         );
-        let _ = writeln!(s, "| configuration | runs | min | median | max | ratio | overhead | paired ratio | notes |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(
+            s,
+            "| configuration | runs | min | median | max | ratio | overhead (paired, 95 % CI) | CPU/op ns | \
+             CPU/op added (paired, 95 % CI) | notes |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for c in w["configs"].as_array().into_iter().flatten() {
             let sm = &c["summary"];
             let status = c["status"].as_str().unwrap_or("");
-            let mut notes = if status == "ok" { String::new() } else { status.to_string() };
+            let mut notes: Vec<String> = Vec::new();
+            if status != "ok" {
+                notes.push(status.to_string());
+            }
             let runs = c["runs"].as_array().cloned().unwrap_or_default();
             let side: Vec<f64> = runs.iter().filter_map(|r| num(&r["sidecar"]["cpu_pct"])).collect();
             if !side.is_empty() {
-                let _ = write!(
-                    notes,
-                    "sidecar CPU {} % of a core (median)",
-                    fmt(crate::stats::summarize(&side).map(|x| x.median), 2)
-                );
+                let med = crate::stats::summarize(&side).map(|x| x.median);
+                notes.push(format!("sidecar CPU {} % of a core (median)", fmt(med, 2)));
             }
             let discarded = c["discarded"].as_array().map_or(0, Vec::len);
             if discarded > 0 {
-                let _ = write!(notes, "{discarded} noisy run(s) repeated; ");
+                notes.push(format!("{discarded} noisy run(s) repeated"));
             }
             let errs = c["errors"].as_array().map_or(0, Vec::len);
             if errs > 0 && status == "ok" {
-                let _ = write!(notes, "{errs} failed run(s)");
+                notes.push(format!("{errs} failed run(s)"));
+            }
+            if let Some(m) = num(&c["monitor_cpu_ns_per_gc"]["median"]) {
+                notes.push(format!("monitor threads {} ns/GC (median)", fmt(Some(m), 0)));
+            }
+            let capped = runs.iter().filter(|r| r["warmup_end"] == "cap").count();
+            if capped > 0 {
+                notes.push(format!("{capped} warm-up(s) hit the cap"));
             }
             let gc: Vec<f64> = runs.iter().filter_map(|r| num(&r["gc_per_s"])).collect();
             if c["name"] == "none" && !gc.is_empty() {
-                let _ = write!(notes, "{} GCs/s (median)", fmt(crate::stats::summarize(&gc).map(|x| x.median), 0));
+                notes.push(format!("{} GCs/s (median)", fmt(crate::stats::summarize(&gc).map(|x| x.median), 0)));
             }
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c["name"].as_str().unwrap_or("?"),
                 runs.len(),
                 f(&sm["min"], 0),
                 f(&sm["median"], 0),
                 f(&sm["max"], 0),
                 f(&c["ratio"], 4),
-                pct(&c["overhead_pct"]),
-                f(&c["paired_ratio"]["median"], 4),
-                notes
+                ci(&c["paired_overhead_pct"]),
+                f(&c["cpu_per_op_ns"]["median"], 0),
+                ci(&c["cpu_cost_pct"]),
+                notes.join("; ")
             );
         }
         let g = &w["goal"];
@@ -327,14 +470,21 @@ fn throughput(s: &mut String, t: &Value) {
         };
         let _ = writeln!(
             s,
-            "\nGoal (jvmwatch ≤ {} % and below JFR default): jvmwatch {}, JFR default {}; {}, {}. \
-             The baseline's own spread (max − min) / median was {} %: differences smaller than that are noise.\n",
+            "\nGoal (jvmwatch ≤ {} % and below JFR default): jvmwatch {} (ratio of medians), paired {}, CPU per op \
+             {}; JFR default {}; {}, {}. The baseline's own spread (max − min) / median was {} % (bench goal ≤ {} %), \
+             the headline interval's half-width {} % (bench goal ≤ {} %): {}.\n",
             f(&g["target_overhead_pct"], 1),
             pct(&g["jvmwatch_overhead_pct"]),
+            ci(&g["jvmwatch_paired_overhead_pct"]),
+            ci(&g["jvmwatch_cpu_cost_pct"]),
             pct(&g["jfr_default_overhead_pct"]),
             verdict(&g["within_target"], "within the target", "NOT within the target"),
             verdict(&g["below_jfr_default"], "below JFR default", "NOT below JFR default"),
             f(&g["baseline_spread_pct"], 2),
+            f(&g["spread_goal_pct"], 0),
+            f(&g["ci_half_width_pct"], 2),
+            f(&g["ci_half_width_goal_pct"], 0),
+            verdict(&g["resolves_goal"], "the run resolves the goal", "the run does NOT resolve 0.5 %"),
         );
     }
 }

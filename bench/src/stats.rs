@@ -56,6 +56,52 @@ pub fn rank(v: &[f64], p: f64) -> f64 {
     v[idx.clamp(1, v.len()) - 1]
 }
 
+/// A mean with its 95 % confidence interval from a percentile bootstrap.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Ci {
+    /// Number of values (paired rounds).
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// 2.5th percentile of the bootstrap means.
+    pub lo: f64,
+    /// 97.5th percentile of the bootstrap means.
+    pub hi: f64,
+}
+
+impl Ci {
+    /// Half the interval's width.
+    pub fn half_width(&self) -> f64 {
+        (self.hi - self.lo) / 2.0
+    }
+
+    /// Rounded for output.
+    pub fn rounded(self, digits: i32) -> Ci {
+        Ci { n: self.n, mean: round(self.mean, digits), lo: round(self.lo, digits), hi: round(self.hi, digits) }
+    }
+}
+
+/// Bootstrap resamples per interval.
+pub const RESAMPLES: usize = 10_000;
+
+/// The mean of `values` with a 95 % percentile-bootstrap interval: `resamples` times, draw
+/// `values.len()` values with replacement (seeded, so reproducible) and take their mean; the
+/// interval is the 2.5th to 97.5th percentile of those means. `None` when there are no values;
+/// one value gives a zero-width interval (nothing to resample).
+pub fn bootstrap_mean(values: &[f64], seed: u64, resamples: usize) -> Option<Ci> {
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len();
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut means: Vec<f64> = (0..resamples.max(1))
+        .map(|_| (0..n).map(|_| values[rng.range(0, n as u64 - 1) as usize]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    Some(Ci { n, mean, lo: rank(&means, 2.5), hi: rank(&means, 97.5) })
+}
+
 /// Rounds to `digits` significant decimals for output (keeps JSON readable).
 pub fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
@@ -73,6 +119,18 @@ mod tests {
         let s = summarize(&[4.0, 1.0, 2.0, 3.0]).unwrap();
         assert_eq!(s.median, 2.5);
         assert!(summarize(&[]).is_none());
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean_and_is_reproducible() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let a = bootstrap_mean(&v, 7, RESAMPLES).unwrap();
+        assert_eq!(a, bootstrap_mean(&v, 7, RESAMPLES).unwrap());
+        assert_eq!(a.mean, 3.5);
+        assert!(a.lo < a.mean && a.mean < a.hi && a.lo >= 1.0 && a.hi <= 6.0);
+        let one = bootstrap_mean(&[2.0], 1, 100).unwrap();
+        assert_eq!((one.lo, one.mean, one.hi), (2.0, 2.0, 2.0));
+        assert!(bootstrap_mean(&[], 1, 100).is_none());
     }
 
     #[test]

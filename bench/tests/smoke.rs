@@ -70,6 +70,18 @@ fn all_smoke_produces_every_section_with_sane_values() {
             let what = format!("{} {}", w["name"], c["name"]);
             positive(&c["summary"]["median"], &format!("{what} median"));
             positive(&c["ratio"], &format!("{what} ratio"));
+            positive(&c["cpu_per_op_ns"]["median"], &format!("{what} CPU per op"));
+            let ci = &c["paired_overhead_pct"];
+            assert!(
+                f(&ci["lo"], "ci lo") <= f(&ci["mean"], "ci mean")
+                    && f(&ci["mean"], "ci mean") <= f(&ci["hi"], "ci hi")
+            );
+            for run in c["runs"].as_array().expect("runs") {
+                assert!(["settled", "cap"].contains(&run["warmup_end"].as_str().unwrap_or("?")), "{what}: {run}");
+                if w["name"] == "gc-alloc" && c["name"] == "jvmwatch" {
+                    assert!(f(&run["monitor_cpu_ns_per_gc"], "monitor CPU per GC") >= 0.0);
+                }
+            }
             if c["name"].as_str().is_some_and(|n| n.starts_with("jvmwatch")) {
                 for run in c["runs"].as_array().expect("runs") {
                     positive(&run["agent"]["events"], &format!("{what} agent events"));
@@ -78,6 +90,15 @@ fn all_smoke_produces_every_section_with_sane_values() {
             }
         }
     }
+
+    // Sampler cost: one JVM per thread count, a positive cost per sample.
+    let rows = r["sampler"]["rows"].as_array().expect("sampler.rows");
+    assert_eq!(rows.len(), 2, "sampler rows: {rows:?} (errors: {})", r["sampler"]["errors"]);
+    for row in rows {
+        positive(&row["us_per_sample"]["median"], &format!("sampler µs per sample at {} threads", row["threads"]));
+    }
+    // Tomcat is left out of smoke runs, and says so.
+    assert!(r["tomcat"]["status"].as_str().is_some_and(|s| s.starts_with("skipped: --smoke")), "{}", r["tomcat"]);
 
     // 2. Micro costs.
     let m = &r["micro"];

@@ -1,0 +1,134 @@
+//! Section 11: the agent's sampler thread's own cost. An idle JVM (java/bench/Threads.java: N
+//! parked threads, a few frames deep) under the agent with default options; the CPU of the
+//! thread named `jvmwatch-sampler` (`jvmwatch-sample` in /proc: names are cut to 15 bytes) over
+//! a window, from /proc/<pid>/task/<tid>/schedstat, divided by the samples the window holds at
+//! the default 100 ms interval. 40, 400 and 4,000 threads, interleaved.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use serde::Serialize;
+
+use crate::jvm;
+use crate::plan::Plan;
+use crate::process::{self, Proc};
+use crate::stats::{round, summarize, Summary};
+use crate::tools::{Scratch, Tools};
+
+/// The sampler thread's name in /proc.
+pub const SAMPLER_THREAD: &str = "jvmwatch-sample";
+/// The agent's default sampling interval, ms.
+pub const INTERVAL_MS: f64 = 100.0;
+/// The goal at 40 threads, µs per sample.
+pub const GOAL_US_AT_40: f64 = 20.0;
+
+/// One thread count.
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplerRow {
+    /// Parked threads the workload started (the JVM has ~10–20 of its own besides).
+    pub threads: usize,
+    /// Live threads in the JVM during the window (/proc/<pid>/task).
+    pub jvm_threads: usize,
+    /// µs of sampler CPU per sample, per JVM.
+    pub runs_us: Vec<f64>,
+    /// min/median/max of those.
+    pub us_per_sample: Option<Summary>,
+    /// The median as a share of one core, %.
+    pub pct_of_core: Option<f64>,
+}
+
+/// The section's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplerBench {
+    /// The sampling interval assumed, ms (the agent's default).
+    pub interval_ms: f64,
+    /// The window, ms.
+    pub window_ms: u64,
+    /// Per thread count, ascending.
+    pub rows: Vec<SamplerRow>,
+    /// (from threads, to threads, median µs ratio) for consecutive counts: growth per step.
+    pub growth: Vec<(usize, usize, f64)>,
+    /// The goal at 40 threads, µs per sample.
+    pub goal_us_at_40: f64,
+    /// Median at 40 threads ≤ the goal, and no step grew faster than the thread count.
+    pub within_goal: Option<bool>,
+    /// Runs that failed.
+    pub errors: Vec<String>,
+}
+
+/// µs of sampler CPU per sample in one JVM with `n` parked threads; and its live thread count.
+fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> Result<(f64, usize)> {
+    let tag = format!("sampler-{n}-{rep}");
+    let ring_dir = scratch.shm_dir(&tag)?;
+    let disk_dir = scratch.disk_dir(&tag)?;
+    let flags = ["-XX:-UsePerfData".to_string(), jvm::agent_flag(tools, &format!("dir={}", ring_dir.display()))];
+    let max = plan.sampler_settle + plan.sampler_window + Duration::from_secs(60);
+    let cmd = jvm::command(tools, &flags, "Threads", &[n.to_string()], max);
+    let mut p = Proc::spawn(cmd, "Threads", &disk_dir.join("java.stderr"))?;
+    p.expect_line("ready", Duration::from_secs(60))?;
+    std::thread::sleep(plan.sampler_settle);
+    let t0 = process::threads_cpu_ns(p.pid(), &[SAMPLER_THREAD]);
+    ensure!(!t0.is_empty(), "no {SAMPLER_THREAD:?} thread in the JVM: did the agent load?{}", p.stderr_tail());
+    let w0 = std::time::Instant::now();
+    std::thread::sleep(plan.sampler_window);
+    let t1 = process::threads_cpu_ns(p.pid(), &[SAMPLER_THREAD]);
+    let wall = w0.elapsed().as_secs_f64();
+    let live = std::fs::read_dir(format!("/proc/{}/task", p.pid())).map_or(0, |d| d.count());
+    let _ = p.kill();
+    let _ = std::fs::remove_dir_all(&ring_dir);
+    let _ = std::fs::remove_dir_all(&disk_dir);
+    let samples = wall * 1000.0 / INTERVAL_MS;
+    Ok((process::threads_cpu_delta(&t0, &t1) as f64 / 1000.0 / samples, live))
+}
+
+/// Runs the section.
+pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench> {
+    let counts = &plan.sampler_threads;
+    let mut runs: Vec<(Vec<f64>, usize)> = counts.iter().map(|_| (Vec::new(), 0)).collect();
+    let mut errors = Vec::new();
+    for rep in 0..plan.sampler_reps {
+        for (i, &n) in counts.iter().enumerate() {
+            match one(plan, tools, scratch, n, rep) {
+                Ok((us, live)) => {
+                    eprintln!("[sampler] {n:>5} threads: {us:.1} µs per sample ({live} threads in the JVM)");
+                    runs[i].0.push(round(us, 2));
+                    runs[i].1 = live;
+                }
+                Err(e) => {
+                    eprintln!("[sampler] {n:>5} threads FAILED: {e:#}");
+                    errors.push(format!("{n} threads, rep {rep}: {e:#}"));
+                }
+            }
+        }
+    }
+    let rows: Vec<SamplerRow> = counts
+        .iter()
+        .zip(runs)
+        .map(|(&threads, (runs_us, jvm_threads))| {
+            let s = summarize(&runs_us);
+            SamplerRow {
+                threads,
+                jvm_threads,
+                pct_of_core: s.map(|s| round(s.median / (INTERVAL_MS * 1000.0) * 100.0, 4)),
+                us_per_sample: s,
+                runs_us,
+            }
+        })
+        .collect();
+    let med = |r: &SamplerRow| r.us_per_sample.map(|s| s.median).filter(|m| *m > 0.0);
+    let growth: Vec<(usize, usize, f64)> = rows
+        .windows(2)
+        .filter_map(|w| med(&w[0]).zip(med(&w[1])).map(|(a, b)| (w[0].threads, w[1].threads, round(b / a, 2))))
+        .collect();
+    let at40 = rows.iter().find(|r| r.threads == 40).and_then(med);
+    let linear = growth.iter().all(|(a, b, g)| *g <= *b as f64 / *a as f64);
+    Ok(SamplerBench {
+        interval_ms: INTERVAL_MS,
+        window_ms: plan.sampler_window.as_millis() as u64,
+        rows,
+        growth,
+        goal_us_at_40: GOAL_US_AT_40,
+        within_goal: at40.map(|m| m <= GOAL_US_AT_40 && linear),
+        errors,
+    })
+}
