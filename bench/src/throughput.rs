@@ -40,6 +40,9 @@ pub enum Monitor {
     Jvmwatch,
     /// The agent with `monitor=off` (no in-VM monitor: no GC notifications).
     JvmwatchMonitorOff,
+    /// The agent with `gc=notify`: a JMX GC notification per collection (the default before
+    /// `gc=poll`), to show what polling saves.
+    JvmwatchGcNotify,
     /// The agent plus `jvmwatch serve` on its directory with one SSE client.
     JvmwatchSidecar,
     /// JFR, `settings=default`.
@@ -54,11 +57,12 @@ pub enum Monitor {
 
 impl Monitor {
     /// Every configuration, baseline first.
-    pub const ALL: [Monitor; 9] = [
+    pub const ALL: [Monitor; 10] = [
         Monitor::None,
         Monitor::Hsperfdata,
         Monitor::Jvmwatch,
         Monitor::JvmwatchMonitorOff,
+        Monitor::JvmwatchGcNotify,
         Monitor::JvmwatchSidecar,
         Monitor::JfrDefault,
         Monitor::JfrProfile,
@@ -73,6 +77,7 @@ impl Monitor {
             Monitor::Hsperfdata => "hsperfdata",
             Monitor::Jvmwatch => "jvmwatch",
             Monitor::JvmwatchMonitorOff => "jvmwatch-monitor-off",
+            Monitor::JvmwatchGcNotify => "jvmwatch-gc-notify",
             Monitor::JvmwatchSidecar => "jvmwatch+sidecar",
             Monitor::JfrDefault => "jfr-default",
             Monitor::JfrProfile => "jfr-profile",
@@ -88,6 +93,7 @@ impl Monitor {
             Monitor::Hsperfdata => "(JVM defaults: hsperfdata in /tmp/hsperfdata_<user>)",
             Monitor::Jvmwatch => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir> (default size and interval)",
             Monitor::JvmwatchMonitorOff => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,monitor=off",
+            Monitor::JvmwatchGcNotify => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,gc=notify",
             Monitor::JvmwatchSidecar => {
                 "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>; jvmwatch serve --dir <that dir> with one SSE client"
             }
@@ -119,6 +125,9 @@ impl Monitor {
             }
             Monitor::JvmwatchMonitorOff => {
                 f.push(jvm::agent_flag(tools, &format!("dir={},monitor=off", ring_dir.display())));
+            }
+            Monitor::JvmwatchGcNotify => {
+                f.push(jvm::agent_flag(tools, &format!("dir={},gc=notify", ring_dir.display())));
             }
             Monitor::JfrDefault => f.push(jfr("default")),
             Monitor::JfrProfile => f.push(jfr("profile")),
@@ -686,7 +695,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         });
     }
     match m {
-        Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchSidecar => {
+        Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchGcNotify | Monitor::JvmwatchSidecar => {
             let a = jvm::agent_stats(&ring_dir)?;
             ensure!(a.events > 0, "the agent's ring has no events: did the agent load?");
             run.agent = Some(a);

@@ -42,7 +42,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
     assert_eq!(r["mode"], "smoke");
     positive(&r["machine"]["cpus"], "machine.cpus");
 
-    // 1. Throughput: two workloads, nine configurations, baseline ratio 1.
+    // 1. Throughput: two workloads, ten configurations, baseline ratio 1.
     let workloads = r["throughput"]["workloads"].as_array().expect("throughput.workloads");
     assert_eq!(workloads.len(), 2);
     for w in workloads {
@@ -55,6 +55,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
                 "hsperfdata",
                 "jvmwatch",
                 "jvmwatch-monitor-off",
+                "jvmwatch-gc-notify",
                 "jvmwatch+sidecar",
                 "jfr-default",
                 "jfr-profile",
