@@ -117,8 +117,7 @@ enum Cmd {
         #[arg(long, default_value_t = 43_200)]
         minutes: u64,
     },
-    /// 10. The sidecar's scale curve: 10, 50, 100 and 1,000 rings from synthetic writers (run on
-    /// its own, not by `all`).
+    /// 10. The sidecar's scale curve: 10 to 1,000 synthetic rings (on its own, not in `all`).
     Scale {
         /// Short windows (10 s instead of 60 s) and sizes 10, 100, 1,000.
         #[arg(long)]
