@@ -21,6 +21,7 @@ mod process;
 mod report;
 mod rng;
 mod sampler;
+mod scale;
 mod serve_load;
 mod sidecar;
 mod sse;
@@ -137,6 +138,34 @@ enum Cmd {
     Tomcat,
     /// 11. The agent's sampler thread: CPU per sample at 40, 400 and 4,000 threads.
     Sampler,
+    /// 12. The sidecar's scale curve: 10 to 1,000 synthetic rings (on its own, not in `all`).
+    Scale {
+        /// Short windows (10 s instead of 60 s) and sizes 10, 100, 1,000.
+        #[arg(long)]
+        quick: bool,
+        /// Also measure this `jvmwatch` binary at every size, against the same writers.
+        #[arg(long, value_name = "BIN")]
+        before: Option<PathBuf>,
+        /// Ring counts (default 10,50,100,1000; quick 10,100,1000).
+        #[arg(long, value_delimiter = ',', value_name = "N")]
+        sizes: Option<Vec<usize>>,
+    },
+    /// A synthetic writer for `scale` (internal).
+    #[command(hide = true)]
+    ScaleWriter {
+        /// Directory for the rings.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Rings to write.
+        #[arg(long)]
+        rings: usize,
+        /// Number of the first ring (picks its place in the event mix).
+        #[arg(long)]
+        first: usize,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        max_s: u64,
+    },
     /// Render a saved results file as Markdown (with --readme: into bench/README.md).
     Report {
         /// A results JSON file.
@@ -184,6 +213,7 @@ struct Results {
     sampler: Option<sampler::SamplerBench>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tomcat: Option<tomcat::TomcatBench>,
+    scale: Option<scale::Scale>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -225,11 +255,11 @@ fn bench_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// bench/results/<date>.json, or <date>-2.json, ... when taken.
-fn default_results_path(date: &str) -> PathBuf {
+/// bench/results/<date><suffix>.json, or <date>-2<suffix>.json, ... when taken.
+fn default_results_path(date: &str, suffix: &str) -> PathBuf {
     let dir = bench_dir().join("results");
     (1..)
-        .map(|i| dir.join(if i == 1 { format!("{date}.json") } else { format!("{date}-{i}.json") }))
+        .map(|i| dir.join(if i == 1 { format!("{date}{suffix}.json") } else { format!("{date}-{i}{suffix}.json") }))
         .find(|p| !p.exists())
         .expect("some free name")
 }
@@ -263,6 +293,9 @@ fn run(cli: &Cli) -> Result<()> {
         }
         print!("{md}");
         return Ok(());
+    }
+    if let Cmd::ScaleWriter { dir, rings, first, max_s } = &cli.cmd {
+        return scale::writer_main(dir, *rings, *first, Duration::from_secs(*max_s));
     }
     let plan = plan_of(cli);
     let started = Instant::now();
@@ -345,11 +378,23 @@ fn run(cli: &Cli) -> Result<()> {
         Cmd::All => Some(usage::run(&tools, &scratch, 100, if plan.smoke { 0.1 } else { 30.0 })?),
         _ => None,
     };
+    let scale = match &cli.cmd {
+        Cmd::Scale { quick, before, sizes } => {
+            if let Err(why) = &serve {
+                anyhow::bail!("the scale section needs jvmwatch serve: {why}");
+            }
+            let default: &[usize] = if *quick { &[10, 100, 1000] } else { &[10, 50, 100, 1000] };
+            let sizes = sizes.as_deref().unwrap_or(default);
+            Some(scale::run(&tools, &scratch, *quick, sizes, before.as_deref())?)
+        }
+        _ => None,
+    };
     let date = timefmt::date(start_ns);
     let out = match &cli.out {
         _ if cli.no_save => None,
         Some(p) => Some(p.clone()),
-        None if !cli.smoke => Some(default_results_path(&date)),
+        None if matches!(cli.cmd, Cmd::Scale { .. }) => Some(default_results_path(&date, "-scale")),
+        None if !cli.smoke => Some(default_results_path(&date, "")),
         None => None,
     };
     let results = Results {
@@ -381,6 +426,7 @@ fn run(cli: &Cli) -> Result<()> {
         usage,
         sampler,
         tomcat,
+        scale,
     };
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(p) = &out {

@@ -84,6 +84,9 @@ pub fn markdown(r: &Value) -> String {
     if !r["sampler"].is_null() {
         sampler(&mut s, &r["sampler"]);
     }
+    if !r["scale"].is_null() {
+        scale(&mut s, &r["scale"]);
+    }
     s
 }
 
@@ -193,6 +196,59 @@ fn sampler(s: &mut String, v: &Value) {
         None => "not measured",
     };
     let _ = writeln!(s, "\nGrowth of the median: {}; {verdict}.", growth.join(", "));
+}
+
+fn scale(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 12. The sidecar's scale curve ({})\n", v["mode"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "Synthetic writers ({} rings per process): {}.\n",
+        v["rings_per_writer"],
+        v["mix"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(
+        s,
+        "| sidecar | rings | events/s | CPU % of a core (SSE client / none) | RSS MiB | GC→SSE p50 / p99 / max ms | `/metrics` p50 / p99 ms | `/metrics` bytes | found all in s |\n|---|---:|---:|---|---:|---|---|---:|---:|"
+    );
+    for p in v["points"].as_array().into_iter().flatten() {
+        let l = &p["gc_to_sse_ms"];
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} / {} | {} | {} / {} / {}{} | {} / {} | {} | {} |",
+            p["sidecar"].as_str().unwrap_or("?"),
+            p["rings"],
+            f(&p["events_per_s"], 0),
+            f(&p["cpu_pct"], 2),
+            f(&p["cpu_pct_no_client"], 2),
+            f(&p["rss_mib"], 1),
+            f(&l["p50"], 2),
+            f(&l["p99"], 2),
+            f(&l["max"], 2),
+            p["sse_error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
+            f(&p["metrics_ms"]["p50"], 3),
+            f(&p["metrics_ms"]["p99"], 3),
+            p["metrics_bytes"],
+            f(&p["discover_s"], 1)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nGrowth per 10× rings (10 = linear):\n\n| sidecar | rings | CPU | RSS | GC→SSE p99 | `/metrics` p50 | `/metrics` bytes |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    for g in v["growth"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} | {} → {} | {} | {} | {} | {} | {} |",
+            g["sidecar"].as_str().unwrap_or("?"),
+            g["from"],
+            g["to"],
+            f(&g["cpu"], 2),
+            f(&g["rss"], 2),
+            f(&g["gc_to_sse_p99"], 2),
+            f(&g["metrics_p50"], 2),
+            f(&g["metrics_bytes"], 2)
+        );
+    }
 }
 
 fn history(s: &mut String, v: &Value) {

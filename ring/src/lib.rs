@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod reader;
 pub mod snapshot;
 pub mod stacks;
+pub mod watch;
 pub mod writer;
 
 pub use event::{Event, OomKind, Text};

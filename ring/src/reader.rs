@@ -1,7 +1,9 @@
 //! The reader: opens any file and trusts nothing in it.
 //!
 //! Reads go through `pread` into the reader's own buffers, never through a mapping, so a file
-//! truncated under the reader gives an error instead of SIGBUS. Every size, offset and count
+//! truncated under the reader gives an error instead of SIGBUS. (A follower may also map the
+//! header page to notice changes cheaply, [`crate::watch`]; what it reads still comes from
+//! here.) Every size, offset and count
 //! read from the file is checked against this version's layout and the file's real size
 //! before it is used.
 
@@ -411,20 +413,29 @@ impl Ring {
     /// the registered instruments.
     pub fn metrics(&self) -> Result<(Vec<crate::metrics::Instrument>, Vec<String>), ReadError> {
         use crate::metrics::{HEADER, INSTRUMENT_SIZE, MAX_INSTRUMENTS};
-        let mut b = vec![0u8; METRICS_SIZE];
-        self.read_at(&mut b[..HEADER], METRICS_OFFSET as u64)?;
-        let count = (u32_at(&b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
-        let end = HEADER + count * INSTRUMENT_SIZE;
-        self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
-        Ok(crate::metrics::decode(&b))
+        with_metrics_buffer(|b| {
+            self.read_at(&mut b[..HEADER], METRICS_OFFSET as u64)?;
+            let count = (u32_at(b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
+            let end = HEADER + count * INSTRUMENT_SIZE;
+            self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
+            Ok(crate::metrics::decode(b))
+        })
     }
 
     /// Just the string table of the metrics region (one 4 KiB read).
     pub fn strings(&self) -> Result<Vec<String>, ReadError> {
-        let mut b = vec![0u8; METRICS_SIZE];
-        self.read_at(&mut b[..crate::metrics::HEADER], METRICS_OFFSET as u64)?;
-        b[crate::metrics::COUNT..crate::metrics::COUNT + 4].fill(0); // no instruments
-        Ok(crate::metrics::decode(&b).1)
+        with_metrics_buffer(|b| {
+            self.read_at(&mut b[..crate::metrics::HEADER], METRICS_OFFSET as u64)?;
+            b[crate::metrics::COUNT..crate::metrics::COUNT + 4].fill(0); // no instruments
+            Ok(crate::metrics::decode(b).1)
+        })
+    }
+
+    /// A read-only mapping of the header page, for polling the cursor, heartbeat and state
+    /// without a system call ([`crate::watch`]: a hint of change, never data); `None` when it
+    /// cannot be mapped.
+    pub fn header_page(&self) -> Option<crate::watch::HeaderPage> {
+        crate::watch::HeaderPage::map(&self.file)
     }
 
     /// Reads just the event cursor (one 8-byte `pread`): the cheap "anything new?" check.
@@ -525,7 +536,7 @@ impl Ring {
     /// Like [`Ring::scan`], reading at most `limit` slots.
     pub fn scan_limit(&self, from: u64, writer_alive: bool, limit: u64) -> Result<Scan, ReadError> {
         let cap = self.header.capacity;
-        let cursor = self.live()?.cursor;
+        let cursor = self.cursor()?;
         if cursor > MAX_CURSOR {
             return Err(ReadError::Corrupt(format!("event cursor {cursor} is implausible")));
         }
@@ -537,7 +548,8 @@ impl Ring {
         }
         let end = cursor.min(start.saturating_add(limit));
         const CHUNK: u64 = 4096;
-        let chunk = (CHUNK.min(cap) as usize) * SLOT_SIZE;
+        // Buffers as large as this scan needs, up to a chunk (most scans read a few slots).
+        let chunk = (CHUNK.min(cap).min(end - start) as usize) * SLOT_SIZE;
         let (mut first, mut second) = (vec![0u8; chunk], vec![0u8; chunk]);
         let mut s = start;
         'outer: while s < end {
@@ -639,6 +651,23 @@ fn judge(seq: u64, b: &[u8], stamp2: u64) -> SlotState {
     let len = (words[1] >> 16) as u16;
     let payload: &[u8; slot::PAYLOAD_LEN] = b[slot::PAYLOAD..SLOT_SIZE].try_into().expect("payload");
     SlotState::Committed(Record { seq, time_ns: words[0], event: Event::decode(kind, len, payload) })
+}
+
+/// Runs `f` over this thread's metrics-region buffer (256 KiB, allocated once per thread
+/// rather than zeroed per read). `decode` looks only at the header and the instruments the
+/// count names, all of which the caller has just read into it, so what an earlier read left
+/// behind is never seen.
+fn with_metrics_buffer<T>(f: impl FnOnce(&mut [u8]) -> Result<T, ReadError>) -> Result<T, ReadError> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() != METRICS_SIZE {
+            *b = vec![0u8; METRICS_SIZE];
+        }
+        f(&mut b)
+    })
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], off: u64, size: u64) -> Result<(), ReadError> {

@@ -2,9 +2,12 @@
 //! follower thread that tails each ring (cursor, events, snapshot, liveness) and publishes
 //! what is new to SSE subscribers.
 //!
-//! The follower is one plain thread polling with `pread`: mapped-file writes raise no inotify
-//! events, and a poll keeps a truncated or vanished file an error rather than a SIGBUS.
-//! Per tick it reads each live ring's 8-byte cursor; only when it moved does it read events.
+//! The follower is one plain thread polling: mapped-file writes raise no inotify events. Per
+//! tick it looks at each live ring's cursor, heartbeat and state words through a read-only
+//! mapping of the header page (memory loads, no system call: [`jvmwatch_ring::watch`]); only
+//! when the cursor moved does it read events, and only when the heartbeat or state moved does
+//! it re-read the live header, all with checked `pread`s, so a truncated or vanished file stays
+//! an error rather than a SIGBUS. A ring that cannot be mapped is polled with `pread` instead.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jvmwatch_ring::metrics::Instrument;
+use jvmwatch_ring::watch::HeaderPage;
 use jvmwatch_ring::{Event, Header, Live, Record, Ring, Snapshot};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -27,6 +31,9 @@ pub const WINDOW: usize = 4096;
 pub const TICK: Duration = Duration::from_millis(5);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
+/// How often a ring's snapshot is re-read at most (the sampler writes one per interval,
+/// 100 ms by default; the service shows and pushes them once a second).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 /// How often a quiet ring's live header, snapshot and findings are refreshed.
 pub const QUIET_REFRESH: Duration = Duration::from_millis(500);
 /// How often liveness, snapshot and findings are refreshed (rings with recent events).
@@ -44,6 +51,10 @@ pub const BROADCAST_CAPACITY: usize = 2048;
 /// (3 MiB at the defaults), so 50 JVMs cost 2.5 MB/s of `pread` at this period. A dead JVM's
 /// history no longer changes: it is judged once.
 const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// At most one history read for the leak findings per this long, over all followed JVMs: beyond
+/// 240 of them, each is judged every `count × LEAK_SPACING` rather than every [`LEAK_EVERY`]
+/// (1,000 JVMs: every 250 s), so the reads cost at most 4 histories a second.
+const LEAK_SPACING: Duration = Duration::from_millis(250);
 /// Largest history the service reads for the leak findings (4 × the default).
 const LEAK_MAX_HISTORY_BYTES: u64 = 16 << 20;
 
@@ -114,6 +125,20 @@ pub struct Jvm {
     last_events: Instant,
     /// When the live header was last read.
     last_refresh: Instant,
+    /// When the snapshot was last read.
+    last_snapshot: Option<Instant>,
+    /// The mapped header page (`None`: polled with `pread`).
+    page: Option<Arc<HeaderPage>>,
+    /// Its words at the last live-header read.
+    words: jvmwatch_ring::watch::Words,
+    /// Whether the leak findings were judged more than once (the second time comes at a point
+    /// of the period that depends on the id, so rings found together are not read together).
+    leaks_again: bool,
+    /// How often they are judged while it lives (see [`LEAK_SPACING`]).
+    leak_every: Duration,
+    /// When this ring's once-a-second work (full refresh, metrics, snapshot message) is next
+    /// due: each ring at its own point of the second, so the work never piles up in one tick.
+    push_due: Instant,
 }
 
 impl Jvm {
@@ -151,6 +176,12 @@ impl Jvm {
             settled: false,
             last_events: Instant::now(),
             last_refresh: Instant::now(),
+            last_snapshot: None,
+            page: ring.header_page().map(Arc::new),
+            words: Default::default(),
+            leaks_again: false,
+            leak_every: LEAK_EVERY,
+            push_due: Instant::now() + SNAPSHOT_PUSH.mul_f64(spread(path.to_string_lossy().as_ref())),
             ring: Some(Arc::new(ring)),
         };
         j.refresh(true);
@@ -177,6 +208,7 @@ impl Jvm {
     fn fail(&mut self, why: String) {
         self.gone = Some(why);
         self.ring = None;
+        self.page = None;
         self.alive = false;
         self.settled = true;
     }
@@ -194,18 +226,34 @@ impl Jvm {
         })
     }
 
+    /// Whether the live header is worth re-reading before the next push: always without a
+    /// mapping; with one, when the state word moved, or when the heartbeat did not (is the
+    /// writer still alive?). A heartbeat that moves as it should waits for the push.
+    fn wants_refresh(&self) -> bool {
+        self.page.as_ref().is_none_or(|p| {
+            let w = p.words();
+            w.state != self.words.state || w.heartbeat_ns == self.words.heartbeat_ns
+        })
+    }
+
     /// Re-reads the live header part; the snapshot only when the heartbeat moved (the sampler
-    /// writes the snapshot before the heartbeat); liveness (two `flock` calls) when the
-    /// heartbeat did not move, and on `full` refreshes. (Whether the file still exists is
-    /// checked by [`Registry::tick`] outside the lock.)
+    /// writes the snapshot before the heartbeat) and [`SNAPSHOT_EVERY`] passed; liveness (two
+    /// `flock` calls) when the heartbeat did not move, and on `full` refreshes. (Whether the
+    /// file still exists is checked by [`Registry::tick`] outside the lock.)
     fn refresh(&mut self, full: bool) {
         let Some(ring) = &self.ring else { return };
+        // The words first: a change after this read shows as a change next time.
+        if let Some(p) = &self.page {
+            self.words = p.words();
+        }
         let live = match ring.live() {
             Ok(l) => l,
             Err(e) => return self.fail(e.to_string()),
         };
         let beat_moved = live.heartbeat_ns != self.live.heartbeat_ns;
-        if beat_moved || full {
+        let snapshot_due = self.last_snapshot.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
+        if (beat_moved && snapshot_due) || full {
+            self.last_snapshot = Some(Instant::now());
             match ring.snapshot() {
                 Ok(Some(s)) => self.snapshot = Some(s),
                 Ok(None) => {}
@@ -221,8 +269,14 @@ impl Jvm {
     /// Reads new events, handing each to `publish`.
     fn read_events(&mut self, mut publish: impl FnMut(&Record, &[String])) {
         let Some(ring) = &self.ring else { return };
-        let scan = match ring.cursor().and_then(|c| {
-            if c == self.next_seq {
+        // The mapped cursor says whether anything is new (no system call); the scan reads the
+        // real one.
+        let unmoved = match &self.page {
+            Some(p) => Ok(p.words().cursor == self.next_seq),
+            None => ring.cursor().map(|c| c == self.next_seq),
+        };
+        let scan = match unmoved.and_then(|unmoved| {
+            if unmoved {
                 Ok(None)
             } else {
                 ring.scan_limit(self.next_seq, self.alive, 65_536).map(Some)
@@ -237,11 +291,16 @@ impl Jvm {
         if !scan.records.is_empty() {
             self.last_events = Instant::now();
         }
-        let refers_to_strings = scan
-            .records
-            .iter()
-            .any(|r| matches!(r.event, Event::GcCycle { .. } | Event::GcPool { .. } | Event::AppEvent { .. }));
-        if refers_to_strings {
+        // The string table only grows: re-read it when an event names an id not known yet.
+        let known = self.strings.len();
+        let unknown = |ids: &[u16]| ids.iter().any(|&i| i as usize >= known);
+        let refers_to_new_strings = scan.records.iter().any(|r| match r.event {
+            Event::GcCycle { collector, cause, action, .. } => unknown(&[collector, cause, action]),
+            Event::GcPool { pool, .. } => unknown(&[pool]),
+            Event::AppEvent { name, .. } => unknown(&[name]),
+            _ => false,
+        });
+        if refers_to_new_strings {
             if let Ok(s) = ring.strings() {
                 self.strings = s;
             }
@@ -274,9 +333,13 @@ impl Jvm {
         // The leak findings read the whole history region (a few MB): every LEAK_EVERY.
         let due = match self.leaks_at {
             None => true,
-            Some(t) => (self.alive && t.elapsed() >= LEAK_EVERY) || (!self.alive && !self.leaks_final),
+            Some(t) => {
+                let every = if self.leaks_again { self.leak_every } else { self.leak_every.mul_f64(spread(&self.id)) };
+                (self.alive && t.elapsed() >= every) || (!self.alive && !self.leaks_final)
+            }
         };
         if due {
+            self.leaks_again = self.leaks_at.is_some();
             self.leaks_at = Some(Instant::now());
             self.leaks_final = !self.alive;
             // Under the registry lock: only histories of the default size or so (a hostile
@@ -385,6 +448,12 @@ impl Jvm {
     }
 }
 
+/// A fraction in 0..1 that depends only on `id` (FNV-1a), to spread periodic work.
+fn spread(id: &str) -> f64 {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// A crash report's path, if one was found, and whether it says out of memory.
 type CrashFound = (Option<PathBuf>, bool);
 
@@ -441,6 +510,29 @@ pub struct Registry {
     metrics_text: Mutex<(u64, Arc<String>)>,
     /// Exit statuses reported for JVMs not discovered yet (applied when they are).
     early_exits: Mutex<std::collections::HashMap<String, String>>,
+    /// Counts insertions into and removals from the map (the follower's poll list is rebuilt
+    /// when it moves; Relaxed: read and written under the map lock).
+    members: AtomicU64,
+    /// The follower's poll list (only the follower thread uses it).
+    polls: Mutex<Polls>,
+}
+
+/// The follower's compact list of what to poll each tick: the mapped pages side by side, so
+/// one tick's loads of a thousand cursors run in a tight loop rather than one per walk
+/// through each JVM's state.
+#[derive(Default)]
+struct Polls {
+    /// The [`Registry::members`] count it was built at (`u64::MAX`: never built).
+    members: u64,
+    list: Vec<Poll>,
+}
+
+struct Poll {
+    id: Arc<str>,
+    /// `None`: not mapped; its cursor is read with `pread`.
+    page: Option<Arc<HeaderPage>>,
+    /// The JVM's next sequence number to read, as of its last read.
+    next_seq: u64,
 }
 
 impl Registry {
@@ -457,6 +549,8 @@ impl Registry {
             generation: AtomicU64::new(1),
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
             early_exits: Mutex::new(Default::default()),
+            members: AtomicU64::new(0),
+            polls: Mutex::new(Polls { members: u64::MAX, list: Vec::new() }),
         })
     }
 
@@ -479,7 +573,7 @@ impl Registry {
     /// Picks up ring files that appeared in the directory.
     pub fn discover(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
-        let known: Vec<PathBuf> = self.lock().values().map(|j| j.path.clone()).collect();
+        let known: std::collections::HashSet<PathBuf> = self.lock().values().map(|j| j.path.clone()).collect();
         for e in entries.flatten() {
             let p = e.path();
             let name = e.file_name();
@@ -509,6 +603,7 @@ impl Registry {
                         continue; // archived by retention meanwhile (it forgets after removing)
                     }
                     jvms.insert(j.id.clone(), j);
+                    self.members.fetch_add(1, Ordering::Relaxed);
                     // Under the lock: whoever sees the new JVM also sees a new generation.
                     self.generation.fetch_add(1, Ordering::Release);
                     drop(jvms);
@@ -563,18 +658,20 @@ impl Registry {
     pub fn forget(&self, id: &str) -> Option<Jvm> {
         let mut jvms = self.lock();
         let j = jvms.remove(id);
+        self.members.fetch_add(1, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
         j
     }
 
-    /// One follower tick (number `n`): new events from every live ring — each tick for rings
-    /// that had events in the last second, every [`QUIET_EVERY`]th tick for quiet ones; every
-    /// `refresh` also the live header, snapshot and findings; every `push` a full refresh,
-    /// the metrics region and a snapshot message per JVM.
+    /// One follower tick (number `n`): new events from every live ring whose mapped cursor
+    /// moved (unmapped rings: each tick while they had events in the last second, every
+    /// [`QUIET_EVERY`]th tick when quiet); on `refresh` ticks (every [`REFRESH`]) also the
+    /// live header and findings of rings whose state moved or whose heartbeat stopped, and,
+    /// once a second per ring (at its own point of the second, so the work never piles up in
+    /// one tick), a full refresh, the metrics region and a snapshot message. On `push` ticks
+    /// (every second) whether the ring files still exist.
     pub fn tick(&self, n: u64, refresh: bool, push: bool) {
         let tx = &self.tx;
-        // Snapshot messages are only built when someone listens.
-        let listeners = tx.receiver_count() > 0;
         // Whether each ring file still exists: stat outside the lock (every second).
         let removed: Vec<Arc<str>> = if push {
             let paths: Vec<(Arc<str>, PathBuf)> =
@@ -584,43 +681,92 @@ impl Registry {
             Vec::new()
         };
         let mut jvms = self.lock();
+        // Messages are only built when someone listens. Counted under the map lock: a
+        // subscriber that comes later replays the window under this lock, after this tick.
+        let listeners = tx.receiver_count() > 0;
         for id in &removed {
             if let Some(j) = jvms.get_mut(id) {
                 j.fail("ring file removed".into());
             }
         }
-        for j in jvms.values_mut() {
+        let now = Instant::now();
+        // This tick's messages, sent together at its end: the HTTP side then finds them all
+        // queued and writes them to each subscriber in one go.
+        let mut out: Vec<Arc<Msg>> = Vec::new();
+        let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        let members = self.members.load(Ordering::Relaxed);
+        if polls.members != members {
+            polls.list =
+                jvms.values().map(|j| Poll { id: j.id.clone(), page: j.page.clone(), next_seq: j.next_seq }).collect();
+            polls.members = members;
+        }
+        // New events: first every mapped cursor (independent loads in a tight loop), then the
+        // rings whose cursor moved, and the unmapped ones.
+        let moved: Vec<usize> = (polls.list.iter().enumerate())
+            .filter(|(_, p)| p.page.as_ref().is_none_or(|page| page.cursor() != p.next_seq))
+            .map(|(k, _)| k)
+            .collect();
+        for k in moved {
+            let p = &mut polls.list[k];
+            let Some(j) = jvms.get_mut(&p.id) else { continue };
+            if j.settled {
+                continue;
+            }
+            // Without a mapping, a quiet ring's cursor is read every QUIET_EVERY ticks only.
+            let quiet = now.saturating_duration_since(j.last_events) > Duration::from_secs(1);
+            if j.page.is_none() && quiet && !refresh && !n.is_multiple_of(QUIET_EVERY) {
+                continue;
+            }
+            let jvm = j.id.clone();
+            j.read_events(|r, strings| {
+                // Messages are only built when someone listens.
+                if listeners {
+                    out.push(Arc::new(event_msg(&jvm, r, strings)));
+                }
+            });
+            p.next_seq = j.next_seq;
+        }
+        drop(polls);
+        // Every REFRESH: the live header and findings of rings whose state moved or whose
+        // heartbeat stopped; each ring's once-a-second work when it is due.
+        let mut refreshed = false;
+        let leak_every = LEAK_EVERY.max(LEAK_SPACING * jvms.len().min(1 << 20) as u32);
+        for j in jvms.values_mut().filter(|_| refresh) {
+            j.leak_every = leak_every;
+            let push = now >= j.push_due;
+            if push {
+                j.push_due =
+                    if now - j.push_due > SNAPSHOT_PUSH { now + SNAPSHOT_PUSH } else { j.push_due + SNAPSHOT_PUSH };
+            }
             if j.settled && !push {
                 continue;
             }
-            let quiet = j.last_events.elapsed() > Duration::from_secs(1);
-            let due = if quiet { QUIET_REFRESH } else { REFRESH };
-            let refresh_this = push || (refresh && j.last_refresh.elapsed() >= due);
-            if refresh_this {
+            let quiet = now.saturating_duration_since(j.last_events) > Duration::from_secs(1);
+            // A heartbeat is due every sampler interval: one that did not move over two of them
+            // (or `due`, whichever is longer, and at most a push period) has stopped.
+            let two_beats = Duration::from_nanos(j.header.interval_ns.saturating_mul(2));
+            let due = two_beats.clamp(if quiet { QUIET_REFRESH } else { REFRESH }, SNAPSHOT_PUSH);
+            if push || (now.saturating_duration_since(j.last_refresh) >= due && j.wants_refresh()) {
                 j.refresh(push);
-                j.last_refresh = Instant::now();
-            }
-            if quiet && !refresh_this && !n.is_multiple_of(QUIET_EVERY) {
-                continue;
-            }
-            let id = j.id.clone();
-            j.read_events(|r, strings| {
-                let _ = tx.send(Arc::new(event_msg(&id, r, strings)));
-            });
-            if push {
-                j.sample_metrics();
-            }
-            if refresh_this {
+                j.last_refresh = now;
+                refreshed = true;
+                if push {
+                    j.sample_metrics();
+                }
                 j.judge();
             }
             if push && listeners && j.gone.is_none() {
-                let _ = tx.send(Arc::new(j.snapshot_msg()));
+                out.push(Arc::new(j.snapshot_msg()));
             }
+        }
+        for m in out {
+            let _ = tx.send(m);
         }
         // JVMs that just died without a clean exit: look for their crash reports outside
         // the lock (a hung filesystem then stalls only this thread, never the API), then judge
         // them again.
-        let queries: Vec<CrashQuery> = jvms.values().filter_map(Jvm::crash_query).collect();
+        let queries: Vec<CrashQuery> =
+            if refreshed { jvms.values().filter_map(Jvm::crash_query).collect() } else { Vec::new() };
         if !queries.is_empty() {
             drop(jvms);
             let found: Vec<(Arc<str>, CrashFound)> = queries.iter().map(|q| (q.id.clone(), q.run())).collect();
