@@ -367,6 +367,23 @@ fn micro(s: &mut String, m: &Value) {
         f(&cb["gc_per_s"]["median"], 0),
         cb["note"].as_str().unwrap_or("")
     );
+    if cb["finish"].is_object() {
+        let _ =
+            writeln!(s, "| GC callback (every callback of every run) | count | mean ns | p50 ns | p99 ns | max ns |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        for (name, d) in [("GarbageCollectionStart", &cb["start"]), ("GarbageCollectionFinish", &cb["finish"])] {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {} | {} | {} | {} |",
+                f(&d["count"], 0),
+                f(&d["mean_ns"], 0),
+                f(&d["p50_ns"], 0),
+                f(&d["p99_ns"], 0),
+                f(&d["max_ns"], 0)
+            );
+        }
+        let _ = writeln!(s);
+    }
 }
 
 fn latency(s: &mut String, l: &Value) {

@@ -148,13 +148,14 @@ unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, _jni: *mut sys::JNIEnv
     });
 }
 
-// GC callback: atomics only (see the module table).
+// GC callback: atomics only (see the module table). Measures its own cost.
 unsafe extern "C" fn gc_start(_jvmti: *mut sys::jvmtiEnv) {
     guard(|| {
         let Some(a) = agent::get() else { return };
         let now = now_ns();
         let gc_id = a.writer.gc_pause_begin(now);
         a.writer.emit_at(now, &Event::GcPauseStart { gc_id, collector: a.writer.collector() });
+        a.writer.record_start_callback_cost(now_ns().saturating_sub(now));
     });
 }
 
