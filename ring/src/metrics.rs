@@ -369,7 +369,7 @@ mod tests {
         // Stripes never overlap one another or an entry head, and each starts a cache line.
         for s in 0..ins::STRIPE_COUNT {
             let at = timer_stripe(s);
-            assert!(at % 64 == 0 && at % INSTRUMENT_SIZE >= ins::STRIPES);
+            assert!(at.is_multiple_of(64) && at % INSTRUMENT_SIZE >= ins::STRIPES);
             assert!(at % INSTRUMENT_SIZE + tstripe::SIZE <= INSTRUMENT_SIZE);
             if s > 0 {
                 assert!(timer_stripe(s - 1) + tstripe::SIZE <= at);
