@@ -367,6 +367,18 @@ mod tests {
 
     const ROUNDS: usize = 2000;
 
+    /// A timer is registered only with the per-stripe layout bit: an older API jar's plain 3
+    /// would record into the one-slot layout of ring formats 1 and 2.
+    #[test]
+    fn timers_need_the_striped_layout_code() {
+        assert_eq!(instrument_kind(1), Some(Kind::Counter));
+        assert_eq!(instrument_kind(2), Some(Kind::Gauge));
+        assert_eq!(instrument_kind(0x103), Some(Kind::Timer));
+        for refused in [0, 3, 4, 0x101, 0x203, -1] {
+            assert_eq!(instrument_kind(refused), None, "{refused:#x}");
+        }
+    }
+
     /// Without the lock, 4 threads racing on a fresh ring tore the name about once in a
     /// thousand rounds ("DDDD…DDDBBBBBBB").
     #[test]
