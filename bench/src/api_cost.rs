@@ -31,6 +31,10 @@ pub struct Row {
     pub ns_per_op: f64,
     /// ns_per_op / LongAdder's ns_per_op at the same thread count.
     pub ratio_to_longadder: f64,
+    /// Median over forks and rounds of this variant's CPU ns per op (the recording threads'
+    /// own CPU time) over LongAdder's in the same JVM and round: other processes on the
+    /// machine steal wall time, not the threads' CPU time, so this is the figure they hurt least.
+    pub paired_ratio: f64,
 }
 
 /// The section's result.
@@ -76,7 +80,22 @@ pub fn run(tools: &Tools, scratch: &Scratch, cores: usize, forks: u32, seconds: 
         let n = |i: usize| w[i].parse::<f64>().with_context(|| format!("bad number in {line:?}"));
         raw.push((w[0].to_string(), w[1].parse::<u32>()?, n(2)?, n(3)?, n(4)?));
     }
+    let mut paired = Vec::new();
+    for _ in 0..4 {
+        let line = p.expect_line("paired ", limit)?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() != 5 {
+            bail!("bad ApiBench line {line:?}");
+        }
+        paired.push((w[0].to_string(), w[1].parse::<u32>()?, w[2].parse::<f64>()?));
+    }
     p.wait(limit)?;
+    let pair = |v: &str, t: u32| {
+        if v == "longadder" {
+            return 1.0;
+        }
+        paired.iter().find(|r| r.0 == v && r.1 == t).map_or(f64::NAN, |r| crate::stats::round(r.2, 3))
+    };
     let ns = |threads: u32, ops: f64| (threads as usize).min(cores) as f64 * 1e9 / ops.max(1.0);
     let base = |threads: u32| raw.iter().find(|r| r.0 == "longadder" && r.1 == threads).map(|r| ns(threads, r.2));
     let rows = raw
@@ -89,6 +108,7 @@ pub fn run(tools: &Tools, scratch: &Scratch, cores: usize, forks: u32, seconds: 
             ops_per_s_max: *max,
             ns_per_op: crate::stats::round(ns(*threads, *med), 2),
             ratio_to_longadder: crate::stats::round(ns(*threads, *med) / base(*threads).unwrap_or(f64::NAN), 3),
+            paired_ratio: pair(variant, *threads),
         })
         .collect();
     let _ = std::fs::remove_dir_all(&rings);

@@ -77,6 +77,15 @@ pub struct AgentStats {
     pub callback_mean_ns: f64,
     /// The longest, ns.
     pub callback_max_ns: u64,
+    /// Their total, ns.
+    #[serde(skip)]
+    pub callback_total_ns: u64,
+    /// The GC-finish callback's histogram (ring format 3; see `jvmwatch_ring::cbcost`).
+    #[serde(skip)]
+    pub finish_hist: [u64; jvmwatch_ring::cbcost::BUCKETS],
+    /// The GC-start callback's: count, total, max and histogram.
+    #[serde(skip)]
+    pub start: (u64, u64, u64, [u64; jvmwatch_ring::cbcost::BUCKETS]),
 }
 
 /// Reads the stats of the only `.ring` file in `dir` (after the JVM ended).
@@ -85,14 +94,17 @@ pub fn agent_stats(dir: &Path) -> Result<AgentStats> {
     let ring = Ring::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let live = ring.live()?;
     let scan = ring.scan(0, ring.writer_alive())?;
-    let (count, total, max) = live.gc_callback;
+    let (f, st) = (&live.gc_finish_cost, &live.gc_start_cost);
     Ok(AgentStats {
         events: live.cursor,
         gc_pauses: live.gc_pauses,
         lost: scan.lost(),
-        callbacks: count,
-        callback_mean_ns: if count > 0 { total as f64 / count as f64 } else { 0.0 },
-        callback_max_ns: max,
+        callbacks: f.count,
+        callback_mean_ns: f.mean_ns().unwrap_or(0.0),
+        callback_max_ns: f.max_ns,
+        callback_total_ns: f.total_ns,
+        finish_hist: f.buckets,
+        start: (st.count, st.total_ns, st.max_ns, st.buckets),
     })
 }
 

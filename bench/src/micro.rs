@@ -47,8 +47,55 @@ pub struct GcCallback {
     pub max_ns: Summary,
     /// Collections per second of the workload (GC beans).
     pub gc_per_s: Summary,
+    /// Every GC-finish callback of every run, from the agent's histograms added up.
+    pub finish: Distribution,
+    /// Every GC-start callback of every run.
+    pub start: Distribution,
     /// Each run's figures from the ring.
     pub runs: Vec<AgentStats>,
+}
+
+/// Per-callback distribution pooled over runs: percentiles are bucket upper bounds (≤ 25 %
+/// above the truth) capped by the max (`None` when the agent kept no histogram).
+#[derive(Clone, Debug, Serialize)]
+pub struct Distribution {
+    /// Callbacks.
+    pub count: u64,
+    /// Mean, ns.
+    pub mean_ns: Option<f64>,
+    /// Median, ns.
+    pub p50_ns: Option<u64>,
+    /// 99th percentile, ns.
+    pub p99_ns: Option<u64>,
+    /// Longest, ns.
+    pub max_ns: u64,
+    /// The histogram: (bucket lower bound ns, callbacks), non-empty buckets only.
+    pub buckets: Vec<(u64, u64)>,
+}
+
+impl Distribution {
+    fn pooled(runs: impl Iterator<Item = jvmwatch_ring::cbcost::CallbackCost>) -> Distribution {
+        let mut all = jvmwatch_ring::cbcost::CallbackCost::default();
+        for r in runs {
+            all.count += r.count;
+            all.total_ns += r.total_ns;
+            all.max_ns = all.max_ns.max(r.max_ns);
+            for (a, b) in all.buckets.iter_mut().zip(r.buckets) {
+                *a += b;
+            }
+        }
+        Distribution {
+            count: all.count,
+            mean_ns: all.mean_ns().map(|m| crate::stats::round(m, 0)),
+            p50_ns: all.quantile(0.5),
+            p99_ns: all.quantile(0.99),
+            max_ns: all.max_ns,
+            buckets: (all.buckets.iter().enumerate())
+                .filter(|(_, &n)| n > 0)
+                .map(|(i, &n)| (jvmwatch_ring::cbcost::bucket_lower(i), n))
+                .collect(),
+        }
+    }
 }
 
 /// The section's results; durations per operation in ns unless named otherwise.
@@ -293,11 +340,19 @@ fn gc_callback(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<GcCallba
         runs.push(a);
         let _ = std::fs::remove_dir_all(&dir);
     }
+    let cost = |a: &AgentStats, start: bool| {
+        let (count, total_ns, max_ns, buckets) =
+            if start { a.start } else { (a.callbacks, a.callback_total_ns, a.callback_max_ns, a.finish_hist) };
+        jvmwatch_ring::cbcost::CallbackCost { count, total_ns, max_ns, buckets }
+    };
     Ok(GcCallback {
-        note: "The agent times its own GarbageCollectionFinish callback (vDSO clock read, pause accounting, \
-               one ring write) into the ring header: count, total and max only. There is no histogram in the \
-               agent, so the distribution shown is per run (mean and max of each run), not per callback. \
-               GarbageCollectionStart is not timed.",
+        note: "The agent times its own GarbageCollectionStart and GarbageCollectionFinish callbacks (vDSO clock \
+               reads, pause accounting, one ring write each) into the ring header: count, total, max and a \
+               32-bucket log-linear histogram per callback (4 buckets per power of two from 128 ns). \
+               Percentiles pool every callback of every run; a percentile is its bucket's upper bound \
+               (at most 25 % above the truth), capped by the max.",
+        finish: Distribution::pooled(runs.iter().map(|a| cost(a, false))),
+        start: Distribution::pooled(runs.iter().map(|a| cost(a, true))),
         callbacks: runs.iter().map(|a| a.callbacks).sum(),
         mean_ns: sum(&runs.iter().map(|a| a.callback_mean_ns).collect::<Vec<_>>()),
         max_ns: sum(&runs.iter().map(|a| a.callback_max_ns as f64).collect::<Vec<_>>()),

@@ -111,6 +111,9 @@ fn all_smoke_produces_every_section_with_sane_values() {
     positive(&m["scan"]["inspect_ms"]["median"], "scan.inspect_ms");
     positive(&m["gc_callback"]["callbacks"], "gc_callback.callbacks");
     positive(&m["gc_callback"]["mean_ns"]["median"], "gc_callback.mean_ns");
+    positive(&m["gc_callback"]["finish"]["count"], "gc_callback.finish.count");
+    positive(&m["gc_callback"]["finish"]["p99_ns"], "gc_callback.finish.p99_ns");
+    positive(&m["gc_callback"]["start"]["count"], "gc_callback.start.count");
 
     // 3. Visibility latency: the ring reader and the JFR anchor always; SSE when serve exists.
     let methods = r["latency"]["methods"].as_array().expect("latency.methods");

@@ -16,7 +16,10 @@ import java.util.concurrent.atomic.LongAdder;
  *
  * Usage: ApiBench [forks] [seconds per measurement]      (driver; forks the JVM it runs in)
  *        ApiBench --fork SECONDS                          (one fork; prints result lines)
- * Output (driver): one line per variant: "result <variant> <threads> <ops_per_s median> <min> <max>"
+ * Output (driver): one line per variant: "result <variant> <threads> <ops_per_s median> <min> <max>",
+ * then "paired <variant> <threads> <median> <min> <max>" of the per-round ratio of its CPU ns per op
+ * (the recording threads' own CPU time, ThreadMXBean) to LongAdder's in the same fork and round:
+ * the figure least hurt by other processes, which steal wall time but not the threads' CPU time.
  */
 public final class ApiBench {
     static volatile boolean stop;
@@ -42,6 +45,7 @@ public final class ApiBench {
         cmd.add("--fork");
         cmd.add(seconds);
         java.util.Map<String, List<Double>> results = new java.util.TreeMap<>();
+        java.util.Map<String, List<Double>> paired = new java.util.TreeMap<>();
         for (int f = 0; f < forks; f++) {
             System.err.println("fork " + (f + 1) + "/" + forks);
             Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.INHERIT).start();
@@ -51,6 +55,8 @@ public final class ApiBench {
                     String[] w = line.split(" ");
                     if (w[0].equals("fork")) {
                         results.computeIfAbsent(w[1] + " " + w[2], k -> new ArrayList<>()).add(Double.parseDouble(w[3]));
+                    } else if (w[0].equals("pair")) {
+                        paired.computeIfAbsent(w[1] + " " + w[2], k -> new ArrayList<>()).add(Double.parseDouble(w[3]));
                     } else {
                         System.out.println(line);
                     }
@@ -64,6 +70,11 @@ public final class ApiBench {
             List<Double> v = e.getValue();
             v.sort(null);
             System.out.printf("result %s %.0f %.0f %.0f%n", e.getKey(), v.get(v.size() / 2), v.get(0), v.get(v.size() - 1));
+        }
+        for (var e : paired.entrySet()) {
+            List<Double> v = e.getValue();
+            v.sort(null);
+            System.out.printf("paired %s %.4f %.4f %.4f%n", e.getKey(), v.get(v.size() / 2), v.get(0), v.get(v.size() - 1));
         }
     }
 
@@ -82,22 +93,38 @@ public final class ApiBench {
             }
         }
         // Measurement: three interleaved rounds, rotating the order.
+        int[] threadCounts = {1, 8};
         for (int round = 0; round < 3; round++) {
+            double[][] got = new double[ops.length][threadCounts.length];
+            double[][] cpu = new double[ops.length][threadCounts.length];
             for (int k = 0; k < ops.length; k++) {
                 int v = (k + round) % ops.length;
-                for (int threads : new int[] {1, 8}) {
-                    double opsPerS = measure(ops[v], threads, seconds);
-                    System.out.printf("fork %s %d %.0f%n", names[v], threads, opsPerS);
+                for (int t = 0; t < threadCounts.length; t++) {
+                    double[] m = measure(ops[v], threadCounts[t], seconds);
+                    got[v][t] = m[0];
+                    cpu[v][t] = m[1];
+                    System.out.printf("fork %s %d %.0f%n", names[v], threadCounts[t], got[v][t]);
+                }
+            }
+            // CPU ns per op relative to LongAdder's (variant 0) in this round.
+            for (int v = 1; v < ops.length; v++) {
+                for (int t = 0; t < threadCounts.length; t++) {
+                    System.out.printf("pair %s %d %.4f%n", names[v], threadCounts[t], cpu[v][t] / cpu[0][t]);
                 }
             }
         }
         sink += adder.sum();
     }
 
-    /** Runs `op` on `threads` threads for `seconds`; returns total operations per second. */
-    static double measure(Op op, int threads, double seconds) throws Exception {
+    /**
+     * Runs `op` on `threads` threads for `seconds`; returns total operations per second and the
+     * threads' CPU ns per operation.
+     */
+    static double[] measure(Op op, int threads, double seconds) throws Exception {
         stop = false;
+        java.lang.management.ThreadMXBean mx = ManagementFactory.getThreadMXBean();
         long[] counts = new long[threads * 16]; // padded: one slot per 128 bytes
+        long[] cpus = new long[threads * 16];
         Thread[] ts = new Thread[threads];
         java.util.concurrent.CountDownLatch start = new java.util.concurrent.CountDownLatch(1);
         for (int t = 0; t < threads; t++) {
@@ -110,6 +137,7 @@ public final class ApiBench {
                 }
                 long n = 0;
                 long acc = 0;
+                long cpu0 = mx.getCurrentThreadCpuTime();
                 while (!stop) {
                     for (int i = 0; i < 1000; i++) {
                         op.run(n + i);
@@ -117,6 +145,7 @@ public final class ApiBench {
                     n += 1000;
                     acc ^= n;
                 }
+                cpus[slot] = mx.getCurrentThreadCpuTime() - cpu0;
                 counts[slot] = n;
                 sink += acc;
             });
@@ -131,9 +160,11 @@ public final class ApiBench {
         }
         long elapsed = System.nanoTime() - t0;
         long total = 0;
+        long cpu = 0;
         for (int t = 0; t < threads; t++) {
             total += counts[t * 16];
+            cpu += cpus[t * 16];
         }
-        return total * 1e9 / elapsed;
+        return new double[] {total * 1e9 / elapsed, (double) cpu / Math.max(total, 1)};
     }
 }

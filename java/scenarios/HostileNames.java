@@ -42,6 +42,7 @@ public final class HostileNames {
             // without the agent there is nothing to register
         }
         if (register != null) {
+            // Kinds: 1 counter, 2 gauge, 259 = 0x103 timer (the per-stripe layout, ring format 3).
             String[][] raw = {
                 {"1", "raw.newline\n# HELP app_fake x\napp_fake_total{jvm=\"x\"} 1\n"},
                 {"1", "raw.cr\rname"},
@@ -49,10 +50,10 @@ public final class HostileNames {
                 {"1", "raw.x_y"},
                 {"1", "raw.labels{a.b=1,a_b=2,a-b=3}"},
                 {"1", "raw.dup{k=1,k=2}"},
-                {"3", "raw.timer{jvm=1,quantile=2,le=3,tag_jvm=4}"},
+                {"259", "raw.timer{jvm=1,quantile=2,le=3,tag_jvm=4}"},
                 {"2", "jvm.up"},
                 {"2", "jvm.threads.live"},
-                {"3", "raw.lat"},
+                {"259", "raw.lat"},
                 {"2", "raw.lat.seconds.count"},
                 {"2", "raw.lat.seconds"},
                 {"1", "raw.help\\back"},

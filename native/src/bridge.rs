@@ -191,8 +191,14 @@ extern "system" fn register(
     name: sys::jstring,
 ) -> sys::jint {
     with_agent(-1, |a| {
-        let Some(kind) = Kind::from_u32(kind as u32) else { return -1 };
         let name = java_string(jni, name);
+        let Some(kind) = instrument_kind(kind) else {
+            // A timer from an io.jvmwatch API older than ring format 3 would record into the
+            // old one-slot layout: refuse it rather than let it write over its own stripes.
+            let text = format!("metric refused: old API jar: {}", printable(&name));
+            a.writer.emit(&Event::AgentWarning { text: Text::new(&text, 40) });
+            return -1;
+        };
         if let Some(why) = refuse_instrument(&name) {
             let text = format!("metric refused: {why}: {}", printable(&name));
             a.writer.emit(&Event::AgentWarning { text: Text::new(&text, 40) });
@@ -208,6 +214,18 @@ extern "system" fn register(
             }
         }
     })
+}
+
+/// The kind a `Bridge.register` call asks for: 1 counter, 2 gauge, and a timer only as
+/// `3 | 1 << 8` (the API's `STRIPED_TIMER`: it records into the per-stripe layout of ring format
+/// 3). Anything else, plain 3 from an older API jar included, is `None`.
+fn instrument_kind(code: sys::jint) -> Option<Kind> {
+    match code {
+        1 => Some(Kind::Counter),
+        2 => Some(Kind::Gauge),
+        0x103 => Some(Kind::Timer),
+        _ => None,
+    }
 }
 
 extern "system" fn intern(jni: *mut sys::JNIEnv, _cls: sys::jclass, s: sys::jstring) -> sys::jint {
@@ -430,6 +448,18 @@ mod tests {
     use std::sync::Barrier;
 
     const ROUNDS: usize = 2000;
+
+    /// A timer is registered only with the per-stripe layout bit: an older API jar's plain 3
+    /// would record into the one-slot layout of ring formats 1 and 2.
+    #[test]
+    fn timers_need_the_striped_layout_code() {
+        assert_eq!(instrument_kind(1), Some(Kind::Counter));
+        assert_eq!(instrument_kind(2), Some(Kind::Gauge));
+        assert_eq!(instrument_kind(0x103), Some(Kind::Timer));
+        for refused in [0, 3, 4, 0x101, 0x203, -1] {
+            assert_eq!(instrument_kind(refused), None, "{refused:#x}");
+        }
+    }
 
     /// Without the lock, 4 threads racing on a fresh ring tore the name about once in a
     /// thousand rounds ("DDDD…DDDBBBBBBB").

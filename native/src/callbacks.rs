@@ -12,7 +12,7 @@
 //!
 //! GC callbacks run with the world stopped: no JNI, no allocation, no locks, no syscalls
 //! (JVMTI spec, GarbageCollectionStart). They use only `Writer::emit_at`,
-//! `Writer::gc_pause_*` and the vDSO clock. Every callback body runs under `catch_unwind`
+//! `Writer::gc_pause_*`, the cost recorders, `Writer::prefetch_gc_lines` and the vDSO clock. Every callback body runs under `catch_unwind`
 //! so that a panic never unwinds into the JVM.
 
 use std::ffi::{c_char, CStr};
@@ -153,13 +153,15 @@ unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv)
     });
 }
 
-// GC callback: atomics only (see the module table).
+// GC callback: atomics only (see the module table). Measures its own cost.
 unsafe extern "C" fn gc_start(_jvmti: *mut sys::jvmtiEnv) {
     guard(|| {
         let Some(a) = agent::get() else { return };
+        a.writer.prefetch_gc_lines(false);
         let now = now_ns();
         let gc_id = a.writer.gc_pause_begin(now);
         a.writer.emit_at(now, &Event::GcPauseStart { gc_id, collector: a.writer.collector() });
+        a.writer.record_start_callback_cost(now_ns().saturating_sub(now));
     });
 }
 
@@ -167,6 +169,7 @@ unsafe extern "C" fn gc_start(_jvmti: *mut sys::jvmtiEnv) {
 unsafe extern "C" fn gc_finish(_jvmti: *mut sys::jvmtiEnv) {
     guard(|| {
         let Some(a) = agent::get() else { return };
+        a.writer.prefetch_gc_lines(true);
         let now = now_ns();
         if let Some((gc_id, duration_ns)) = a.writer.gc_pause_end(now) {
             a.writer.emit_at(now, &Event::GcPauseEnd { gc_id, collector: a.writer.collector(), duration_ns });

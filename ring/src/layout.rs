@@ -1,5 +1,6 @@
-//! Byte layout of the ring file, format version 2 (version 1 files are still read: they have no
-//! history and no stacks region). `docs/ring-format.md` draws it.
+//! Byte layout of the ring file, format version 3 (versions 1 and 2 are still read: version 1
+//! has no history and no stacks region; versions 1 and 2 keep a timer in one slot with shared
+//! buckets and have no GC-callback histograms). `docs/ring-format.md` draws it.
 //!
 //! Every offset is a chained constant; the compile-time asserts at the bottom keep the
 //! chain aligned and inside its region. All integers are little-endian.
@@ -7,8 +8,9 @@
 /// First eight bytes of every ring file.
 pub const MAGIC: [u8; 8] = *b"JVMWRING";
 /// The format version this crate writes.
-pub const VERSION: u32 = 2;
-/// The oldest format version this crate reads (version 1: no history, no stacks).
+pub const VERSION: u32 = 3;
+/// The oldest format version this crate reads (version 1: no history, no stacks; versions 1
+/// and 2: one slot per timer, see [`crate::metrics`]).
 pub const OLDEST_VERSION: u32 = 1;
 
 /// Header page: identity (immutable after creation, covered by a CRC) and live counters.
@@ -145,6 +147,16 @@ pub mod hdr {
     pub const HISTORY_FINE_NEXT: usize = 2240;
     /// `u64` next sequence number of the coarse history tier (v2).
     pub const HISTORY_COARSE_NEXT: usize = HISTORY_FINE_NEXT + 8;
+    /// `[u64; 32]` histogram of the GC-finish callback's cost (v3; [`crate::cbcost`]).
+    /// GC-callback-owned cache lines.
+    pub const GC_CB_HIST: usize = 2304;
+    /// `u64` self-measured cost of the GC-start callbacks: sum of durations, ns (v3; their
+    /// count is the sum of [`GC_START_CB_HIST`]).
+    pub const GC_START_CB_TOTAL_NS: usize = GC_CB_HIST + 8 * crate::cbcost::BUCKETS;
+    /// `u64` longest GC-start callback, ns (v3).
+    pub const GC_START_CB_MAX_NS: usize = GC_START_CB_TOTAL_NS + 8;
+    /// `[u64; 32]` histogram of the GC-start callback's cost (v3).
+    pub const GC_START_CB_HIST: usize = GC_START_CB_MAX_NS + 8;
 }
 
 /// Lifecycle state stored at [`hdr::STATE`].
@@ -347,7 +359,8 @@ pub mod stk {
 const _: () = {
     assert!(hdr::STACKS_SIZE + 8 <= hdr::HEADER_CRC);
     assert!(hdr::HISTORY_FINE_NEXT >= hdr::COLLECTOR + 4 && hdr::HISTORY_FINE_NEXT.is_multiple_of(64));
-    assert!(hdr::HISTORY_COARSE_NEXT + 8 <= HEADER_SIZE);
+    assert!(hdr::HISTORY_COARSE_NEXT + 8 <= hdr::GC_CB_HIST && hdr::GC_CB_HIST.is_multiple_of(64));
+    assert!(hdr::GC_START_CB_HIST + 8 * crate::cbcost::BUCKETS <= HEADER_SIZE);
     assert!(HISTORY_RECORD_SIZE.is_multiple_of(8));
     assert!(hdr::HEADER_CRC + 4 <= hdr::STATE);
     assert!(hdr::APP_NAME + hdr::APP_NAME_LEN <= hdr::CURSOR);

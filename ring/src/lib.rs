@@ -5,6 +5,7 @@
 //! where documented) and [`Ring`] (the reader, which trusts nothing in the file).
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod cbcost;
 pub mod event;
 #[doc(hidden)]
 pub mod fuzzing;

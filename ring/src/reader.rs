@@ -108,8 +108,10 @@ pub struct Live {
     pub gc_pause_max_ns: u64,
     /// Start of a pause in progress (0: none).
     pub gc_pause_start_ns: u64,
-    /// GC callback self-measurement: count, total ns, max ns.
-    pub gc_callback: (u64, u64, u64),
+    /// The agent's self-measured GC-finish callback cost (histogram: format version 3).
+    pub gc_finish_cost: crate::cbcost::CallbackCost,
+    /// The GC-start callback's (format version 3; all zero before).
+    pub gc_start_cost: crate::cbcost::CallbackCost,
     /// Collector family.
     pub collector: Collector,
 }
@@ -418,7 +420,7 @@ impl Ring {
             let count = (u32_at(b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
             let end = HEADER + count * INSTRUMENT_SIZE;
             self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
-            Ok(crate::metrics::decode(b))
+            Ok(crate::metrics::decode(b, self.header.version))
         })
     }
 
@@ -427,7 +429,7 @@ impl Ring {
         with_metrics_buffer(|b| {
             self.read_at(&mut b[..crate::metrics::HEADER], METRICS_OFFSET as u64)?;
             b[crate::metrics::COUNT..crate::metrics::COUNT + 4].fill(0); // no instruments
-            Ok(crate::metrics::decode(b).1)
+            Ok(crate::metrics::decode(b, self.header.version).1)
         })
     }
 
@@ -450,6 +452,7 @@ impl Ring {
         let mut b = vec![0u8; HEADER_SIZE - hdr::STATE];
         self.read_at(&mut b, hdr::STATE as u64)?;
         let at = |o: usize| o - hdr::STATE;
+        let hist = |o: usize| std::array::from_fn(|i| u64_at(&b, at(o) + 8 * i));
         Ok(Live {
             state: State::from_u32(u32_at(&b, at(hdr::STATE))),
             heartbeat_ns: u64_at(&b, at(hdr::HEARTBEAT_NS)),
@@ -461,11 +464,18 @@ impl Ring {
             gc_pause_total_ns: u64_at(&b, at(hdr::GC_PAUSE_TOTAL_NS)),
             gc_pause_max_ns: u64_at(&b, at(hdr::GC_PAUSE_MAX_NS)),
             gc_pause_start_ns: u64_at(&b, at(hdr::GC_PAUSE_START_NS)),
-            gc_callback: (
-                u64_at(&b, at(hdr::GC_CB_COUNT)),
-                u64_at(&b, at(hdr::GC_CB_TOTAL_NS)),
-                u64_at(&b, at(hdr::GC_CB_MAX_NS)),
-            ),
+            gc_finish_cost: crate::cbcost::CallbackCost {
+                count: u64_at(&b, at(hdr::GC_CB_COUNT)),
+                total_ns: u64_at(&b, at(hdr::GC_CB_TOTAL_NS)),
+                max_ns: u64_at(&b, at(hdr::GC_CB_MAX_NS)),
+                buckets: hist(hdr::GC_CB_HIST),
+            },
+            gc_start_cost: crate::cbcost::CallbackCost {
+                count: hist(hdr::GC_START_CB_HIST).iter().fold(0, |a, n| a.wrapping_add(*n)),
+                total_ns: u64_at(&b, at(hdr::GC_START_CB_TOTAL_NS)),
+                max_ns: u64_at(&b, at(hdr::GC_START_CB_MAX_NS)),
+                buckets: hist(hdr::GC_START_CB_HIST),
+            },
             collector: Collector::from_u32(u32_at(&b, at(hdr::COLLECTOR))),
         })
     }

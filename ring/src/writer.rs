@@ -530,15 +530,21 @@ impl Writer {
                 return Some(i);
             }
         }
-        if count >= metrics::MAX_INSTRUMENTS {
+        let slots = if kind == metrics::Kind::Timer { metrics::TIMER_SLOTS } else { 1 };
+        if count + slots > metrics::MAX_INSTRUMENTS {
             return None;
         }
         let base = self.instrument(count);
+        for k in 1..slots {
+            // Relaxed: published by the Release stores of the kind and the count below.
+            self.u32_at(self.instrument(count + k) + metrics::ins::KIND)
+                .store(metrics::KIND_CONTINUATION, Ordering::Relaxed);
+        }
         self.write_bytes(base + metrics::ins::NAME, name);
         self.u32_at(base + metrics::ins::NAME_LEN).store(name.len() as u32, Ordering::Relaxed);
         // Release: the name is visible before the kind that marks the entry in use.
         self.u32_at(base + metrics::ins::KIND).store(kind as u32, Ordering::Release);
-        count_word.store(count as u32 + 1, Ordering::Release);
+        count_word.store((count + slots) as u32, Ordering::Release);
         Some(count)
     }
 
@@ -603,13 +609,15 @@ impl Writer {
         self.stripe(index, 0, 0).store(value as u64, Ordering::Relaxed);
     }
 
-    /// Records one duration into a timer.
-    /// The count is not stored: readers add up the buckets.
+    /// Records one duration into stripe `stripe` (taken modulo 8) of a timer, as the Java API
+    /// does (Relaxed: statistics; readers merge the stripes). The count is not stored: readers
+    /// add up the buckets.
     pub fn timer_record(&self, index: usize, stripe: usize, ns: u64) {
-        self.stripe(index, stripe, 1).fetch_add(ns, Ordering::Relaxed);
-        self.stripe(index, stripe, 2).fetch_max(ns, Ordering::Relaxed);
+        let at = self.instrument(index) + metrics::timer_stripe(stripe & (metrics::ins::STRIPE_COUNT - 1));
+        self.u64_at(at + metrics::tstripe::SUM).fetch_add(ns, Ordering::Relaxed);
+        self.u64_at(at + metrics::tstripe::MAX).fetch_max(ns, Ordering::Relaxed);
         let b = metrics::bucket_of(ns);
-        self.u64_at(self.instrument(index) + metrics::ins::BUCKETS + 8 * b).fetch_add(1, Ordering::Relaxed);
+        self.u64_at(at + metrics::tstripe::BUCKETS + 8 * b).fetch_add(1, Ordering::Relaxed);
     }
 
     /// The metrics region as a raw pointer and length, for the Java API's direct buffer.
@@ -660,11 +668,37 @@ impl Writer {
         self.u64_at(hdr::GC_PAUSE_TOTAL_NS).load(Ordering::Relaxed)
     }
 
-    /// Adds one self-measured callback duration to the debug counters. GC-callback safe.
+    /// Asks the CPU for the cache lines a GC callback is about to write: the header's cursor
+    /// and pause lines, that callback's histogram, and the next event slot. Between two GC
+    /// callbacks the collection itself (or the application) has most likely evicted them, and
+    /// each of the callback's locked atomics would wait for its own miss in turn; prefetches
+    /// issued together overlap those misses. A hint only: it changes no value. GC-callback safe.
+    pub fn prefetch_gc_lines(&self, finish: bool) {
+        let (hist, lines) = if finish { (hdr::GC_CB_HIST, 4) } else { (hdr::GC_START_CB_TOTAL_NS, 5) };
+        let base = self.map.as_ptr();
+        for off in [hdr::CURSOR, hdr::GC_PAUSES].into_iter().chain((0..lines).map(|k| hist + 64 * k)) {
+            prefetch(base.wrapping_add(off));
+        }
+        // Relaxed: a guess at the next slot; emit_at reserves the real one.
+        let seq = self.u64_at(hdr::CURSOR).load(Ordering::Relaxed);
+        prefetch(base.wrapping_add(EVENTS_OFFSET + ((seq & self.mask) as usize) * SLOT_SIZE));
+    }
+
+    /// Adds one self-measured GC-finish callback duration to its counters and histogram
+    /// (Relaxed: statistics, see [`crate::cbcost`]). GC-callback safe: atomics only.
     pub fn record_callback_cost(&self, ns: u64) {
         self.u64_at(hdr::GC_CB_COUNT).fetch_add(1, Ordering::Relaxed);
         self.u64_at(hdr::GC_CB_TOTAL_NS).fetch_add(ns, Ordering::Relaxed);
         self.u64_at(hdr::GC_CB_MAX_NS).fetch_max(ns, Ordering::Relaxed);
+        self.u64_at(hdr::GC_CB_HIST + 8 * crate::cbcost::bucket_of(ns)).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds one self-measured GC-start callback duration (Relaxed, as above; the count is the
+    /// histogram's sum). GC-callback safe: atomics only.
+    pub fn record_start_callback_cost(&self, ns: u64) {
+        self.u64_at(hdr::GC_START_CB_TOTAL_NS).fetch_add(ns, Ordering::Relaxed);
+        self.u64_at(hdr::GC_START_CB_MAX_NS).fetch_max(ns, Ordering::Relaxed);
+        self.u64_at(hdr::GC_START_CB_HIST + 8 * crate::cbcost::bucket_of(ns)).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Publishes a snapshot into the buffer not holding the latest one (double-buffered
@@ -761,16 +795,19 @@ impl Writer {
         (self.u32_at(METRICS_OFFSET + metrics::COUNT).load(Ordering::Acquire) as usize).min(metrics::MAX_INSTRUMENTS)
     }
 
-    /// True when instrument `index` is one of the agent's own (`jvm.` names), which the
-    /// history does not keep (see [`crate::history`]).
+    /// True when slot `index` holds no application instrument of its own: one of the agent's
+    /// instruments (`jvm.` names), which the history does not keep (see [`crate::history`]),
+    /// or a continuation slot of a timer (which spans [`metrics::TIMER_SLOTS`] slots).
     pub fn instrument_is_agents(&self, index: usize) -> bool {
         if index >= self.instrument_count() {
             return false;
         }
         let base = self.instrument(index);
         // Acquire on the kind: the name, written before it, is complete.
-        if self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire) == 0 {
-            return false;
+        match self.u32_at(base + metrics::ins::KIND).load(Ordering::Acquire) {
+            0 => return false,
+            metrics::KIND_CONTINUATION => return true,
+            _ => {}
         }
         let n = self.u32_at(base + metrics::ins::NAME_LEN).load(Ordering::Relaxed) as usize;
         n >= 4 && self.read_bytes(base + metrics::ins::NAME, 4) == b"jvm."
@@ -798,15 +835,29 @@ impl Writer {
             metrics::Kind::Gauge => (kind, word(0, 0), 0, 0),
             metrics::Kind::Counter => (kind, all(0).fold(0, u64::wrapping_add), 0, 0),
             metrics::Kind::Timer => {
-                let mut count = 0u64;
-                for (i, b) in buckets.iter_mut().enumerate() {
-                    *b = self.u64_at(base + metrics::ins::BUCKETS + 8 * i).load(Ordering::Relaxed);
-                    count = count.wrapping_add(*b);
+                if index + metrics::TIMER_SLOTS > metrics::MAX_INSTRUMENTS {
+                    return None;
                 }
-                (kind, count, all(1).fold(0, u64::wrapping_add), all(2).max().unwrap_or(0))
+                let word = |o: usize| self.u64_at(base + o).load(Ordering::Relaxed);
+                let (count, sum, max) = metrics::merge_timer(VERSION, word, buckets);
+                (kind, count, sum, max)
             }
         })
     }
+}
+
+/// A prefetch hint for the line holding `p` (no-op off x86-64). Never faults, never changes
+/// memory, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of the x86-64 baseline; a prefetch is a hint that never faults and
+    // never writes, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// An event reserved by [`Writer::emit_in_steps`], not yet written: the three steps of

@@ -81,7 +81,7 @@ fn a_ring_without_history_has_none_and_a_lying_geometry_is_corrupt() {
     let (_w, p) = writer(&d, Geometry::default());
     let r = Ring::open(&p).unwrap();
     assert!(r.history().unwrap().is_none() && r.stacks().unwrap().is_none());
-    assert_eq!(r.header().version, 2);
+    assert_eq!(r.header().version, jvmwatch_ring::layout::VERSION);
 
     let d2 = dir();
     let (_w2, p2) = writer(&d2, G);

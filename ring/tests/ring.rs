@@ -348,11 +348,71 @@ fn metrics_region_roundtrips_counters_gauges_timers_and_strings() {
     assert_eq!(lat.max, 100_000);
     assert_eq!(lat.buckets.iter().sum::<u64>(), 40_000);
     assert_eq!(bucket_of(quantile(&lat.buckets, 0.5, lat.max).unwrap()), bucket_of(50_000));
-    // The table fills up cleanly.
-    for i in 0..MAX_INSTRUMENTS {
-        let _ = w.register(Kind::Counter, &format!("c{i}"));
+    // A timer takes four slots: counter, gauge, timer = 6. The table fills up cleanly, and a
+    // timer needs four free slots.
+    assert_eq!(ins.iter().map(|i| i.index).collect::<Vec<_>>(), vec![c, g, t]);
+    for i in 0..MAX_INSTRUMENTS - 6 - 3 {
+        assert!(w.register(Kind::Counter, &format!("c{i}")).is_some());
     }
+    assert_eq!(w.register(Kind::Timer, "no room"), None, "three slots left");
+    assert!(w.register(Kind::Counter, "last three").is_some());
+    assert!(w.register(Kind::Counter, "last two").is_some());
+    assert!(w.register(Kind::Counter, "last one").is_some());
     assert_eq!(w.register(Kind::Counter, "one too many"), None);
+    let (ins, _) = Ring::open(w.path()).unwrap().metrics().unwrap();
+    assert_eq!(ins.len(), MAX_INSTRUMENTS - 3);
+    assert_eq!(ins.iter().find(|i| i.name == "latency").unwrap().value, 40_000);
+}
+
+/// Rings of format versions 1 and 2 keep a timer in one slot with shared buckets: still read.
+#[test]
+fn timers_of_version_1_and_2_rings_are_still_read() {
+    use jvmwatch_ring::layout::{hdr, METRICS_OFFSET};
+    use jvmwatch_ring::metrics::{bucket_of, ins, Kind, HEADER, INSTRUMENT_SIZE};
+    let d = dir();
+    let w = writer(&d, 1024);
+    let c = w.register(Kind::Counter, "requests").unwrap();
+    w.counter_add(c, 3, 7);
+    let path = w.path().to_path_buf();
+    drop(w);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let put = |b: &mut Vec<u8>, at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+    // Slot 1: a timer as a version 2 agent wrote it: 64-byte stripes (word 1 sum, word 2 max)
+    // and one bucket array at 640.
+    let t = METRICS_OFFSET + HEADER + INSTRUMENT_SIZE;
+    put(&mut bytes, t, &3u32.to_le_bytes());
+    put(&mut bytes, t + 4, &7u32.to_le_bytes());
+    put(&mut bytes, t + 8, b"latency");
+    for (s, ns) in [(0usize, 2000u64), (5, 9000)] {
+        put(&mut bytes, t + ins::STRIPES + s * ins::STRIPE_SIZE + 8, &ns.to_le_bytes());
+        put(&mut bytes, t + ins::STRIPES + s * ins::STRIPE_SIZE + 16, &ns.to_le_bytes());
+        put(&mut bytes, t + ins::BUCKETS + 8 * bucket_of(ns), &1u64.to_le_bytes());
+    }
+    put(&mut bytes, METRICS_OFFSET, &2u32.to_le_bytes());
+    for version in [1u32, 2] {
+        put(&mut bytes, hdr::VERSION, &version.to_le_bytes());
+        if version == 1 {
+            bytes[hdr::HISTORY_OFFSET..hdr::HEADER_CRC].fill(0); // a version 1 header has no geometry
+            bytes.truncate(jvmwatch_ring::layout::file_size(1024) as usize);
+            let len = bytes.len() as u64;
+            put(&mut bytes, hdr::FILE_SIZE, &len.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes[..hdr::HEADER_CRC]);
+        put(&mut bytes, hdr::HEADER_CRC, &crc.to_le_bytes());
+        let p = d.path().join(format!("v{version}.ring"));
+        std::fs::write(&p, &bytes).unwrap();
+        let r = Ring::open(&p).unwrap();
+        assert_eq!(r.header().version, version);
+        let (all, _) = r.metrics().unwrap();
+        assert_eq!(all.len(), 2, "v{version}");
+        assert_eq!((all[0].kind, all[0].value), (Kind::Counter, 7));
+        let lat = &all[1];
+        assert_eq!((lat.kind, lat.name.as_str(), lat.index), (Kind::Timer, "latency", 1));
+        assert_eq!((lat.value, lat.sum, lat.max), (2, 11_000, 9000), "v{version}");
+        assert_eq!(lat.buckets[bucket_of(2000)] + lat.buckets[bucket_of(9000)], 2);
+        let live = r.live().unwrap();
+        assert_eq!(live.gc_finish_cost.quantile(0.99), None, "no histogram before version 3");
+    }
 }
 
 /// Running as root lets a test hand a path to another user; otherwise it says so and skips.
@@ -444,4 +504,25 @@ fn the_attached_flag_roundtrips_through_the_header() {
     let h = Ring::open(b.path()).unwrap().header().clone();
     assert!(h.attached());
     assert_eq!(h.flags, FLAG_ATTACHED);
+}
+
+/// The agent's GC-callback self-measurement: counters and a histogram per callback, read back.
+#[test]
+fn gc_callback_costs_are_read_back_as_distributions() {
+    use jvmwatch_ring::cbcost::bucket_of;
+    let d = dir();
+    let w = writer(&d, 1024);
+    for ns in [300u64, 400, 500, 600, 5000] {
+        w.record_callback_cost(ns);
+        w.record_start_callback_cost(ns / 2);
+    }
+    let live = Ring::open(w.path()).unwrap().live().unwrap();
+    let f = &live.gc_finish_cost;
+    assert_eq!((f.count, f.total_ns, f.max_ns), (5, 6800, 5000));
+    assert_eq!(f.buckets.iter().sum::<u64>(), 5);
+    assert_eq!(bucket_of(f.quantile(0.5).unwrap()), bucket_of(500));
+    assert_eq!(f.quantile(0.99), Some(5000));
+    let s = &live.gc_start_cost;
+    assert_eq!((s.count, s.total_ns, s.max_ns), (5, 3400, 2500));
+    assert_eq!(bucket_of(s.quantile(0.5).unwrap()), bucket_of(250));
 }

@@ -49,6 +49,39 @@ pub struct Gc {
     pub callback_mean_ns: Option<f64>,
     /// ... and the longest, ns.
     pub callback_max_ns: u64,
+    /// The GC-finish callback's cost distribution (rings of format 3 and later).
+    pub callback_finish: CallbackCost,
+    /// The GC-start callback's (rings of format 3 and later; zero count before).
+    pub callback_start: CallbackCost,
+}
+
+/// One GC callback's self-measured cost, from the agent's histogram in the ring header.
+/// Percentiles are bucket upper bounds (at most 25 % above the truth), capped by the max;
+/// `null` when the ring has no histogram (format 1 or 2) or no callback ran yet.
+#[derive(Debug, Serialize)]
+pub struct CallbackCost {
+    /// Callbacks timed.
+    pub count: u64,
+    /// Mean, ns.
+    pub mean_ns: Option<f64>,
+    /// Median, ns.
+    pub p50_ns: Option<u64>,
+    /// 99th percentile, ns.
+    pub p99_ns: Option<u64>,
+    /// The longest, ns.
+    pub max_ns: u64,
+}
+
+impl CallbackCost {
+    fn of(c: &jvmwatch_ring::cbcost::CallbackCost) -> CallbackCost {
+        CallbackCost {
+            count: c.count,
+            mean_ns: c.mean_ns(),
+            p50_ns: c.quantile(0.5),
+            p99_ns: c.quantile(0.99),
+            max_ns: c.max_ns,
+        }
+    }
 }
 
 /// The report.
@@ -453,7 +486,6 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         Some(c) if found.iter().any(|f| matches!(*f, "deadlock" | "hung")) => crate::stacks::citations(c),
         _ => Vec::new(),
     };
-    let (cb_n, cb_total, cb_max) = live.gc_callback;
     let skip = records.len().saturating_sub(n_events);
     Report {
         file: ring.path().to_path_buf(),
@@ -483,8 +515,10 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
             pause_max_ms: live.gc_pause_max_ns as f64 / 1e6,
             pause_in_progress: live.gc_pause_start_ns != 0,
             pause_share_10s: facts.gc_share,
-            callback_mean_ns: (cb_n > 0).then(|| cb_total as f64 / cb_n as f64),
-            callback_max_ns: cb_max,
+            callback_mean_ns: live.gc_finish_cost.mean_ns(),
+            callback_max_ns: live.gc_finish_cost.max_ns,
+            callback_finish: CallbackCost::of(&live.gc_finish_cost),
+            callback_start: CallbackCost::of(&live.gc_start_cost),
         },
         events: records[skip..].iter().map(|r| event_json(r, p.strings)).collect(),
         events_total: live.cursor,

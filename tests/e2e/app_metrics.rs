@@ -149,6 +149,13 @@ fn gc_causes_and_concurrent_cycles() {
                 r
             );
             assert!(r["events"].as_array().unwrap().iter().any(|e| e["type"] == "gc_pool"), "per-pool before/after");
+            // The agent's own GC-callback cost, as a distribution per callback.
+            for cb in ["callback_start", "callback_finish"] {
+                let c = &r["gc"][cb];
+                assert!(c["count"].as_u64().unwrap() >= 1, "JDK {} {flag}: {cb} {c}", jdk.label);
+                let (p50, p99, max) = (c["p50_ns"].as_u64(), c["p99_ns"].as_u64(), c["max_ns"].as_u64());
+                assert!(p50 <= p99 && p99 <= max && p50.is_some(), "JDK {} {flag}: {cb} {c}", jdk.label);
+            }
         }
         // ZGC and Shenandoah: concurrent cycles are reported, and never as pause time.
         for flag in ["-XX:+UseZGC", "-XX:+UseShenandoahGC"] {

@@ -26,7 +26,8 @@ import java.nio.ByteOrder;
  * Instruments are registered once by name and tags and then recorded lock-free, straight into
  * the mapped file (atomic adds through a VarHandle; no JNI on the recording path). Without the
  * agent every call is a no-op costing one branch. Names plus tags are at most 120 bytes; the
- * file holds up to 126 instruments (beyond that, new instruments are no-ops). A name or tags
+ * file holds 126 slots: a counter or gauge takes one, a timer four, so up to 126 counters or
+ * 31 timers (beyond that, new instruments are no-ops). A name or tags
  * that could not become a valid Prometheus series (see {@link #refusal}) give a no-op
  * instrument and an {@code agent_warning} event; registering never throws.
  */
@@ -48,8 +49,13 @@ public final class Jvmwatch {
     static final int STRIPES = 128;
     static final int STRIPE_SHIFT = 6; // 64-byte stripes
     static final int STRIPE_MASK = 7; // 8 stripes
-    static final int BUCKETS = STRIPES + 8 * 64;
     static final int BUCKET_COUNT = 116;
+    // A timer (format version 3) spans 4 slots; stripe t sits in slot t / 2 at 128 + (t % 2) × 960:
+    // sum, max, then its own 116 buckets (ring/src/metrics.rs, timer_stripe).
+    static final int TIMER_STRIPE_SIZE = 960;
+    static final int TIMER_BUCKETS = 16;
+    /** Timer kind as registered: 3 (timer) plus the layout bit for per-stripe buckets. */
+    static final int STRIPED_TIMER = 3 | 1 << 8;
 
     static {
         ByteBuffer buf = null;
@@ -89,7 +95,7 @@ public final class Jvmwatch {
 
     /** A latency histogram in nanoseconds (request latency, query time). */
     public static Timer timer(String name, String... tags) {
-        return new Timer(register(3, name, tags));
+        return new Timer(register(STRIPED_TIMER, name, tags));
     }
 
     /**
@@ -236,13 +242,26 @@ public final class Jvmwatch {
         return ((int) Thread.currentThread().getId() & STRIPE_MASK) << STRIPE_SHIFT;
     }
 
-    /** Timer bucket of a duration in ns: four log-linear buckets per power of two from 1 µs. */
+    /**
+     * Offset of this thread's timer stripe from the timer's stripe 0 (same thread → same stripe
+     * as {@link #stripe}): slot {@code t / 2}, then {@code (t % 2) × 960} bytes.
+     */
+    @SuppressWarnings("deprecation") // Thread.getId: threadId() needs Java 19
+    static int timerStripe() {
+        int t = (int) Thread.currentThread().getId() & STRIPE_MASK;
+        return ((t >> 1) * INSTRUMENT_SIZE) + (t & 1) * TIMER_STRIPE_SIZE;
+    }
+
+    /**
+     * Timer bucket of a duration in ns (≥ 0): four log-linear buckets per power of two from 1 µs.
+     * Branch-free: below 1024 ns the formula goes negative and the max clamps it to bucket 0
+     * ({@code ns | 128} keeps the exponent ≥ 7 so the shift stays positive, and bit 7 never
+     * reaches the two bits after the leading one once {@code ns ≥ 1024}).
+     */
     public static int bucketOf(long ns) {
-        if (ns < 1024) {
-            return 0;
-        }
-        int e = 63 - Long.numberOfLeadingZeros(ns);
-        int sub = (int) ((ns >>> (e - 2)) & 3);
-        return Math.min(1 + (e - 10) * 4 + sub, BUCKET_COUNT - 1);
+        long v = ns | 128;
+        int e = 63 - Long.numberOfLeadingZeros(v);
+        int sub = (int) ((v >>> (e - 2)) & 3);
+        return Math.max(0, Math.min(1 + (e - 10) * 4 + sub, BUCKET_COUNT - 1));
     }
 }

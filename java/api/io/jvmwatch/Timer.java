@@ -20,15 +20,17 @@ public final class Timer {
             return;
         }
         long ns = Math.max(nanos, 0);
-        int stripe = base + Jvmwatch.stripe();
+        // This thread's stripe: its own sum, max and buckets, on cache lines no other stripe
+        // uses (docs/ring-format.md, format version 3).
+        int s = base + Jvmwatch.timerStripe();
         // No count word: the count is the sum of the buckets (one atomic fewer per record).
-        Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, stripe + 8, ns);
-        long max = (long) Jvmwatch.LONGS.getOpaque(Jvmwatch.BUF, stripe + 16);
-        while (ns > max && !Jvmwatch.LONGS.weakCompareAndSet(Jvmwatch.BUF, stripe + 16, max, ns)) {
-            max = (long) Jvmwatch.LONGS.getOpaque(Jvmwatch.BUF, stripe + 16);
+        Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, s, ns);
+        Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, s + Jvmwatch.TIMER_BUCKETS + 8 * Jvmwatch.bucketOf(ns), 1L);
+        // The max: a plain read of a line this thread just wrote; a CAS only for a new max.
+        long max = (long) Jvmwatch.LONGS.getOpaque(Jvmwatch.BUF, s + 8);
+        while (ns > max && !Jvmwatch.LONGS.weakCompareAndSet(Jvmwatch.BUF, s + 8, max, ns)) {
+            max = (long) Jvmwatch.LONGS.getOpaque(Jvmwatch.BUF, s + 8);
         }
-        int bucket = base - Jvmwatch.STRIPES + Jvmwatch.BUCKETS + 8 * Jvmwatch.bucketOf(ns);
-        Jvmwatch.LONGS.getAndAdd(Jvmwatch.BUF, bucket, 1L);
     }
 
     /** Records a duration. */

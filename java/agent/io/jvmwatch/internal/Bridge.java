@@ -15,7 +15,10 @@ public final class Bridge {
     /** A direct buffer over the ring's metrics region; use only atomic VarHandle access. */
     public static native ByteBuffer metrics();
 
-    /** Registers (or finds) an instrument: kind 1 counter, 2 gauge, 3 timer. -1 if full. */
+    /**
+     * Registers (or finds) an instrument: kind 1 counter, 2 gauge, 0x103 timer (3 plus the
+     * per-stripe layout bit of ring format 3; a plain 3 is refused). -1 if full or refused.
+     */
     public static native int register(int kind, String name);
 
     /**
