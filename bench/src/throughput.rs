@@ -27,7 +27,7 @@ use crate::window::{self, Mark, Warmup};
 /// JVM's Notification Thread (which delivers the GC notifications the monitor listens to) and
 /// its Service Thread (which delivered them before JDK 14 added the Notification Thread, and
 /// still does other deferred VM work). Names as in /proc (`comm`, 15 bytes at most).
-pub const MONITOR_THREADS: [&str; 3] = ["jvmwatch-monito", "Notification Thr", "Service Thread"];
+pub const MONITOR_THREADS: [&str; 3] = ["jvmwatch-monito", "Notification Th", "Service Thread"];
 
 /// What watches the JVM in one configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,98 +2,25 @@
 //! one listens on a TCP socket, one is idle. Nice values are read from `/proc/PID/stat`
 //! (field 19); every wait is on the condition asserted.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 use jvmwatch_tests::http::get;
+use jvmwatch_tests::supervise::Supervise as Sup;
 use jvmwatch_tests::*;
 use serde_json::Value;
 
-struct Sup {
-    child: Child,
-    addr: std::net::SocketAddr,
-    /// Every stderr line so far.
-    lines: Arc<Mutex<Vec<String>>>,
+/// The decisions of one rule.
+fn decisions(sup: &Sup, rule: &str) -> Vec<Value> {
+    sup.decisions().into_iter().filter(|d| d["rule"] == rule).collect()
 }
 
-impl Sup {
-    /// `jvmwatch supervise CONFIG`, behind `prefix` (e.g. `setpriv …`) when given.
-    fn start(prefix: &[&str], config: &Path, work: &Path) -> Sup {
-        let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-        argv.push(jvmwatch().display().to_string());
-        let mut child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .arg("supervise")
-            .arg(config)
-            .arg("--dir")
-            .arg(work.join("rings"))
-            .arg("--state-dir")
-            .arg(work.join("state"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jvmwatch supervise");
-        let mut it = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let mut addr = None;
-        for line in it.by_ref() {
-            let line = line.unwrap();
-            eprintln!("[supervise] {line}");
-            lines.lock().unwrap().push(line.clone());
-            if let Some(rest) = line.split("http://").nth(1) {
-                addr = Some(rest.trim_end_matches('/').parse().expect("address"));
-                break;
-            }
-        }
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for l in it.map_while(Result::ok) {
-                eprintln!("[supervise] {l}");
-                l2.lock().unwrap().push(l);
-            }
-        });
-        Sup { child, addr: addr.expect("supervise printed its address"), lines }
-    }
-
-    fn decisions(&self, rule: &str) -> Vec<Value> {
-        get(self.addr, "/api/v1/decisions?limit=1000").json()["decisions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|d| d["rule"] == rule)
-            .collect()
-    }
-
-    /// app → pid of its one running instance.
-    fn pid(&self, app: &str) -> Option<u32> {
-        let apps = get(self.addr, "/api/v1/apps").json();
-        let a = apps.as_array()?.iter().find(|a| a["name"] == app)?.clone();
-        a["instances"].as_array()?.first()?["pid"].as_u64().map(|p| p as u32)
-    }
-
-    fn sighup(&self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// app → pid of its one running instance.
+fn pid(sup: &Sup, app: &str) -> Option<u32> {
+    let apps = get(sup.addr, "/api/v1/apps").json();
+    let a = apps.as_array()?.iter().find(|a| a["name"] == app)?.clone();
+    a["instances"].as_array()?.first()?["pid"].as_u64().map(|p| p as u32)
 }
 
 fn wait<T>(what: &str, limit_s: u64, f: impl FnMut() -> Option<T>) -> T {
@@ -164,9 +91,9 @@ fn tuning_raises_serving_and_lowers_idle_jvms_and_restores_them() {
     let w = work.path();
     let base = own_nice();
     let cfg = config(w, true, "300ms", base - 2, base + 2);
-    let sup = Sup::start(&[], &cfg, w);
+    let sup = Sup::start(&cfg, w);
     let raise = can_raise();
-    let (web, batch) = wait("both JVMs running", 60, || Some((sup.pid("web")?, sup.pid("batch")?)));
+    let (web, batch) = wait("both JVMs running", 60, || Some((pid(&sup, "web")?, pid(&sup, "batch")?)));
     // The children start at the supervisor's nice value, which is ours.
     let (web0, batch0) = (base, base);
 
@@ -174,7 +101,7 @@ fn tuning_raises_serving_and_lowers_idle_jvms_and_restores_them() {
     if raise {
         wait("the listening JVM at min_nice", 60, || (nice(web)? == base - 2).then_some(()));
     }
-    let changes = sup.decisions("tuning:nice");
+    let changes = decisions(&sup, "tuning:nice");
     let of = |app: &str| -> Vec<Value> { changes.iter().filter(|d| d["app"] == app).cloned().collect() };
     let batch_changes = of("batch");
     assert!(batch_changes.len() >= 2, "one decision per step: {changes:#?}");
@@ -196,7 +123,7 @@ fn tuning_raises_serving_and_lowers_idle_jvms_and_restores_them() {
         assert!(up.iter().all(|d| d["steps"][0]["outcome"] == "ok"), "{up:#?}");
     }
     // Never beyond the range.
-    for d in sup.decisions("tuning:nice") {
+    for d in decisions(&sup, "tuning:nice") {
         let v = d["figures"][0]["value"].as_f64().unwrap();
         assert!((f64::from(base - 2)..=f64::from(base + 2)).contains(&v), "{d}");
     }
@@ -206,7 +133,7 @@ fn tuning_raises_serving_and_lowers_idle_jvms_and_restores_them() {
     config(w, false, "300ms", base - 2, base + 2);
     sup.sighup();
     wait("both JVMs back at their original nice", 60, || (nice(batch)? == batch0 && nice(web)? == web0).then_some(()));
-    let restored = sup.decisions("tuning:restore");
+    let restored = decisions(&sup, "tuning:restore");
     assert!(
         restored
             .iter()
@@ -246,8 +173,8 @@ fn tuning_without_cap_sys_nice_only_lowers_and_says_so_once() {
     let cfg = config(w, true, "1s", base - 2, 19);
     let prefix: &[&str] =
         if can_raise() { &["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice"] } else { &[] };
-    let sup = Sup::start(prefix, &cfg, w);
-    let (web, batch) = wait("both JVMs running", 60, || Some((sup.pid("web")?, sup.pid("batch")?)));
+    let sup = Sup::start_with(prefix, &cfg, w);
+    let (web, batch) = wait("both JVMs running", 60, || Some((pid(&sup, "web")?, pid(&sup, "batch")?)));
     // Once the web JVM listens, two more cycles (each lowers the idle JVM one step towards
     // max_nice 19) change nothing for it: it is serving but may not be raised.
     wait("the web JVM listening", 60, || {
@@ -258,18 +185,18 @@ fn tuning_without_cap_sys_nice_only_lowers_and_says_so_once() {
             .then_some(())
     });
     let web_then = nice(web).unwrap();
-    let web_changes = sup.decisions("tuning:nice").iter().filter(|d| d["app"] == "web").count();
-    let n = sup.decisions("tuning:nice").iter().filter(|d| d["app"] == "batch").count();
+    let web_changes = decisions(&sup, "tuning:nice").iter().filter(|d| d["app"] == "web").count();
+    let n = decisions(&sup, "tuning:nice").iter().filter(|d| d["app"] == "batch").count();
     wait("two more cycles", 60, || {
-        (sup.decisions("tuning:nice").iter().filter(|d| d["app"] == "batch").count() >= n + 2).then_some(())
+        (decisions(&sup, "tuning:nice").iter().filter(|d| d["app"] == "batch").count() >= n + 2).then_some(())
     });
     assert_eq!(nice(web), Some(web_then), "never raised without CAP_SYS_NICE");
-    let web_decisions: Vec<Value> = sup.decisions("tuning:nice").into_iter().filter(|d| d["app"] == "web").collect();
+    let web_decisions: Vec<Value> = decisions(&sup, "tuning:nice").into_iter().filter(|d| d["app"] == "web").collect();
     assert_eq!(web_decisions.len(), web_changes, "{web_decisions:#?}");
     // Whatever it got before it listened was a lowering.
     assert!(web_decisions.iter().all(|d| d["reason"].as_str().unwrap().contains("background")), "{web_decisions:#?}");
     assert!(nice(batch).unwrap() > base);
-    let said = sup.decisions("tuning:no_raise");
+    let said = decisions(&sup, "tuning:no_raise");
     assert_eq!(said.len(), 1, "{said:#?}");
     assert!(said[0]["reason"].as_str().unwrap().contains("CAP_SYS_NICE"), "{said:#?}");
     let lines = sup.lines.lock().unwrap().clone();
@@ -315,11 +242,11 @@ command = ["{java}", "-Xmx32m", "-cp", "{SCENARIOS}", "Burn", "{cpus}", "{told}"
         ),
     )
     .unwrap();
-    let sup = Sup::start(&[], &cfg, w);
+    let sup = Sup::start_with(&[], &cfg, w);
     let line =
         wait("the needs_resources hook ran", 60, || std::fs::read_to_string(&hook_log).ok().filter(|s| !s.is_empty()));
     assert!(line.starts_with("tuning:needs_resources host"), "{line}");
-    let d = wait("the decision", 30, || sup.decisions("tuning:needs_resources").first().cloned());
+    let d = wait("the decision", 30, || decisions(&sup, "tuning:needs_resources").first().cloned());
     assert!(d["reason"].as_str().unwrap().contains("for 2 cycles in a row"), "{d}");
     assert_eq!(d["app"], "host");
     assert!(!d["actions"].as_array().unwrap().is_empty(), "{d}");

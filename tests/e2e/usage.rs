@@ -2,70 +2,14 @@
 //! and `-XX:ActiveProcessorCount` under `jvmwatch supervise`. Every wait is on the condition
 //! asserted.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use jvmwatch_tests::http::{base64_decode, get, request};
+use jvmwatch_tests::supervise::Supervise as Sup;
 use jvmwatch_tests::*;
 use serde_json::{json, Value};
-
-struct Sup {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Sup {
-    fn start(config: &Path, work: &Path) -> Sup {
-        let mut child = Command::new(jvmwatch())
-            .arg("supervise")
-            .arg(config)
-            .arg("--dir")
-            .arg(work.join("rings"))
-            .arg("--state-dir")
-            .arg(work.join("state"))
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn jvmwatch supervise");
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            eprintln!("[supervise] {line}");
-            if let Some(rest) = line.split("http://").nth(1) {
-                addr = Some(rest.trim_end_matches('/').parse().expect("address"));
-                break;
-            }
-        }
-        std::thread::spawn(move || {
-            for l in lines {
-                eprintln!("[supervise] {}", l.unwrap_or_default());
-            }
-        });
-        Sup { child, addr: addr.expect("supervise printed its address") }
-    }
-
-    fn decisions(&self) -> Vec<Value> {
-        get(self.addr, "/api/v1/decisions?limit=1000").json()["decisions"].as_array().cloned().unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Sup {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn wait<T>(what: &str, limit_s: u64, f: impl FnMut() -> Option<T>) -> T {
     wait_for(Duration::from_secs(limit_s), f).unwrap_or_else(|| panic!("timed out waiting for {what}"))

@@ -259,6 +259,7 @@ pub fn now_ns() -> u64 {
 }
 
 pub mod http;
+pub mod supervise;
 
 /// A running `jvmwatch serve` on 127.0.0.1 with an OS-chosen port; killed on drop.
 pub struct Service {
