@@ -31,12 +31,12 @@ pub struct Config {
 /// Where the in-VM monitor takes a stop-the-world collection's details from (`gc=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GcSource {
-    /// `gc=poll` (default): woken by the JVMTI GC-finish event, the monitor thread reads the
-    /// collector's `getLastGcInfo()` and the cause from hsperfdata. Concurrent collectors'
+    /// `gc=poll` (default): after the JVMTI GC-finish event counted a collection, the monitor
+    /// thread reads the collector's `getLastGcInfo()` and the cause from hsperfdata. Concurrent collectors'
     /// cycles (no JVMTI finish event) still come from notifications.
     Poll,
     /// `gc=notify`: a JMX GC notification for every collection (the JVM builds
-    /// a notification object per collection: about 0.5 ms of CPU each, measured in `bench/`).
+    /// a notification object per collection: about twice the CPU of `poll`, `bench/`).
     Notify,
 }
 

@@ -28,9 +28,9 @@ import javax.management.openmbean.TabularData;
  *   <li>every collection (collector, cause, action, duration, heap before/after, per heap pool
  *       before/after) — concurrent cycles of ZGC/Shenandoah/G1 included, flagged as concurrent
  *       so their time never counts as pause time. With {@code gc=poll} (the default) a
- *       stop-the-world collector's collections are read here, woken by the agent's JVMTI
- *       GC-finish callback: {@code getLastGcInfo()} plus the cause from hsperfdata, about 40×
- *       cheaper than a JMX notification, which makes the JVM build a CompositeData tree per
+ *       stop-the-world collector's collections are read here, after the agent's JVMTI
+ *       GC-finish callback counted a collection: {@code getLastGcInfo()} plus the cause from hsperfdata, about half
+ *       the CPU of a JMX notification, which makes the JVM build a CompositeData tree per
  *       collection. Concurrent and pause-only beans (no JVMTI finish event) keep notifications;
  *       {@code gc=notify} uses notifications for all;
  *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}: it stops the JVM at a safepoint,
