@@ -359,9 +359,7 @@ extern "system" fn gc_mode(_jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::ji
 /// callback (at VM init, so the first collection already has its cause). Without hsperfdata
 /// causes stay unknown, and one agent warning says so.
 pub fn map_gc_causes(a: &Agent) {
-    if let (Some(cause), Some(last)) =
-        (crate::perfdata::map_own("sun.gc.cause"), crate::perfdata::map_own("sun.gc.lastCause"))
-    {
+    if let Some([cause, last]) = crate::perfdata::map_own(["sun.gc.cause", "sun.gc.lastCause"]) {
         // SAFETY: map_own's mappings are never unmapped.
         unsafe { crate::gcwake::set_cause_source(cause, last) };
     } else {

@@ -10,7 +10,7 @@
 //! The file is the JVM's, but it is parsed like any foreign input: every offset is
 //! bounds-checked.
 //!
-//! Not for GC callbacks: [`map_own`] makes system calls and allocates (monitor thread).
+//! Not for GC callbacks: [`map_own`] makes system calls and allocates (VM init).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -22,18 +22,20 @@ const PROLOGUE: usize = 32;
 /// Size of an entry header.
 const ENTRY_HEADER: usize = 20;
 
-/// Maps string counter `name` of this process's hsperfdata file read-only; returns its
-/// address and length, valid for the life of the process (the mapping is never unmapped;
-/// HotSpot keeps the file, at its size, until the JVM exits). `None` when the JVM has no
-/// file or it does not parse.
-pub fn map_own(name: &str) -> Option<(*const u8, usize)> {
+/// Maps this process's hsperfdata file read-only once and returns where each string counter
+/// of `names` lives in it (address, length), valid for the life of the process (the mapping
+/// is never unmapped; HotSpot keeps the file, at its size, until the JVM exits). `None` when
+/// the JVM has no file, it does not parse, or a counter is missing.
+pub fn map_own<const N: usize>(names: [&str; N]) -> Option<[(*const u8, usize); N]> {
     let file = File::open(own_file()?).ok()?;
     let size = usize::try_from(file.metadata().ok()?.len()).ok()?.min(16 << 20);
     let mut bytes = vec![0u8; size];
     file.read_exact_at(&mut bytes, 0).ok()?;
-    let (offset, len) = find_string(&bytes, name)?;
-    // SAFETY: a fresh read-only shared mapping of `size` bytes of an open file; `offset + len
-    // <= size` (checked by find_string against the image of that size).
+    let mut found = [(0usize, 0usize); N];
+    for (slot, name) in found.iter_mut().zip(names) {
+        *slot = find_string(&bytes, name)?;
+    }
+    // SAFETY: a fresh read-only shared mapping of `size` bytes of an open file.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -47,8 +49,9 @@ pub fn map_own(name: &str) -> Option<(*const u8, usize)> {
     if base == libc::MAP_FAILED {
         return None;
     }
-    // SAFETY: in bounds of the mapping, as above.
-    Some((unsafe { base.cast::<u8>().add(offset) }, len))
+    // SAFETY: every `offset + len <= size` (checked by find_string against the image of that
+    // size), so each address is inside the mapping.
+    Some(found.map(|(offset, len)| (unsafe { base.cast::<u8>().add(offset) }.cast_const(), len)))
 }
 
 /// This process's hsperfdata file, from `/proc/self/maps`.
