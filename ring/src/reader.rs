@@ -545,8 +545,15 @@ impl Ring {
 
     /// Like [`Ring::scan`], reading at most `limit` slots.
     pub fn scan_limit(&self, from: u64, writer_alive: bool, limit: u64) -> Result<Scan, ReadError> {
+        self.scan_limit_to(from, self.cursor()?, writer_alive, limit)
+    }
+
+    /// [`Ring::scan_limit`] up to a cursor the caller has already read (e.g. from a mapped
+    /// header page, [`crate::watch::HeaderPage::cursor`]), saving the `pread` of it. The cursor
+    /// is checked like one read here: it is a hint about which slots to read, and every slot
+    /// is still judged by its own stamp and check.
+    pub fn scan_limit_to(&self, from: u64, cursor: u64, writer_alive: bool, limit: u64) -> Result<Scan, ReadError> {
         let cap = self.header.capacity;
-        let cursor = self.cursor()?;
         if cursor > MAX_CURSOR {
             return Err(ReadError::Corrupt(format!("event cursor {cursor} is implausible")));
         }

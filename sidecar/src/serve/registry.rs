@@ -24,13 +24,19 @@ use tokio::sync::broadcast;
 use crate::findings::{self, Verdict};
 use crate::report::{self, rfc3339};
 
-/// Events kept in memory per JVM (for findings and SSE resume; older ones are re-read from
-/// the ring file on demand).
+/// Events kept in memory per JVM at most (for findings and SSE resume; older ones are re-read
+/// from the ring file on demand).
 pub const WINDOW: usize = 4096;
+/// Events kept per JVM whatever their age.
+pub const WINDOW_MIN: usize = 128;
+/// Beyond WINDOW_MIN, events older than this (before the JVM's newest) leave the window.
+pub const WINDOW_AGE: Duration = Duration::from_secs(30);
 /// How often live rings are checked for new events.
 pub const TICK: Duration = Duration::from_millis(5);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
+/// Without an SSE listener, events are read every this many ticks (50 ms).
+pub const IDLE_EVERY: u64 = 10;
 /// How often a ring's snapshot is re-read at most (the sampler writes one per interval,
 /// 100 ms by default; the service shows and pushes them once a second).
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -40,8 +46,8 @@ pub const QUIET_REFRESH: Duration = Duration::from_millis(500);
 pub const REFRESH: Duration = Duration::from_millis(100);
 /// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
 pub const SNAPSHOT_PUSH: Duration = Duration::from_secs(1);
-/// Metrics reads kept per JVM (one per second: five minutes).
-pub const METRICS_HISTORY: usize = 300;
+/// The longest metrics window, s (five minutes; see [`crate::appmetrics::History`]).
+pub const METRICS_HISTORY: usize = crate::appmetrics::History::SPAN_S as usize;
 /// Window of the metrics in snapshot messages, seconds.
 pub const DEFAULT_WINDOW_S: u64 = 60;
 /// SSE messages buffered for all subscribers together; a subscriber further behind is dropped.
@@ -96,8 +102,8 @@ pub struct Jvm {
     pub seen: report::Seen,
     /// The ring's string table (names that compact events refer to).
     pub strings: Vec<String>,
-    /// Metrics region reads, one per second, newest last (for windows up to 5 minutes).
-    pub metrics_hist: VecDeque<(u64, Vec<Instrument>)>,
+    /// Metrics region reads, one per second, thinned with age (for windows up to 5 minutes).
+    pub metrics_hist: crate::appmetrics::History,
     /// Current verdict.
     pub verdict: Verdict,
     /// Crash report, when crashed.
@@ -162,7 +168,7 @@ impl Jvm {
             lost: 0,
             seen: report::Seen::default(),
             strings: Vec::new(),
-            metrics_hist: VecDeque::new(),
+            metrics_hist: Default::default(),
             verdict: Verdict::Running,
             crash_report: None,
             crash_lookup: None,
@@ -267,20 +273,26 @@ impl Jvm {
     }
 
     /// Reads new events, handing each to `publish`.
-    fn read_events(&mut self, mut publish: impl FnMut(&Record, &[String])) {
+    fn read_events(&mut self, publish: impl FnMut(&Record, &[String])) {
+        let mapped = self.page.as_ref().map(|p| p.cursor());
+        self.read_events_to(mapped, publish)
+    }
+
+    /// [`Jvm::read_events`] with the mapped cursor already loaded (`None`: not mapped).
+    fn read_events_to(&mut self, mapped: Option<u64>, mut publish: impl FnMut(&Record, &[String])) {
         let Some(ring) = &self.ring else { return };
-        // The mapped cursor says whether anything is new (no system call); the scan reads the
-        // real one.
-        let unmoved = match &self.page {
-            Some(p) => Ok(p.words().cursor == self.next_seq),
+        // The mapped cursor says whether anything is new (no system call); with it the scan
+        // reads only slots, each judged by its own stamp and check.
+        let unmoved = match mapped {
+            Some(c) => Ok(c == self.next_seq),
             None => ring.cursor().map(|c| c == self.next_seq),
         };
-        let scan = match unmoved.and_then(|unmoved| {
-            if unmoved {
-                Ok(None)
-            } else {
-                ring.scan_limit(self.next_seq, self.alive, 65_536).map(Some)
-            }
+        let scan = match unmoved.and_then(|unmoved| match mapped {
+            _ if unmoved => Ok(None),
+            // A mapped cursor ahead of ours saves the scan's `pread` of it; one behind ours
+            // (a truncated file reads zeros there) goes the way that reads and checks the file.
+            Some(c) if c > self.next_seq => ring.scan_limit_to(self.next_seq, c, self.alive, 65_536).map(Some),
+            _ => ring.scan_limit(self.next_seq, self.alive, 65_536).map(Some),
         }) {
             Ok(Some(s)) => s,
             Ok(None) => return,
@@ -312,10 +324,24 @@ impl Jvm {
                 _ => {}
             }
             publish(&r, &self.strings);
-            if self.window.len() == WINDOW {
-                self.window.pop_front();
-            }
             self.window.push_back(r);
+        }
+        self.trim_window();
+    }
+
+    /// At most WINDOW events; beyond WINDOW_MIN, none older than WINDOW_AGE before the newest
+    /// (a quiet JVM's window then holds half a minute, not a quarter of an hour: at 1,000
+    /// JVMs full windows were ~250 MiB). The GC findings look back GC_WINDOW_NS (10 s), well inside.
+    fn trim_window(&mut self) {
+        let Some(newest) = self.window.back().map(|r| r.time_ns) else { return };
+        let cutoff = newest.saturating_sub(WINDOW_AGE.as_nanos() as u64);
+        while self.window.len() > WINDOW
+            || (self.window.len() > WINDOW_MIN && self.window.front().is_some_and(|r| r.time_ns < cutoff))
+        {
+            self.window.pop_front();
+        }
+        if self.window.capacity() > 2 * WINDOW_MIN && self.window.len() < self.window.capacity() / 4 {
+            self.window.shrink_to(self.window.len() * 2);
         }
     }
 
@@ -362,28 +388,18 @@ impl Jvm {
         let Some(ring) = &self.ring else { return };
         if let Ok((ins, strings)) = ring.metrics() {
             self.strings = strings;
-            if self.metrics_hist.len() > METRICS_HISTORY {
-                self.metrics_hist.pop_front();
-            }
-            self.metrics_hist.push_back((jvmwatch_ring::now_ns(), ins));
+            self.metrics_hist.push(jvmwatch_ring::now_ns(), ins);
         }
     }
 
     /// Application metrics over (up to) the last `secs` seconds: rates, averages, percentiles.
     pub fn metrics_window(&self, secs: u64) -> Value {
-        let Some((t1, now)) = self.metrics_hist.back() else { return json!([]) };
-        let cutoff = t1.saturating_sub(secs * 1_000_000_000);
-        let (t0, then) = self.metrics_hist.iter().find(|(t, _)| *t >= cutoff).expect("non-empty");
-        let span = (t1 - t0) as f64 / 1e9;
-        if span <= 0.0 {
-            return json!(crate::appmetrics::lifetime(now));
-        }
-        json!(crate::appmetrics::window(now, then, span))
+        self.metrics_hist.window(secs)
     }
 
     /// The latest metrics read.
     pub fn instruments(&self) -> &[Instrument] {
-        self.metrics_hist.back().map(|(_, i)| i.as_slice()).unwrap_or(&[])
+        self.metrics_hist.latest()
     }
 
     /// The list entry: `id`, `pid`, `verdict`, `findings`, times, app, host, file.
@@ -701,12 +717,18 @@ impl Registry {
             polls.members = members;
         }
         // New events: first every mapped cursor (independent loads in a tight loop), then the
-        // rings whose cursor moved, and the unmapped ones.
-        let moved: Vec<usize> = (polls.list.iter().enumerate())
-            .filter(|(_, p)| p.page.as_ref().is_none_or(|page| page.cursor() != p.next_seq))
-            .map(|(k, _)| k)
+        // rings whose cursor moved, and the unmapped ones. Without an SSE listener nobody
+        // waits on an event (rules read the registry on their own period, /metrics is scraped
+        // in seconds): read them every IDLE_EVERY ticks only, in larger batches.
+        let idle_skip = !listeners && !refresh && !n.is_multiple_of(IDLE_EVERY);
+        // (index, the mapped cursor as loaded here, handed on so the page is not touched again)
+        let moved: Vec<(usize, Option<u64>)> = (polls.list.iter().enumerate())
+            .filter(|_| !idle_skip)
+            .map(|(k, p)| (k, p.next_seq, p.page.as_ref().map(|page| page.cursor())))
+            .filter(|&(_, next, cursor)| cursor != Some(next))
+            .map(|(k, _, cursor)| (k, cursor))
             .collect();
-        for k in moved {
+        for (k, cursor) in moved {
             let p = &mut polls.list[k];
             let Some(j) = jvms.get_mut(&p.id) else { continue };
             if j.settled {
@@ -718,7 +740,7 @@ impl Registry {
                 continue;
             }
             let jvm = j.id.clone();
-            j.read_events(|r, strings| {
+            j.read_events_to(cursor, |r, strings| {
                 // Messages are only built when someone listens.
                 if listeners {
                     out.push(Arc::new(event_msg(&jvm, r, strings)));
@@ -731,32 +753,36 @@ impl Registry {
         // heartbeat stopped; each ring's once-a-second work when it is due.
         let mut refreshed = false;
         let leak_every = LEAK_EVERY.max(LEAK_SPACING * jvms.len().min(1 << 20) as u32);
-        for j in jvms.values_mut().filter(|_| refresh) {
-            j.leak_every = leak_every;
-            let push = now >= j.push_due;
-            if push {
-                j.push_due =
-                    if now - j.push_due > SNAPSHOT_PUSH { now + SNAPSHOT_PUSH } else { j.push_due + SNAPSHOT_PUSH };
-            }
-            if j.settled && !push {
-                continue;
-            }
-            let quiet = now.saturating_duration_since(j.last_events) > Duration::from_secs(1);
-            // A heartbeat is due every sampler interval: one that did not move over two of them
-            // (or `due`, whichever is longer, and at most a push period) has stopped.
-            let two_beats = Duration::from_nanos(j.header.interval_ns.saturating_mul(2));
-            let due = two_beats.clamp(if quiet { QUIET_REFRESH } else { REFRESH }, SNAPSHOT_PUSH);
-            if push || (now.saturating_duration_since(j.last_refresh) >= due && j.wants_refresh()) {
-                j.refresh(push);
-                j.last_refresh = now;
-                refreshed = true;
+        // Only on refresh ticks: walking every JVM on each 5 ms tick was most of an idle
+        // sidecar's CPU at 1,000 rings (cache misses on each ring's state).
+        if refresh {
+            for j in jvms.values_mut() {
+                j.leak_every = leak_every;
+                let push = now >= j.push_due;
                 if push {
-                    j.sample_metrics();
+                    j.push_due =
+                        if now - j.push_due > SNAPSHOT_PUSH { now + SNAPSHOT_PUSH } else { j.push_due + SNAPSHOT_PUSH };
                 }
-                j.judge();
-            }
-            if push && listeners && j.gone.is_none() {
-                out.push(Arc::new(j.snapshot_msg()));
+                if j.settled && !push {
+                    continue;
+                }
+                let quiet = now.saturating_duration_since(j.last_events) > Duration::from_secs(1);
+                // A heartbeat is due every sampler interval: one that did not move over two of them
+                // (or `due`, whichever is longer, and at most a push period) has stopped.
+                let two_beats = Duration::from_nanos(j.header.interval_ns.saturating_mul(2));
+                let due = two_beats.clamp(if quiet { QUIET_REFRESH } else { REFRESH }, SNAPSHOT_PUSH);
+                if push || (now.saturating_duration_since(j.last_refresh) >= due && j.wants_refresh()) {
+                    j.refresh(push);
+                    j.last_refresh = now;
+                    refreshed = true;
+                    if push {
+                        j.sample_metrics();
+                    }
+                    j.judge();
+                }
+                if push && listeners && j.gone.is_none() {
+                    out.push(Arc::new(j.snapshot_msg()));
+                }
             }
         }
         for m in out {

@@ -49,34 +49,61 @@ public final class Probe {
         return out;
     }
 
+    /**
+     * Pool usage after the latest collection, per pool (-1: unknown), and the collection count
+     * it was read at. {@code getCollectionUsage()} only changes when a collection ends, so it
+     * is read again only when the collectors' total count moved (saves one MemoryUsage object,
+     * built by a JNI up-call, per pool per sample). Only the sampler thread calls sample().
+     */
+    private static final long[] AFTER_GC = new long[POOLS.size()];
+    private static long afterGcAt = -1;
+
     public static long[] sample() {
         long[] out = new long[FIXED + POOL_FIELDS * POOLS.size() + GC_FIELDS * GCS.size()];
-        MemoryUsage heap = MEMORY.getHeapMemoryUsage();
-        MemoryUsage nonHeap = MEMORY.getNonHeapMemoryUsage();
-        out[0] = heap.getUsed();
-        out[1] = heap.getCommitted();
-        out[2] = heap.getMax();
-        out[3] = nonHeap.getUsed();
-        out[4] = nonHeap.getCommitted();
-        out[5] = CLASSES.getLoadedClassCount();
-        out[6] = THREADS.getDaemonThreadCount();
-        out[7] = THREADS.getThreadCount();
-        int at = FIXED;
-        for (MemoryPoolMXBean pool : POOLS) {
-            MemoryUsage u = pool.getUsage();
-            MemoryUsage afterGc = pool.getCollectionUsage();
-            out[at] = pool.getType() == MemoryType.HEAP ? 1 : 0;
-            out[at + 1] = u == null ? -1 : u.getUsed();
-            out[at + 2] = u == null ? -1 : u.getCommitted();
-            out[at + 3] = u == null ? -1 : u.getMax();
-            out[at + 4] = afterGc == null ? -1 : afterGc.getUsed();
-            at += POOL_FIELDS;
-        }
+        int at = FIXED + POOL_FIELDS * POOLS.size();
+        long collections = 0;
         for (GarbageCollectorMXBean gc : GCS) {
             out[at] = gc.getCollectionCount();
             out[at + 1] = gc.getCollectionTime();
+            collections += Math.max(0, out[at]);
             at += GC_FIELDS;
         }
+        boolean readAfterGc = collections != afterGcAt;
+        afterGcAt = collections;
+        MemoryUsage heap = MEMORY.getHeapMemoryUsage();
+        out[0] = heap.getUsed();
+        out[1] = heap.getCommitted();
+        out[2] = heap.getMax();
+        // Non-heap used and committed are the sums over the non-heap pools: what
+        // MemoryMXBean.getNonHeapMemoryUsage() adds up itself (jmm_GetMemoryUsage), without
+        // walking the pools a second time.
+        long nonHeapUsed = 0;
+        long nonHeapCommitted = 0;
+        out[5] = CLASSES.getLoadedClassCount();
+        out[6] = THREADS.getDaemonThreadCount();
+        out[7] = THREADS.getThreadCount();
+        at = FIXED;
+        for (int i = 0; i < AFTER_GC.length; i++) {
+            MemoryPoolMXBean pool = POOLS.get(i);
+            MemoryUsage u = pool.getUsage();
+            boolean isHeap = pool.getType() == MemoryType.HEAP;
+            if (readAfterGc) {
+                MemoryUsage afterGc = pool.getCollectionUsage();
+                AFTER_GC[i] = afterGc == null ? -1 : afterGc.getUsed();
+            }
+            out[at] = isHeap ? 1 : 0;
+            out[at + 1] = u == null ? -1 : u.getUsed();
+            out[at + 2] = u == null ? -1 : u.getCommitted();
+            out[at + 3] = u == null ? -1 : u.getMax();
+            out[at + 4] = AFTER_GC[i];
+            if (!isHeap && u != null) {
+                nonHeapUsed += u.getUsed();
+                nonHeapCommitted += u.getCommitted();
+            }
+            at += POOL_FIELDS;
+        }
+        out[3] = nonHeapUsed;
+        out[4] = nonHeapCommitted;
         return out;
     }
 }
