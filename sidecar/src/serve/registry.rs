@@ -329,20 +329,8 @@ impl Jvm {
         self.trim_window();
     }
 
-    /// At most WINDOW events; beyond WINDOW_MIN, none older than WINDOW_AGE before the newest
-    /// (a quiet JVM's window then holds half a minute, not a quarter of an hour: at 1,000
-    /// JVMs full windows were ~250 MiB). The GC findings look back GC_WINDOW_NS (10 s), well inside.
     fn trim_window(&mut self) {
-        let Some(newest) = self.window.back().map(|r| r.time_ns) else { return };
-        let cutoff = newest.saturating_sub(WINDOW_AGE.as_nanos() as u64);
-        while self.window.len() > WINDOW
-            || (self.window.len() > WINDOW_MIN && self.window.front().is_some_and(|r| r.time_ns < cutoff))
-        {
-            self.window.pop_front();
-        }
-        if self.window.capacity() > 2 * WINDOW_MIN && self.window.len() < self.window.capacity() / 4 {
-            self.window.shrink_to(self.window.len() * 2);
-        }
+        trim_window(&mut self.window);
     }
 
     /// Recomputes verdict and findings.
@@ -843,5 +831,49 @@ impl Registry {
     /// Stops the follower.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// At most WINDOW events; beyond WINDOW_MIN, none older than WINDOW_AGE before the newest (a
+/// quiet JVM's window then holds half a minute, not a quarter of an hour: at 1,000 JVMs full
+/// windows were ~250 MiB). The GC findings look back GC_WINDOW_NS (10 s), well inside.
+fn trim_window(window: &mut VecDeque<Record>) {
+    let Some(newest) = window.back().map(|r| r.time_ns) else { return };
+    let cutoff = newest.saturating_sub(WINDOW_AGE.as_nanos() as u64);
+    while window.len() > WINDOW || (window.len() > WINDOW_MIN && window.front().is_some_and(|r| r.time_ns < cutoff)) {
+        window.pop_front();
+    }
+    if window.capacity() > 2 * WINDOW_MIN && window.len() < window.capacity() / 4 {
+        window.shrink_to(window.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64, time_ns: u64) -> Record {
+        Record { seq, time_ns, event: Event::VmDeath }
+    }
+
+    #[test]
+    fn the_window_keeps_half_a_minute_beyond_its_minimum_and_never_more_than_its_maximum() {
+        let s = 1_000_000_000u64;
+        // A quiet JVM: one event a second for 20 minutes keeps WINDOW_MIN events.
+        let mut w: VecDeque<Record> = (0..1200).map(|k| rec(k, k * s)).collect();
+        trim_window(&mut w);
+        assert_eq!(w.len(), WINDOW_MIN);
+        assert_eq!(w.back().map(|r| r.seq), Some(1199));
+        assert!(w.capacity() <= 4 * WINDOW_MIN, "capacity {} kept", w.capacity());
+        // A busy one: 100 events a second keeps the last 30 s (and the newest).
+        let mut w: VecDeque<Record> = (0..10_000).map(|k| rec(k, k * s / 100)).collect();
+        trim_window(&mut w);
+        assert_eq!(w.front().map(|r| r.time_ns), Some(9999 * s / 100 - WINDOW_AGE.as_nanos() as u64));
+        assert_eq!(w.len(), 3001);
+        // A very busy one: WINDOW at most, the newest kept.
+        let mut w: VecDeque<Record> = (0..100_000).map(|k| rec(k, k * s / 10_000)).collect();
+        trim_window(&mut w);
+        assert_eq!(w.len(), WINDOW);
+        assert_eq!(w.back().map(|r| r.seq), Some(99_999));
     }
 }
