@@ -24,12 +24,12 @@ pub fn read(path: &std::path::Path) -> Result<(History, Vec<Instrument>), String
 /// record, then the fine records.
 /// Samples whose time does not move forward (the wall clock stepped back, or a hostile file)
 /// are dropped, so every judgement below sees strictly increasing times.
-pub fn merged(h: &History) -> Vec<Sample> {
+pub fn merged(h: &History) -> Vec<&Sample> {
     let first_fine = h.fine.first().map_or(u64::MAX, |s| s.time_ns);
-    let mut out: Vec<Sample> = Vec::with_capacity(h.coarse.len() + h.fine.len());
+    let mut out: Vec<&Sample> = Vec::with_capacity(h.coarse.len() + h.fine.len());
     for s in h.coarse.iter().filter(|s| s.time_ns < first_fine).chain(&h.fine) {
-        if out.last().is_none_or(|l: &Sample| s.time_ns > l.time_ns) {
-            out.push(*s);
+        if out.last().is_none_or(|l| s.time_ns > l.time_ns) {
+            out.push(s);
         }
     }
     out
@@ -47,7 +47,7 @@ fn opt(v: u64) -> Value {
 /// (cell `i` is instrument `i`); those past the cells are listed as dropped.
 pub fn to_json(h: &History, instruments: &[Instrument]) -> Value {
     let s = merged(h);
-    let col = |f: &dyn Fn(&Sample) -> Value| -> Value { Value::Array(s.iter().map(f).collect()) };
+    let col = |f: &dyn Fn(&Sample) -> Value| -> Value { Value::Array(s.iter().map(|x| f(x)).collect()) };
     let mut states = serde_json::Map::new();
     for (i, name) in THREAD_STATES.iter().enumerate() {
         states.insert((*name).into(), col(&|x| json!(x.thread_states[i])));

@@ -471,7 +471,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
     let (heap_leak, thread_leak) = p.history.map(crate::history::leaks).unwrap_or_default();
     facts.heap_leak = heap_leak.is_some();
     facts.thread_leak = thread_leak.is_some();
-    let merged = p.history.map(crate::history::merged).unwrap_or_default();
+    let merged: Vec<_> = p.history.map(crate::history::merged).unwrap_or_default().into_iter().copied().collect();
     let mut timeline = crate::history::timeline(&merged, &crate::history::timer_cells(p.instruments));
     if let Some(l) = &heap_leak {
         timeline.push(format!(
