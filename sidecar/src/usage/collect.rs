@@ -7,6 +7,8 @@ use std::path::Path;
 
 use jvmwatch_controller::UsageCfg;
 
+use jvmwatch_ring::facts::{Processor, Resources};
+
 use super::host::{self, Cpu};
 use super::ledger::Ledger;
 use super::policy::{self, Alert, Gate, Policy};
@@ -23,6 +25,10 @@ pub struct Seen {
     pub pid: u32,
     /// Heap used, bytes (latest agent snapshot).
     pub heap_bytes: i64,
+    /// The processor the agent inside this JVM recorded in its ring (None: an older agent).
+    pub processor: Option<Processor>,
+    /// What the agent recorded the JVM was given (None: an older agent).
+    pub resources: Option<Resources>,
 }
 
 struct Track {
@@ -35,6 +41,8 @@ struct Track {
     last_cpu: u64,
     peak_milli: i64,
     io_start: Option<(i64, i64)>,
+    processor: Option<Processor>,
+    resources: Option<Resources>,
 }
 
 /// The collector.
@@ -113,8 +121,12 @@ impl Collector {
                 last_cpu: cpu,
                 peak_milli: 0,
                 io_start: host::io(s.pid),
+                processor: None,
+                resources: None,
             });
             t.heap = s.heap_bytes;
+            t.processor.clone_from(&s.processor);
+            t.resources.clone_from(&s.resources);
             t.app.clone_from(&s.app);
             let dt = now_ms - t.last_ms;
             if dt > 0 {
@@ -162,6 +174,24 @@ impl Collector {
                 (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
                 _ => (-1, -1),
             };
+            // What the agent inside the JVM saw, when its ring has it; else /proc, read now.
+            let p = t.processor.clone().unwrap_or_else(|| Processor {
+                vendor: self.cpu.vendor.clone(),
+                model_name: self.cpu.model_name.clone(),
+                fms: self.cpu.fms(),
+                class: self.cpu.class.clone(),
+                hypervisor: self.hypervisor.clone(),
+                hypervisor_flag: self.cpu.hypervisor_flag,
+                host_cores: self.cpu.cores.clamp(0, u32::MAX.into()) as u32,
+            });
+            let r = t.resources.clone().unwrap_or_else(|| Resources {
+                cores_told: given.cores_told().clamp(0, u32::MAX.into()) as u32,
+                active_processor_count: given.active_processor_count.clamp(0, u32::MAX.into()) as u32,
+                affinity: given.affinity.clamp(0, u32::MAX.into()) as u32,
+                cpu_quota_milli: given.quota_milli.clamp(-1, i32::MAX.into()) as i32,
+                mem_limit: given.mem_limit,
+                cpuset: given.cpuset.clone(),
+            });
             batch.push(UsageRecord {
                 seq: 0,
                 at_ms: t.last_ms,
@@ -171,17 +201,17 @@ impl Collector {
                 app: t.app.clone(),
                 instance: inst.clone(),
                 pid: i64::from(t.pid),
-                cpu_vendor: self.cpu.vendor.clone(),
-                cpu_model: self.cpu.model_name.clone(),
-                cpu_fms: self.cpu.fms.clone(),
-                proc_class: self.cpu.class.clone(),
-                hypervisor: self.hypervisor.clone(),
-                host_cores: self.cpu.cores,
-                cores_told: given.cores_told(),
-                active_processor_count: given.active_processor_count,
-                cpu_quota_milli: given.quota_milli,
-                cpuset: given.cpuset.clone(),
-                mem_limit: given.mem_limit,
+                cpu_vendor: p.vendor,
+                cpu_model: p.model_name,
+                cpu_fms: p.fms,
+                proc_class: p.class,
+                hypervisor: p.hypervisor,
+                host_cores: p.host_cores.into(),
+                cores_told: r.cores_told.into(),
+                active_processor_count: r.active_processor_count.into(),
+                cpu_quota_milli: r.cpu_quota_milli.into(),
+                cpuset: r.cpuset,
+                mem_limit: r.mem_limit,
                 cores_avg_milli: avg,
                 cores_peak_milli: t.peak_milli.max(avg),
                 rss_bytes: host::rss(t.pid).unwrap_or(-1),
