@@ -307,6 +307,9 @@ fn limits_at(proc: &Path) -> Option<Given> {
             }
             // v1: the controller's own hierarchy, mounted as /sys/fs/cgroup/<controllers>.
             let names: Vec<&str> = controllers.split(',').collect();
+            if !names.iter().any(|n| matches!(*n, "cpu" | "memory")) {
+                continue;
+            }
             let mount =
                 [controllers].into_iter().chain(names.iter().copied()).map(|c| root.join(c)).find(|m| m.is_dir());
             let Some(mount) = mount else { continue };

@@ -39,6 +39,9 @@ pub struct Tracker {
     checked: Option<Instant>,
     /// The cursor after the facts were last written.
     written_at: u64,
+    /// `-XX:ActiveProcessorCount` from the command line and the environment (fixed for the
+    /// life of the process: read once).
+    active_processor_count: Option<i64>,
 }
 
 impl Tracker {
@@ -50,8 +53,12 @@ impl Tracker {
     pub unsafe fn tick(&mut self, a: &Agent, jni: *mut sys::JNIEnv) {
         if self.checked.is_none_or(|t| t.elapsed() >= RECHECK) {
             self.checked = Some(Instant::now());
+            let apc = *self.active_processor_count.get_or_insert_with(|| {
+                let (env, args) = (crate::identity::env_jvm_options(), crate::identity::command_line());
+                host::active_processor_count(env.iter().chain(args.iter()).map(String::as_str))
+            });
             // SAFETY: forwarded.
-            let now = unsafe { gather(jni) };
+            let now = unsafe { gather(jni, apc) };
             if self.last.as_ref() != Some(&now) {
                 if self.last.as_ref().is_none_or(|l| l.cpu != now.cpu || l.hypervisor != now.hypervisor) {
                     self.processor = Some(processor_event(a, &now));
@@ -89,17 +96,15 @@ fn processor_event(a: &Agent, s: &Seen) -> Event {
     }
 }
 
-/// Reads the facts now.
+/// Reads the facts now; `apc` is `-XX:ActiveProcessorCount` (0: not set).
 ///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv.
-unsafe fn gather(jni: *mut sys::JNIEnv) -> Seen {
+unsafe fn gather(jni: *mut sys::JNIEnv, apc: i64) -> Seen {
     let cpu = host::cpu();
     let hypervisor = host::hypervisor(cpu.hypervisor_flag);
     let mut given = host::given_self().unwrap_or_default();
-    let env = crate::identity::env_jvm_options();
-    let args = crate::identity::command_line();
-    given.active_processor_count = host::active_processor_count(env.iter().chain(args.iter()).map(String::as_str));
+    given.active_processor_count = apc;
     // What the JVM itself says; HotSpot's rule from the same facts if the call fails.
     // SAFETY: forwarded.
     let told = unsafe { available_processors(jni) }.map_or_else(|| given.cores_told(), i64::from);
