@@ -245,6 +245,29 @@ mod tests {
         assert_eq!((p.vendor.as_str(), p.model_name.as_str(), p.class.as_str()), ("?", "?", "?"));
     }
 
+    proptest::proptest! {
+        /// Any payload bytes and length under the facts kinds decode, and a reader takes
+        /// them in against any string table, without a panic.
+        #[test]
+        fn hostile_payloads_are_read_without_panic(
+            kind in 15u16..=16,
+            len in proptest::prelude::any::<u16>(),
+            words in proptest::prelude::any::<[u64; 5]>(),
+            table in 0usize..3,
+        ) {
+            let mut p = [0u8; crate::layout::slot::PAYLOAD_LEN];
+            for (i, w) in words.iter().enumerate() {
+                p[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            let strings: Vec<String> = (0..table).map(|i| i.to_string()).collect();
+            let mut f = HostFacts::default();
+            for seq in 0..3 {
+                f.apply(&rec(seq, Event::decode(kind, len.wrapping_add(seq as u16), &p)), &strings);
+            }
+            proptest::prop_assert!(f.processor.is_some() || f.resources.is_some());
+        }
+    }
+
     #[test]
     fn long_cpusets_are_cut_with_a_plus() {
         assert_eq!(cpuset_text("0-3").as_str(), "0-3");
