@@ -246,3 +246,47 @@ impl Collector {
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record takes the processor and resources from the ring when the JVM's agent wrote
+    /// them, and reads `/proc` for a ring without them (this test process stands in for the
+    /// JVM: its CPU time, RSS and I/O are real either way).
+    #[test]
+    fn ring_facts_win_over_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = UsageCfg { interval: std::time::Duration::from_secs(1), ..UsageCfg::default() };
+        let mut c = Collector::new(&cfg, &dir.path().join("u.db"), 0).unwrap();
+        let pid = std::process::id();
+        let from_ring = Seen {
+            instance: "a".into(),
+            app: "app".into(),
+            pid,
+            heap_bytes: 1,
+            processor: Some(Processor { class: "from-the-ring".into(), host_cores: 99, ..Processor::default() }),
+            resources: Some(Resources {
+                cores_told: 7,
+                cpuset: "3".into(),
+                cpu_quota_milli: 1500,
+                mem_limit: 1 << 30,
+                ..Resources::default()
+            }),
+        };
+        let old_agent = Seen { instance: "b".into(), processor: None, resources: None, ..from_ring.clone() };
+        // Sampled every 100 ms (interval / 10), flushed at 1 s.
+        for t in (100..=1000).step_by(100) {
+            c.tick(t, &[from_ring.clone(), old_agent.clone()]);
+        }
+        let mut got = Vec::new();
+        c.ledger.for_each(0, i64::MAX, |r, _| got.push(r)).unwrap();
+        let a = got.iter().find(|r| r.instance == "a").expect("a record for a");
+        assert_eq!((a.proc_class.as_str(), a.host_cores, a.cores_told), ("from-the-ring", 99, 7));
+        assert_eq!((a.cpuset.as_str(), a.cpu_quota_milli, a.mem_limit), ("3", 1500, 1 << 30));
+        let b = got.iter().find(|r| r.instance == "b").expect("a record for b");
+        let proc = host::given(pid).unwrap();
+        assert_eq!((b.proc_class.as_str(), b.cpuset.as_str()), (host::cpu().class.as_str(), proc.cpuset.as_str()));
+        assert_eq!(b.host_cores, host::cpu().cores);
+    }
+}
