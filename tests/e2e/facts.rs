@@ -10,8 +10,8 @@ use jvmwatch_tests::http::get;
 use jvmwatch_tests::*;
 use serde_json::Value;
 
-/// `taskset -c CPUS java -agentpath:...=OPTS JVM_ARGS -cp ... Sleeper`.
-fn pinned_sleeper(cpus: &str, agent_opts: &str, jvm_args: &[&str], cwd: &Path) -> Proc {
+/// `taskset -c CPUS java -agentpath:...=OPTS JVM_ARGS -cp ... MAIN ARGS`.
+fn pinned(cpus: &str, agent_opts: &str, jvm_args: &[&str], main: &[&str], cwd: &Path) -> Proc {
     let mut c = Command::new("taskset");
     c.current_dir(cwd)
         .args(["-c", cpus])
@@ -21,7 +21,7 @@ fn pinned_sleeper(cpus: &str, agent_opts: &str, jvm_args: &[&str], cwd: &Path) -
         .args(jvm_args)
         .arg("-cp")
         .arg(format!("{SCENARIOS}:{API_JAR}"))
-        .arg("Sleeper")
+        .args(main)
         .stdin(std::process::Stdio::null());
     spawn(c)
 }
@@ -51,7 +51,9 @@ fn inspect_text(ring: &Path) -> String {
 fn pinned_jvm_records_the_cores_it_was_told_and_the_processor() {
     let dir = tempdir();
     let ring = dir.path().join("pinned.ring");
-    let _jvm = pinned_sleeper("0", &format!("path={}", ring.display()), &["-XX:ActiveProcessorCount=1"], dir.path());
+    // The Sleeper's short-lived threads fill the ring (for the refresh below).
+    let opts = format!("path={}", ring.display());
+    let _jvm = pinned("0", &opts, &["-XX:ActiveProcessorCount=1"], &["Sleeper"], dir.path());
     let f = wait_for(Duration::from_secs(60), || facts_of(&ring)).expect("the ring's host facts");
     let r = &f["resources"];
     assert_eq!((&r["cores_told"], &r["active_processor_count"]), (&Value::from(1), &Value::from(1)), "{f}");
@@ -69,6 +71,21 @@ fn pinned_jvm_records_the_cores_it_was_told_and_the_processor() {
     let text = inspect_text(&ring);
     assert!(text.contains("resources: cores told 1 (ActiveProcessorCount 1), cpuset 0 (1 CPUs)"), "{text}");
     assert!(text.contains(&format!("class {}", cpu.class)), "{text}");
+
+    // After 1,024 more events (the Sleeper's threads) the agent writes the same facts again,
+    // so the newest events hold them; a repeat is not a change.
+    let report = wait_for(Duration::from_secs(120), || {
+        let r = inspect(&ring, 100_000);
+        let n = |t: &str| r["events"].as_array().unwrap().iter().filter(|e| e["type"] == t).count();
+        (n("processor") >= 2 && n("resources") >= 2).then_some(r)
+    })
+    .expect("the facts written again");
+    let resources: Vec<&Value> =
+        report["events"].as_array().unwrap().iter().filter(|e| e["type"] == "resources").collect();
+    let gap = resources[1]["seq"].as_u64().unwrap() - resources[0]["seq"].as_u64().unwrap();
+    assert!(gap >= 1024, "written again after {gap} events");
+    assert_eq!(resources[0]["cpuset"], resources[1]["cpuset"]);
+    assert!(report["host_facts"]["changes"].as_array().unwrap().is_empty(), "{}", report["host_facts"]);
 }
 
 #[test]
@@ -79,7 +96,11 @@ fn a_changed_affinity_is_a_new_facts_record_in_inspect_and_the_api() {
     }
     let dir = tempdir();
     let svc = Service::start(dir.path(), &[]);
-    let jvm = pinned_sleeper("0,1", &format!("dir={}", dir.path().display()), &[], dir.path());
+    // Burn with no busy thread: no threads come and go (but the JVM's own), so `taskset -a`
+    // finds every thread it lists.
+    let told = dir.path().join("told");
+    let opts = format!("dir={}", dir.path().display());
+    let jvm = pinned("0,1", &opts, &[], &["Burn", "0", told.to_str().unwrap()], dir.path());
     let pid = jvm.id();
     let id = wait_for_jvm(&svc, pid, "running")["id"].as_str().unwrap().to_string();
     let ring = dir.path().join(format!("{id}.ring"));
@@ -87,8 +108,13 @@ fn a_changed_affinity_is_a_new_facts_record_in_inspect_and_the_api() {
     assert_eq!(before["resources"]["cpuset"], "0-1", "{before}");
     assert_eq!(before["resources"]["cores_told"], 2, "{before}");
 
-    let o = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]).output().expect("taskset");
-    assert!(o.status.success(), "taskset: {}", String::from_utf8_lossy(&o.stderr));
+    // `taskset -a` fails when a thread it listed ends before it is set (a JIT compiler thread
+    // the JVM retires): again until one pass sets them all.
+    wait_for(Duration::from_secs(30), || {
+        let o = Command::new("taskset").args(["-a", "-p", "-c", "0", &pid.to_string()]).output().expect("taskset");
+        o.status.success().then_some(())
+    })
+    .expect("taskset -a -p -c 0 PID succeeds");
     // The agent re-checks every 10 s; the wait is generous.
     let line = "resources changed: cpuset 0-1 → 0, cores told 2 → 1";
     let after = wait_for(Duration::from_secs(60), || {
