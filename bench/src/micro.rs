@@ -111,6 +111,11 @@ pub struct Micro {
     pub event_write_2_writers_ns: Summary,
     /// `Writer::write_snapshot` of a snapshot with 6 pools and 2 collectors.
     pub snapshot_update_ns: Summary,
+    /// The agent's host-facts re-check without its JNI call (`Runtime.availableProcessors()`,
+    /// a few µs): `/proc/cpuinfo` (first 8 KiB), the online CPUs, the hypervisor, this
+    /// process's affinity and cgroup limits, as `jvmwatch_hostfacts` reads them. Calling
+    /// thread's CPU time per re-check.
+    pub host_facts_recheck_us: Summary,
     /// Full scan of a full ring.
     pub scan: ScanResult,
     /// The agent's GC callback.
@@ -152,7 +157,9 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<Micro> {
     let dir = scratch.shm_dir("micro")?;
     let n = plan.micro_events;
     let (mut clock, mut one, mut two, mut snap) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut facts = Vec::new();
     for rep in 0..plan.micro_reps {
+        facts.push(time_facts_recheck(50));
         clock.push(time_clock(n));
         let w = Writer::create(&dir.join(format!("w1-{rep}.ring")), 65_536, &identity())?;
         one.push(time_writes(&w, n, 1));
@@ -162,12 +169,13 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<Micro> {
         snap.push(time_snapshots(&w, plan.snapshot_writes));
         drop(w);
         eprintln!(
-            "[micro] rep {}: clock {:.1} ns, write 1 writer {:.1} ns, 2 writers {:.1} ns, snapshot {:.0} ns",
+            "[micro] rep {}: clock {:.1} ns, write 1 writer {:.1} ns, 2 writers {:.1} ns, snapshot {:.0} ns, host facts re-check {:.0} µs",
             rep + 1,
             clock[rep],
             one[rep],
             two[rep],
-            snap[rep]
+            snap[rep],
+            facts[rep]
         );
         for f in ["w1", "w2"] {
             let _ = std::fs::remove_file(dir.join(format!("{f}-{rep}.ring")));
@@ -182,9 +190,31 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<Micro> {
         event_write_1_writer_ns: sum(&one),
         event_write_2_writers_ns: sum(&two),
         snapshot_update_ns: sum(&snap),
+        host_facts_recheck_us: sum(&facts),
         scan,
         gc_callback,
     })
+}
+
+/// The calling thread's CPU time, ns.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// µs of this thread's CPU per host-facts re-check, over `n` of them.
+fn time_facts_recheck(n: u64) -> f64 {
+    use jvmwatch_hostfacts as host;
+    let t = thread_cpu_ns();
+    for _ in 0..n {
+        let cpu = host::cpu();
+        black_box(host::hypervisor(cpu.hypervisor_flag));
+        black_box(host::given_self());
+        black_box(cpu);
+    }
+    (thread_cpu_ns() - t) as f64 / n as f64 / 1e3
 }
 
 fn time_clock(n: u64) -> f64 {

@@ -559,6 +559,13 @@ fn micro(s: &mut String, m: &Value) {
     row(s, "event write incl. timestamp, 1 writer", "ns/event", &m["event_write_1_writer_ns"], 1);
     row(s, "event write incl. timestamp, 2 writers at once", "ns/event/writer", &m["event_write_2_writers_ns"], 1);
     row(s, "snapshot update (6 pools, 2 collectors)", "ns", &m["snapshot_update_ns"], 0);
+    row(
+        s,
+        "host-facts re-check, file reads (thread CPU; every 10 s in the agent)",
+        "µs",
+        &m["host_facts_recheck_us"],
+        0,
+    );
     let sc = &m["scan"];
     let mib = sc["ring_mib"].as_u64().unwrap_or(0);
     row(s, &format!("open + scan of a full {mib} MiB ring ({} events)", f(&sc["events"], 0)), "ms", &sc["scan_ms"], 1);

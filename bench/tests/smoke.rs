@@ -103,7 +103,13 @@ fn all_smoke_produces_every_section_with_sane_values() {
 
     // 2. Micro costs.
     let m = &r["micro"];
-    for k in ["clock_read_ns", "event_write_1_writer_ns", "event_write_2_writers_ns", "snapshot_update_ns"] {
+    for k in [
+        "clock_read_ns",
+        "event_write_1_writer_ns",
+        "event_write_2_writers_ns",
+        "snapshot_update_ns",
+        "host_facts_recheck_us",
+    ] {
         positive(&m[k]["median"], k);
     }
     positive(&m["scan"]["events"], "scan.events");

@@ -35,7 +35,9 @@ pub fn command_line() -> Vec<String> {
     raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
-fn env_jvm_options() -> Vec<String> {
+/// JVM options the launcher takes from the environment (`JAVA_TOOL_OPTIONS`,
+/// `JDK_JAVA_OPTIONS`), split at white space.
+pub fn env_jvm_options() -> Vec<String> {
     ["JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS"]
         .iter()
         .filter_map(|k| std::env::var(k).ok())

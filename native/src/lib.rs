@@ -15,6 +15,7 @@ pub mod agent;
 pub mod bindings;
 pub mod bridge;
 pub mod callbacks;
+pub mod facts;
 pub mod gcwake;
 pub mod identity;
 pub mod jvmti;

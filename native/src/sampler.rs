@@ -78,6 +78,10 @@ unsafe extern "C" fn sampler_main(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNI
 /// # Safety
 /// `jni` must be the current thread's JNIEnv.
 unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
+    // The host facts first: they describe the whole run.
+    let mut facts = crate::facts::Tracker::default();
+    // SAFETY: forwarded.
+    unsafe { facts.tick(a, jni) };
     // SAFETY: forwarded.
     let mut probe = match unsafe { Probe::load(jni) } {
         Ok(p) => Some(p),
@@ -137,6 +141,8 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
                 }
             }
         }
+        // SAFETY: forwarded.
+        unsafe { facts.tick(a, jni) };
         a.writer.heartbeat(now_ns());
         next += interval;
         let now = Instant::now();

@@ -210,6 +210,43 @@ pub enum Event {
         /// "rule: action", truncated to 39 bytes.
         text: Text,
     },
+    /// The host's processor as the agent saw it (at start, on a change, and again after every
+    /// [`crate::facts::REFRESH_EVENTS`] events so the newest events always hold it).
+    Processor {
+        /// `vendor_id` (string-table id).
+        vendor: u16,
+        /// `model name` (string-table id).
+        model_name: u16,
+        /// Normalised processor class (string-table id).
+        class: u16,
+        /// Hypervisor, `none` when there is none (string-table id).
+        hypervisor: u16,
+        /// `cpu family`, `u32::MAX` unknown.
+        family: u32,
+        /// `model`, `u32::MAX` unknown.
+        model: u32,
+        /// `stepping`, `u32::MAX` unknown.
+        stepping: u32,
+        /// Logical processors of the host.
+        host_cores: u32,
+        /// The CPUID hypervisor bit (`hypervisor` in `/proc/cpuinfo` flags).
+        hypervisor_flag: bool,
+    },
+    /// What the JVM was given, as the agent saw it (written with [`Event::Processor`]).
+    Resources {
+        /// `Runtime.availableProcessors()`: the cores the JVM was told.
+        cores_told: u32,
+        /// `-XX:ActiveProcessorCount`, 0 when not set.
+        active_processor_count: u32,
+        /// CPUs in the process's affinity mask (cpuset).
+        affinity: u32,
+        /// cgroup CPU quota in millicores, -1 unlimited.
+        cpu_quota_milli: i32,
+        /// cgroup memory limit in bytes, -1 unlimited.
+        mem_limit: i64,
+        /// The affinity as a CPU list (`0-3,6`), cut to 16 bytes (a cut list ends in `+`).
+        cpuset: Text,
+    },
     /// A type this version does not know (from a newer writer); kept, not interpreted.
     Unknown {
         /// Raw type code.
@@ -247,6 +284,10 @@ pub mod kind {
     pub const APP_EVENT: u16 = 13;
     /// [`super::Event::ControllerAction`].
     pub const CONTROLLER_ACTION: u16 = 14;
+    /// [`super::Event::Processor`].
+    pub const PROCESSOR: u16 = 15;
+    /// [`super::Event::Resources`].
+    pub const RESOURCES: u16 = 16;
 }
 
 /// Payload words of a slot, plus the type code and bytes used.
@@ -281,6 +322,8 @@ impl Event {
             Event::Deadlock { .. } => "deadlock",
             Event::AppEvent { .. } => "app_event",
             Event::ControllerAction { .. } => "controller_action",
+            Event::Processor { .. } => "processor",
+            Event::Resources { .. } => "resources",
             Event::Unknown { .. } => "unknown",
         }
     }
@@ -345,6 +388,41 @@ impl Event {
                 p[0] = stage;
                 (kind::CONTROLLER_ACTION, text_into(&mut p, 1, text))
             }
+            Event::Processor {
+                vendor,
+                model_name,
+                class,
+                hypervisor,
+                family,
+                model,
+                stepping,
+                host_cores,
+                hypervisor_flag,
+            } => {
+                for (i, id) in [vendor, model_name, class, hypervisor].into_iter().enumerate() {
+                    p[2 * i..2 * i + 2].copy_from_slice(&id.to_le_bytes());
+                }
+                for (i, v) in [family, model, stepping, host_cores].into_iter().enumerate() {
+                    p[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_le_bytes());
+                }
+                p[24] = hypervisor_flag as u8;
+                (kind::PROCESSOR, 25)
+            }
+            Event::Resources {
+                cores_told,
+                active_processor_count,
+                affinity,
+                cpu_quota_milli,
+                mem_limit,
+                ref cpuset,
+            } => {
+                p[0..4].copy_from_slice(&cores_told.to_le_bytes());
+                p[4..8].copy_from_slice(&active_processor_count.to_le_bytes());
+                p[8..12].copy_from_slice(&affinity.to_le_bytes());
+                p[12..16].copy_from_slice(&cpu_quota_milli.to_le_bytes());
+                p[16..24].copy_from_slice(&mem_limit.to_le_bytes());
+                (kind::RESOURCES, text_into(&mut p, 24, cpuset))
+            }
             Event::Unknown { kind: k } => (k, 0),
         };
         Encoded { kind, len: len as u16, payload: p }
@@ -391,6 +469,25 @@ impl Event {
             kind::DEADLOCK => Event::Deadlock { threads: p[0], index: p[1], text: text(2) },
             kind::APP_EVENT => Event::AppEvent { name: u16_at(0), detail: text(2) },
             kind::CONTROLLER_ACTION => Event::ControllerAction { stage: p[0], text: text(1) },
+            kind::PROCESSOR => Event::Processor {
+                vendor: u16_at(0),
+                model_name: u16_at(2),
+                class: u16_at(4),
+                hypervisor: u16_at(6),
+                family: u32_at(8),
+                model: u32_at(12),
+                stepping: u32_at(16),
+                host_cores: u32_at(20),
+                hypervisor_flag: p[24] != 0,
+            },
+            kind::RESOURCES => Event::Resources {
+                cores_told: u32_at(0),
+                active_processor_count: u32_at(4),
+                affinity: u32_at(8),
+                cpu_quota_milli: u32_at(12) as i32,
+                mem_limit: u64_at(16) as i64,
+                cpuset: text(24),
+            },
             k => Event::Unknown { kind: k },
         }
     }
@@ -446,6 +543,44 @@ mod tests {
         roundtrip(Event::Deadlock { threads: 2, index: 1, text: Text::new("a > b", 38) });
         roundtrip(Event::AppEvent { name: 7, detail: Text::new("v1.2.3", 38) });
         roundtrip(Event::ControllerAction { stage: 2, text: Text::new("gc_thrash: restart", 39) });
+        roundtrip(Event::Processor {
+            vendor: 0,
+            model_name: 1,
+            class: 2,
+            hypervisor: u16::MAX,
+            family: 25,
+            model: 1,
+            stepping: u32::MAX,
+            host_cores: 128,
+            hypervisor_flag: true,
+        });
+        roundtrip(Event::Resources {
+            cores_told: 1,
+            active_processor_count: 1,
+            affinity: 2,
+            cpu_quota_milli: -1,
+            mem_limit: 512 << 20,
+            cpuset: Text::new("0-1", 16),
+        });
+    }
+
+    #[test]
+    fn hostile_facts_payloads_decode_without_panic() {
+        // A length beyond the payload, and garbage words: every field decodes to something.
+        let p = [0xffu8; slot::PAYLOAD_LEN];
+        match Event::decode(kind::RESOURCES, u16::MAX, &p) {
+            Event::Resources { cpu_quota_milli, mem_limit, cpuset, .. } => {
+                assert_eq!((cpu_quota_milli, mem_limit), (-1, -1));
+                assert_eq!(cpuset.as_bytes().len(), slot::PAYLOAD_LEN - 24);
+            }
+            e => panic!("{e:?}"),
+        }
+        // A truncated payload (len 0): the text is empty, the words are what the slot holds.
+        match Event::decode(kind::RESOURCES, 0, &[0u8; slot::PAYLOAD_LEN]) {
+            Event::Resources { cpuset, cores_told: 0, .. } => assert!(cpuset.as_bytes().is_empty()),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(Event::decode(kind::PROCESSOR, 3, &p), Event::Processor { family: u32::MAX, .. }));
     }
 
     #[test]

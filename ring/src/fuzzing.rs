@@ -28,6 +28,26 @@ fn template() -> &'static [u8] {
         for i in 0..1500u64 {
             w.emit(&Event::GcPauseEnd { gc_id: i, collector: Collector::G1, duration_ns: i * 7 });
         }
+        let (vendor, class) = (w.intern("GenuineIntel"), w.intern("intel-xeon-icelake"));
+        w.emit(&Event::Processor {
+            vendor,
+            model_name: vendor,
+            class,
+            hypervisor: u16::MAX,
+            family: 6,
+            model: 106,
+            stepping: 6,
+            host_cores: 64,
+            hypervisor_flag: true,
+        });
+        w.emit(&Event::Resources {
+            cores_told: 2,
+            active_processor_count: 2,
+            affinity: 4,
+            cpu_quota_milli: 1500,
+            mem_limit: 1 << 30,
+            cpuset: crate::facts::cpuset_text("0-3"),
+        });
         let mut s = Snapshot::default();
         (s.time_ns, s.heap_used, s.heap_committed, s.heap_max) = (5, 100, 200, 400);
         s.push_pool(Pool {
@@ -85,7 +105,13 @@ pub fn check_edited_ring(input: &[u8]) {
         let _ = r.metrics();
         let _ = r.strings();
         let _ = r.writer_alive();
-        let _ = r.scan(0, false);
+        if let Ok(scan) = r.scan(0, false) {
+            let strings = r.strings().unwrap_or_default();
+            let mut facts = crate::facts::HostFacts::default();
+            for rec in &scan.records {
+                facts.apply(rec, &strings);
+            }
+        }
         let _ = r.scan_limit(u64::MAX >> 2, true, 10);
         let _ = r.history();
         let _ = r.stacks();

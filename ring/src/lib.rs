@@ -7,6 +7,7 @@
 
 pub mod cbcost;
 pub mod event;
+pub mod facts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod history;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use jvmwatch_ring::facts::HostFacts;
 use jvmwatch_ring::{Event, Header, Live, ReadError, Record, Ring, Snapshot, THREAD_STATES, UNKNOWN};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -143,6 +144,9 @@ pub struct Report {
     pub citations: Vec<String>,
     /// Samples in the history region (fine + coarse; 0 without history).
     pub history_samples: usize,
+    /// The processor and resources the agent recorded, latest first, and their changes
+    /// among the events read (`null` for a ring without them).
+    pub host_facts: Option<Value>,
 }
 
 /// One event as JSON: `seq`, `type`, `time` and its fields. `strings` is the ring's string
@@ -214,9 +218,75 @@ pub fn event_json(r: &Record, strings: &[String]) -> Value {
             m.insert("stage".into(), json!(stage));
             m.insert("text".into(), json!(text.as_str()));
         }
+        Event::Processor {
+            vendor,
+            model_name,
+            class,
+            hypervisor,
+            family,
+            model,
+            stepping,
+            host_cores,
+            hypervisor_flag,
+        } => {
+            let n = |v: u32| (v != u32::MAX).then_some(v);
+            m.insert("vendor".into(), json!(s(vendor)));
+            m.insert("model_name".into(), json!(s(model_name)));
+            m.insert("class".into(), json!(s(class)));
+            m.insert("hypervisor".into(), json!(s(hypervisor)));
+            m.insert("family".into(), json!(n(family)));
+            m.insert("model".into(), json!(n(model)));
+            m.insert("stepping".into(), json!(n(stepping)));
+            m.insert("host_cores".into(), json!(host_cores));
+            m.insert("hypervisor_flag".into(), json!(hypervisor_flag));
+        }
+        Event::Resources { cores_told, active_processor_count, affinity, cpu_quota_milli, mem_limit, cpuset } => {
+            m.insert("cores_told".into(), json!(cores_told));
+            m.insert(
+                "active_processor_count".into(),
+                json!((active_processor_count > 0).then_some(active_processor_count)),
+            );
+            m.insert("affinity".into(), json!(affinity));
+            m.insert("cpuset".into(), json!(cpuset.as_str()));
+            m.insert("cpu_quota_millicores".into(), json!((cpu_quota_milli >= 0).then_some(cpu_quota_milli)));
+            m.insert("memory_limit_bytes".into(), json!((mem_limit >= 0).then_some(mem_limit)));
+        }
         Event::VmInit | Event::VmDeath | Event::DataDump => {}
     }
     Value::Object(m)
+}
+
+/// The latest host facts and their changes as JSON (`host_facts` of a report); `None` when
+/// the events read hold no facts (a ring from an agent before they were recorded).
+pub fn host_facts_json(f: &HostFacts) -> Option<Value> {
+    if f.processor.is_none() && f.resources.is_none() {
+        return None;
+    }
+    let processor = f.processor.as_ref().map(|(t, p)| {
+        json!({
+            "recorded_at": rfc3339(*t),
+            "vendor": p.vendor,
+            "model_name": p.model_name,
+            "family_model_stepping": p.fms,
+            "class": p.class,
+            "hypervisor": p.hypervisor,
+            "hypervisor_flag": p.hypervisor_flag,
+            "host_cores": p.host_cores,
+        })
+    });
+    let resources = f.resources.as_ref().map(|(t, r)| {
+        json!({
+            "recorded_at": rfc3339(*t),
+            "cores_told": r.cores_told,
+            "active_processor_count": (r.active_processor_count > 0).then_some(r.active_processor_count),
+            "affinity": r.affinity,
+            "cpuset": r.cpuset,
+            "cpu_quota_millicores": (r.cpu_quota_milli >= 0).then_some(r.cpu_quota_milli),
+            "memory_limit_bytes": (r.mem_limit >= 0).then_some(r.mem_limit),
+        })
+    });
+    let changes: Vec<Value> = f.changes.iter().map(|(t, c)| json!({ "time": rfc3339(*t), "change": c })).collect();
+    Some(json!({ "processor": processor, "resources": resources, "changes": changes }))
 }
 
 /// The snapshot as JSON (unknown figures are `null`).
@@ -480,6 +550,13 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
             crate::history::span((l.exhaustion_in_s * 1e9) as u64)
         ));
     }
+    let mut host = HostFacts::default();
+    for r in records {
+        host.apply(r, p.strings);
+    }
+    for (t, c) in &host.changes {
+        timeline.push(format!("{c} (at {})", rfc3339(*t).unwrap_or_default()));
+    }
     let end_ns = live.heartbeat_ns.max(merged.last().map_or(0, |s| s.time_ns));
     let found = findings::findings(&facts);
     let citations = match p.stacks {
@@ -530,6 +607,7 @@ pub fn build(ring: &Ring, p: &Parts<'_>, n_events: usize, seen: Seen) -> Report 
         stacks: p.stacks.map(|c| crate::stacks::to_json(c, end_ns)),
         citations,
         history_samples: merged.len(),
+        host_facts: host_facts_json(&host),
     }
 }
 

@@ -125,6 +125,36 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "snapshot:  none written yet");
         }
     }
+    if let Some(h) = &r.host_facts {
+        let p = &h["processor"];
+        if p.is_object() {
+            let _ = writeln!(
+                o,
+                "processor: {} ({} {}, family/model/stepping {}), class {}, hypervisor {}, host cores {}",
+                p["model_name"].as_str().unwrap_or("?"),
+                p["vendor"].as_str().unwrap_or("?"),
+                if p["hypervisor_flag"] == true { "with the hypervisor flag" } else { "no hypervisor flag" },
+                p["family_model_stepping"].as_str().unwrap_or("?"),
+                p["class"].as_str().unwrap_or("?"),
+                p["hypervisor"].as_str().unwrap_or("?"),
+                p["host_cores"]
+            );
+        }
+        let r = &h["resources"];
+        if r.is_object() {
+            let or_none = |v: &Value, unit: &str| if v.is_null() { "none".to_string() } else { format!("{v}{unit}") };
+            let _ = writeln!(
+                o,
+                "resources: cores told {} (ActiveProcessorCount {}), cpuset {} ({} CPUs), cpu quota {}, memory limit {}",
+                r["cores_told"],
+                or_none(&r["active_processor_count"], ""),
+                r["cpuset"].as_str().unwrap_or("?"),
+                r["affinity"],
+                or_none(&r["cpu_quota_millicores"], " millicores"),
+                if r["memory_limit_bytes"].is_null() { "none".to_string() } else { bytes(&r["memory_limit_bytes"]) }
+            );
+        }
+    }
     let _ = writeln!(
         o,
         "gc pauses: {} (total {:.1} ms, max {:.2} ms, {:.1}% of the last 10 s)",

@@ -11,6 +11,7 @@ mod controller;
 mod deaths;
 mod deploy;
 mod docs;
+mod facts;
 mod history;
 mod hostile_files;
 mod jdk_matrix;

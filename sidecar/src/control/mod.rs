@@ -468,6 +468,8 @@ impl Controller {
                         app: app_of(j),
                         pid: j.header.pid,
                         heap_bytes: j.snapshot.as_ref().map_or(0, |s| s.heap_used as i64),
+                        processor: j.host_facts.processor.as_ref().map(|(_, p)| p.clone()),
+                        resources: j.host_facts.resources.as_ref().map(|(_, r)| r.clone()),
                     })
                     .collect();
                 drop(jvms);

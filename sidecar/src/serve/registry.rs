@@ -102,6 +102,8 @@ pub struct Jvm {
     pub seen: report::Seen,
     /// The ring's string table (names that compact events refer to).
     pub strings: Vec<String>,
+    /// The host facts the agent recorded, as of the events read so far.
+    pub host_facts: jvmwatch_ring::facts::HostFacts,
     /// Metrics region reads, one per second, thinned with age (for windows up to 5 minutes).
     pub metrics_hist: crate::appmetrics::History,
     /// Current verdict.
@@ -168,6 +170,7 @@ impl Jvm {
             lost: 0,
             seen: report::Seen::default(),
             strings: Vec::new(),
+            host_facts: Default::default(),
             metrics_hist: Default::default(),
             verdict: Verdict::Running,
             crash_report: None,
@@ -310,6 +313,9 @@ impl Jvm {
             Event::GcCycle { collector, cause, action, .. } => unknown(&[collector, cause, action]),
             Event::GcPool { pool, .. } => unknown(&[pool]),
             Event::AppEvent { name, .. } => unknown(&[name]),
+            Event::Processor { vendor, model_name, class, hypervisor, .. } => {
+                unknown(&[vendor, model_name, class, hypervisor])
+            }
             _ => false,
         });
         if refers_to_new_strings {
@@ -323,6 +329,7 @@ impl Jvm {
                 Event::Deadlock { .. } => self.seen.deadlock = true,
                 _ => {}
             }
+            self.host_facts.apply(&r, &self.strings);
             publish(&r, &self.strings);
             self.window.push_back(r);
         }

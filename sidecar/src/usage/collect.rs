@@ -7,6 +7,8 @@ use std::path::Path;
 
 use jvmwatch_controller::UsageCfg;
 
+use jvmwatch_ring::facts::{Processor, Resources};
+
 use super::host::{self, Cpu};
 use super::ledger::Ledger;
 use super::policy::{self, Alert, Gate, Policy};
@@ -23,6 +25,10 @@ pub struct Seen {
     pub pid: u32,
     /// Heap used, bytes (latest agent snapshot).
     pub heap_bytes: i64,
+    /// The processor the agent inside this JVM recorded in its ring (None: an older agent).
+    pub processor: Option<Processor>,
+    /// What the agent recorded the JVM was given (None: an older agent).
+    pub resources: Option<Resources>,
 }
 
 struct Track {
@@ -35,6 +41,8 @@ struct Track {
     last_cpu: u64,
     peak_milli: i64,
     io_start: Option<(i64, i64)>,
+    processor: Option<Processor>,
+    resources: Option<Resources>,
 }
 
 /// The collector.
@@ -113,8 +121,12 @@ impl Collector {
                 last_cpu: cpu,
                 peak_milli: 0,
                 io_start: host::io(s.pid),
+                processor: None,
+                resources: None,
             });
             t.heap = s.heap_bytes;
+            t.processor.clone_from(&s.processor);
+            t.resources.clone_from(&s.resources);
             t.app.clone_from(&s.app);
             let dt = now_ms - t.last_ms;
             if dt > 0 {
@@ -162,6 +174,24 @@ impl Collector {
                 (Some(a), Some(b)) => (b.0 - a.0, b.1 - a.1),
                 _ => (-1, -1),
             };
+            // What the agent inside the JVM saw, when its ring has it; else /proc, read now.
+            let p = t.processor.clone().unwrap_or_else(|| Processor {
+                vendor: self.cpu.vendor.clone(),
+                model_name: self.cpu.model_name.clone(),
+                fms: self.cpu.fms(),
+                class: self.cpu.class.clone(),
+                hypervisor: self.hypervisor.clone(),
+                hypervisor_flag: self.cpu.hypervisor_flag,
+                host_cores: self.cpu.cores.clamp(0, u32::MAX.into()) as u32,
+            });
+            let r = t.resources.clone().unwrap_or_else(|| Resources {
+                cores_told: given.cores_told().clamp(0, u32::MAX.into()) as u32,
+                active_processor_count: given.active_processor_count.clamp(0, u32::MAX.into()) as u32,
+                affinity: given.affinity.clamp(0, u32::MAX.into()) as u32,
+                cpu_quota_milli: given.quota_milli.clamp(-1, i32::MAX.into()) as i32,
+                mem_limit: given.mem_limit,
+                cpuset: given.cpuset.clone(),
+            });
             batch.push(UsageRecord {
                 seq: 0,
                 at_ms: t.last_ms,
@@ -171,17 +201,17 @@ impl Collector {
                 app: t.app.clone(),
                 instance: inst.clone(),
                 pid: i64::from(t.pid),
-                cpu_vendor: self.cpu.vendor.clone(),
-                cpu_model: self.cpu.model_name.clone(),
-                cpu_fms: self.cpu.fms.clone(),
-                proc_class: self.cpu.class.clone(),
-                hypervisor: self.hypervisor.clone(),
-                host_cores: self.cpu.cores,
-                cores_told: given.cores_told(),
-                active_processor_count: given.active_processor_count,
-                cpu_quota_milli: given.quota_milli,
-                cpuset: given.cpuset.clone(),
-                mem_limit: given.mem_limit,
+                cpu_vendor: p.vendor,
+                cpu_model: p.model_name,
+                cpu_fms: p.fms,
+                proc_class: p.class,
+                hypervisor: p.hypervisor,
+                host_cores: p.host_cores.into(),
+                cores_told: r.cores_told.into(),
+                active_processor_count: r.active_processor_count.into(),
+                cpu_quota_milli: r.cpu_quota_milli.into(),
+                cpuset: r.cpuset,
+                mem_limit: r.mem_limit,
                 cores_avg_milli: avg,
                 cores_peak_milli: t.peak_milli.max(avg),
                 rss_bytes: host::rss(t.pid).unwrap_or(-1),
@@ -215,4 +245,48 @@ impl Collector {
 /// This host's name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record takes the processor and resources from the ring when the JVM's agent wrote
+    /// them, and reads `/proc` for a ring without them (this test process stands in for the
+    /// JVM: its CPU time, RSS and I/O are real either way).
+    #[test]
+    fn ring_facts_win_over_proc() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = UsageCfg { interval: std::time::Duration::from_secs(1), ..UsageCfg::default() };
+        let mut c = Collector::new(&cfg, &dir.path().join("u.db"), 0).unwrap();
+        let pid = std::process::id();
+        let from_ring = Seen {
+            instance: "a".into(),
+            app: "app".into(),
+            pid,
+            heap_bytes: 1,
+            processor: Some(Processor { class: "from-the-ring".into(), host_cores: 99, ..Processor::default() }),
+            resources: Some(Resources {
+                cores_told: 7,
+                cpuset: "3".into(),
+                cpu_quota_milli: 1500,
+                mem_limit: 1 << 30,
+                ..Resources::default()
+            }),
+        };
+        let old_agent = Seen { instance: "b".into(), processor: None, resources: None, ..from_ring.clone() };
+        // Sampled every 100 ms (interval / 10), flushed at 1 s.
+        for t in (100..=1000).step_by(100) {
+            c.tick(t, &[from_ring.clone(), old_agent.clone()]);
+        }
+        let mut got = Vec::new();
+        c.ledger.for_each(0, i64::MAX, |r, _| got.push(r)).unwrap();
+        let a = got.iter().find(|r| r.instance == "a").expect("a record for a");
+        assert_eq!((a.proc_class.as_str(), a.host_cores, a.cores_told), ("from-the-ring", 99, 7));
+        assert_eq!((a.cpuset.as_str(), a.cpu_quota_milli, a.mem_limit), ("3", 1500, 1 << 30));
+        let b = got.iter().find(|r| r.instance == "b").expect("a record for b");
+        let proc = host::given(pid).unwrap();
+        assert_eq!((b.proc_class.as_str(), b.cpuset.as_str()), (host::cpu().class.as_str(), proc.cpuset.as_str()));
+        assert_eq!(b.host_cores, host::cpu().cores);
+    }
 }
