@@ -20,6 +20,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::Serialize;
 
+use super::ints::IntScan;
 use super::report::{Builder, Fields};
 use super::{canonical_from_parts, chain_hash_of, head_message, hex, hmac, Measures, UsageError, UsageRecord};
 
@@ -416,13 +417,15 @@ impl Ledger {
                 facts[id] = Some((r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?));
             }
         }
-        let mut q = self.db.prepare(
+        let mut q = IntScan::new(
+            &self.db,
             "SELECT at_ms, facts_id, cores_avg_milli, cores_peak_milli, rss_bytes, heap_bytes, io_read_bytes, \
              io_write_bytes FROM usage WHERE at_ms >= ?1 AND at_ms < ?2 ORDER BY seq",
+            &[from_ms, to_ms],
         )?;
-        let mut rows = q.query(params![from_ms, to_ms])?;
-        while let Some(r) = rows.next()? {
-            let id: i64 = r.get(1)?;
+        while q.step()? {
+            let r = &q;
+            let id: i64 = r.get(1);
             let Some((host, datacenter, app, instance, proc_class, cores_told)) =
                 usize::try_from(id).ok().and_then(|i| facts.get(i)).and_then(Option::as_ref)
             else {
@@ -431,19 +434,19 @@ impl Ledger {
             b.add_keyed(
                 id as u32,
                 &Fields {
-                    at_ms: r.get(0)?,
+                    at_ms: r.get(0),
                     host,
                     datacenter,
                     app,
                     instance,
                     proc_class,
                     cores_told: *cores_told,
-                    cores_avg_milli: r.get(2)?,
-                    cores_peak_milli: r.get(3)?,
-                    rss_bytes: r.get(4)?,
-                    heap_bytes: r.get(5)?,
-                    io_read_bytes: r.get(6)?,
-                    io_write_bytes: r.get(7)?,
+                    cores_avg_milli: r.get(2),
+                    cores_peak_milli: r.get(3),
+                    rss_bytes: r.get(4),
+                    heap_bytes: r.get(5),
+                    io_read_bytes: r.get(6),
+                    io_write_bytes: r.get(7),
                 },
             );
         }
@@ -552,16 +555,25 @@ impl Ledger {
                     facts[id] = Some((rec.facts_fragment(), rec.app.clone(), rec.instance.clone()));
                 }
             }
-            let mut q = self.db.prepare(
+            let mut q = IntScan::new(
+                &self.db,
                 "SELECT seq, at_ms, interval_ms, facts_id, cores_avg_milli, cores_peak_milli, rss_bytes, heap_bytes, \
                  io_read_bytes, io_write_bytes, hash FROM usage ORDER BY rowid",
+                &[],
             )?;
-            let mut rows = q.query([])?;
             let missing = (Vec::new(), String::from("?"), String::from("?"));
-            while let Some(r) = rows.next()? {
-                let (seq, at_ms, interval_ms, id): (i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                let m: Measures = [r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?];
-                let stored = r.get_ref(10)?.as_blob().unwrap_or_default();
+            while q.step()? {
+                let r = &q;
+                let (seq, at_ms, interval_ms, id) = (r.get(0), r.get(1), r.get(2), r.get(3));
+                let m: Measures = [r.get(4), r.get(5), r.get(6), r.get(7), r.get(8), r.get(9)];
+                let stored = r.blob(10);
+                if let Some(bad) = (0..10).find(|i| !r.is_int(*i)) {
+                    // What the ledger writes is integers: anything else was put there by hand.
+                    w.v.records += 1;
+                    w.v.first_bad = Some(seq);
+                    w.v.problem = Some(format!("record {seq} has a value that is not an integer in column {bad}"));
+                    return Ok(w.v);
+                }
                 // Facts that are gone give bytes that cannot match the stored hash.
                 let f =
                     usize::try_from(id).ok().and_then(|i| facts.get(i)).and_then(Option::as_ref).unwrap_or(&missing);
@@ -1026,6 +1038,15 @@ mod tests {
         c.execute("UPDATE usage SET io_write_bytes = 1 WHERE seq = 6", []).unwrap();
         let v = Ledger::open_read(&p).unwrap().verify(Some(KEY)).unwrap();
         assert_eq!(v.first_bad, Some(6), "{v:?}");
+    }
+
+    #[test]
+    fn a_non_integer_measure_is_detected() {
+        let (_d, p) = filled(None);
+        // The same integer part: only the type check sees it.
+        raw(&p).execute("UPDATE usage SET cores_avg_milli = cores_avg_milli + 0.25 WHERE seq = 5", []).unwrap();
+        let v = Ledger::open_read(&p).unwrap().verify(None).unwrap();
+        assert_eq!(v.first_bad, Some(5), "{v:?}");
     }
 
     #[test]

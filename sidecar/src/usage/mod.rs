@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod collect;
 pub mod host;
+pub mod ints;
 pub mod ledger;
 pub mod policy;
 pub mod report;
