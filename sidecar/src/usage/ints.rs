@@ -26,10 +26,14 @@ impl<'c> IntScan<'c> {
         // success `stmt` is a statement we own and finalize in Drop.
         let rc =
             unsafe { ffi::sqlite3_prepare_v2(db.handle(), sql.as_ptr().cast(), len, &mut stmt, std::ptr::null_mut()) };
-        // SAFETY: a null statement is fine to finalize (Drop), and the count of a valid one
-        // is read only after preparing succeeded.
-        let q =
-            IntScan { db, stmt, columns: if stmt.is_null() { 0 } else { unsafe { ffi::sqlite3_column_count(stmt) } } };
+        let columns = if stmt.is_null() {
+            0
+        } else {
+            // SAFETY: `stmt` was prepared (not null) on this thread.
+            unsafe { ffi::sqlite3_column_count(stmt) }
+        };
+        // A null statement (on error) is fine to finalize in Drop.
+        let q = IntScan { db, stmt, columns };
         q.check(rc, ffi::SQLITE_OK)?;
         for (i, v) in args.iter().enumerate() {
             // SAFETY: `stmt` is a prepared statement; SQLite checks the parameter index.

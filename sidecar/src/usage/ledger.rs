@@ -399,8 +399,7 @@ impl Ledger {
         if self.wide {
             return self.for_each_fields(from_ms, to_ms, |f| b.add_fields(f));
         }
-        // id → (host, datacenter, app, instance, proc_class, cores_told).
-        let mut facts: Vec<Option<(String, String, String, String, String, i64)>> = Vec::new();
+        let mut facts: Vec<Option<ReportFacts>> = Vec::new();
         {
             let mut q = self
                 .db
@@ -591,6 +590,10 @@ impl Ledger {
         w.finish(key.is_some())
     }
 }
+
+/// The facts a report reads, by facts id: host, datacenter, app, instance, proc_class,
+/// cores_told.
+type ReportFacts = (String, String, String, String, String, i64);
 
 /// `verify`'s walk along the chain.
 struct Walk {
