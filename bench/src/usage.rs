@@ -30,18 +30,22 @@ pub struct UsageBench {
     pub store_bytes_per_jvm_day: u64,
     /// `jvmwatch report --format json` over all records, s.
     pub report_s: f64,
+    /// Its CPU time (user + system), s: less sensitive to other load than wall time.
+    pub report_cpu_s: f64,
     /// Its peak RSS, MB.
     pub report_max_rss_mb: f64,
     /// `jvmwatch usage verify --key` over all records, s.
     pub verify_s: f64,
+    /// Its CPU time (user + system), s.
+    pub verify_cpu_s: f64,
     /// Its peak RSS, MB.
     pub verify_max_rss_mb: f64,
     /// report_s and verify_s scaled linearly to 4.32 M records, when fewer were measured.
     pub extrapolated_to_4_32m: Option<(f64, f64)>,
 }
 
-/// Wall time and peak RSS (MB) of a command.
-fn timed(mut c: Command) -> Result<(f64, f64)> {
+/// Wall time, CPU time (user + system, s) and peak RSS (MB) of a command.
+fn timed(mut c: Command) -> Result<(f64, f64, f64)> {
     let t = Instant::now();
     let child = c.stdout(std::process::Stdio::null()).spawn().context("spawn")?;
     let mut status = 0;
@@ -53,7 +57,8 @@ fn timed(mut c: Command) -> Result<(f64, f64)> {
     if r < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) > 1 {
         bail!("{c:?} failed ({status})");
     }
-    Ok((secs, ru.ru_maxrss as f64 / 1024.0))
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((secs, tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as f64 / 1024.0))
 }
 
 /// Runs the section.
@@ -111,10 +116,10 @@ pub fn run(tools: &Tools, scratch: &Scratch, jvms: u64, days: f64) -> Result<Usa
         .sum();
     let mut report = Command::new(&tools.jvmwatch);
     report.args(["report", "--from", "0", "--to", "now", "--format", "json", "--state-dir"]).arg(&dir);
-    let (report_s, report_rss) = timed(report)?;
+    let (report_s, report_cpu_s, report_rss) = timed(report)?;
     let mut verify = Command::new(&tools.jvmwatch);
     verify.args(["usage", "verify", "--state-dir"]).arg(&dir).arg("--key").arg(&key_file);
-    let (verify_s, verify_rss) = timed(verify)?;
+    let (verify_s, verify_cpu_s, verify_rss) = timed(verify)?;
     let full = 4_320_000.0;
     let scale = full / records.max(1) as f64;
     let _ = std::fs::remove_dir_all(&dir);
@@ -125,8 +130,10 @@ pub fn run(tools: &Tools, scratch: &Scratch, jvms: u64, days: f64) -> Result<Usa
         append_us_per_record: percentiles(&per_record).context("no appends")?,
         store_bytes_per_jvm_day: (size as f64 / (jvms as f64 * days)) as u64,
         report_s: round(report_s, 2),
+        report_cpu_s: round(report_cpu_s, 2),
         report_max_rss_mb: round(report_rss, 1),
         verify_s: round(verify_s, 2),
+        verify_cpu_s: round(verify_cpu_s, 2),
         verify_max_rss_mb: round(verify_rss, 1),
         extrapolated_to_4_32m: (records < 4_320_000).then(|| (round(report_s * scale, 1), round(verify_s * scale, 1))),
     })

@@ -117,7 +117,7 @@ pub fn build(a: &ReportArgs) -> Result<report::Report> {
     let mut b = Builder::new(p);
     if let Some(dir) = &a.state_dir {
         let ledger = Ledger::open_read(&db_path(dir))?;
-        ledger.for_each_fields(from, to, |r| b.add_fields(r))?;
+        ledger.report_into(from, to, &mut b)?;
         b.add_alerts(ledger.alerts(from, to)?);
     }
     let k = key(a.key_file.as_deref())?;

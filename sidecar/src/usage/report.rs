@@ -7,7 +7,7 @@
 //! largest bucket sum of peaks, `cores_p95` the nearest-rank 95th percentile of the bucket
 //! sums of averages; the suggested license is `ceil(p95 × (1 + headroom))`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -279,6 +279,19 @@ struct JvmAcc {
     open: Vec<(u32, u32, usize, Acc)>,
     /// (group id, class id) of its last record.
     ids: Option<(u32, u32)>,
+    /// The key of its last record, when added with one ([`Builder::add_keyed`]).
+    key: Option<u32>,
+    /// The group ids it has records in.
+    groups: Vec<u32>,
+}
+
+/// `v[i]`'s index, `v` grown to hold it.
+fn grow<T: Default>(v: &mut Vec<T>, i: u32) -> usize {
+    let i = i as usize;
+    if v.len() <= i {
+        v.resize_with(i + 1, T::default);
+    }
+    i
 }
 
 /// Values by bucket, in bucket order. Buckets are closed nearly in time order, so finding
@@ -322,8 +335,12 @@ pub struct Builder {
     pairs: HashMap<(u32, u32), usize>,
     /// Per (group, class): bucket → sums over the group's JVMs of that class.
     buckets: Vec<((u32, u32), Series<Bucket>)>,
-    group_jvms: HashMap<u32, BTreeSet<usize>>,
-    group_io: HashMap<u32, (i64, i64)>,
+    /// Per group id: its JVMs (indices in `jvms`, each once).
+    group_jvms: Vec<Vec<usize>>,
+    /// Per group id: storage bytes read and written.
+    group_io: Vec<(i64, i64)>,
+    /// Per key of [`Builder::add_keyed`]: the JVM's index and its (group id, class id).
+    keyed: Vec<Option<(usize, (u32, u32))>>,
     /// Per class id: bucket → sum of averages over every JVM of that class.
     all: Vec<Series<i64>>,
     alerts: Vec<(i64, String, String, String)>,
@@ -346,8 +363,9 @@ impl Builder {
             jvms: Vec::new(),
             pairs: HashMap::new(),
             buckets: Vec::new(),
-            group_jvms: HashMap::new(),
-            group_io: HashMap::new(),
+            group_jvms: Vec::new(),
+            group_io: Vec::new(),
+            keyed: Vec::new(),
             all: Vec::new(),
             alerts: Vec::new(),
         }
@@ -368,26 +386,7 @@ impl Builder {
         if r.at_ms < self.p.from_ms || r.at_ms >= self.p.to_ms {
             return;
         }
-        self.records += 1;
-        let bin = self.bin(r.at_ms);
-        let idx = match self.by_host.get(r.host).and_then(|m| m.get(r.instance)) {
-            Some(i) => *i,
-            None => {
-                let i = self.jvms.len();
-                self.by_host.entry(r.host.to_string()).or_default().insert(r.instance.to_string(), i);
-                self.jvms.push(JvmAcc {
-                    row: JvmRow {
-                        host: r.host.to_string(),
-                        instance: r.instance.to_string(),
-                        chart: vec![(0, 0); CHART_BINS],
-                        ..JvmRow::default()
-                    },
-                    open: Vec::new(),
-                    ids: None,
-                });
-                i
-            }
-        };
+        let idx = self.jvm(r.host, r.instance);
         // The JVM's labels rarely change: reuse the ids of its last record when they did not.
         let acc = &self.jvms[idx];
         let same = acc.row.proc_class == r.proc_class
@@ -398,22 +397,93 @@ impl Builder {
             };
         let (g, c) = match acc.ids.filter(|_| same) {
             Some(ids) => ids,
+            None => self.ids(r),
+        };
+        self.label(idx, r, (g, c), None);
+        self.measure(idx, (g, c), r);
+    }
+
+    /// Adds one record's fields (ignored outside the range), with `key` naming its labels
+    /// (host, instance, app, datacenter, processor class): records with the same key must
+    /// have the same labels. The labels are then looked at once per key, and when a JVM's
+    /// key changes.
+    pub fn add_keyed(&mut self, key: u32, r: &Fields<'_>) {
+        if r.at_ms < self.p.from_ms || r.at_ms >= self.p.to_ms {
+            return;
+        }
+        let k = key as usize;
+        if self.keyed.len() <= k {
+            self.keyed.resize(k + 1, None);
+        }
+        let (idx, ids) = match self.keyed[k] {
+            Some(x) => x,
             None => {
-                let g = self.names.id(match self.p.group_by {
-                    GroupBy::App => r.app,
-                    GroupBy::Host => r.host,
-                    GroupBy::Datacenter => r.datacenter,
-                });
-                (g, self.names.id(r.proc_class))
+                let x = (self.jvm(r.host, r.instance), self.ids(r));
+                self.keyed[k] = Some(x);
+                x
             }
         };
-        let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
+        if self.jvms[idx].key != Some(key) {
+            self.label(idx, r, ids, Some(key));
+        }
+        self.measure(idx, ids, r);
+    }
+
+    /// The index of the JVM `(host, instance)` in `jvms`, added when new.
+    fn jvm(&mut self, host: &str, instance: &str) -> usize {
+        if let Some(i) = self.by_host.get(host).and_then(|m| m.get(instance)) {
+            return *i;
+        }
+        let i = self.jvms.len();
+        self.by_host.entry(host.to_string()).or_default().insert(instance.to_string(), i);
+        self.jvms.push(JvmAcc {
+            row: JvmRow {
+                host: host.to_string(),
+                instance: instance.to_string(),
+                chart: vec![(0, 0); CHART_BINS],
+                ..JvmRow::default()
+            },
+            open: Vec::new(),
+            ids: None,
+            key: None,
+            groups: Vec::new(),
+        });
+        i
+    }
+
+    /// The (group id, class id) of a record.
+    fn ids(&mut self, r: &Fields<'_>) -> (u32, u32) {
+        let g = self.names.id(match self.p.group_by {
+            GroupBy::App => r.app,
+            GroupBy::Host => r.host,
+            GroupBy::Datacenter => r.datacenter,
+        });
+        (g, self.names.id(r.proc_class))
+    }
+
+    /// Gives JVM `idx` the labels of `r` (the last record's are the row's).
+    fn label(&mut self, idx: usize, r: &Fields<'_>, ids: (u32, u32), key: Option<u32>) {
         let acc = &mut self.jvms[idx];
-        acc.ids = Some((g, c));
+        acc.ids = Some(ids);
+        acc.key = key;
         let j = &mut acc.row;
         set(&mut j.app, r.app);
         set(&mut j.datacenter, r.datacenter);
         set(&mut j.proc_class, r.proc_class);
+        if !acc.groups.contains(&ids.0) {
+            acc.groups.push(ids.0);
+            let g = grow(&mut self.group_jvms, ids.0);
+            self.group_jvms[g].push(idx);
+        }
+    }
+
+    /// Adds the numbers of `r` to JVM `idx`, of group and class `(g, c)`.
+    fn measure(&mut self, idx: usize, (g, c): (u32, u32), r: &Fields<'_>) {
+        self.records += 1;
+        let bin = self.bin(r.at_ms);
+        let b = (r.at_ms - self.p.from_ms) / self.p.bucket_ms.max(1);
+        let acc = &mut self.jvms[idx];
+        let j = &mut acc.row;
         j.records += 1;
         j.sum_avg += r.cores_avg_milli;
         j.cores_peak = j.cores_peak.max(r.cores_peak_milli as f64 / 1000.0);
@@ -448,8 +518,8 @@ impl Builder {
         if let Some(done) = done {
             self.close(series, c, done);
         }
-        self.group_jvms.entry(g).or_default().insert(idx);
-        let io = self.group_io.entry(g).or_default();
+        let gi = grow(&mut self.group_io, g);
+        let io = &mut self.group_io[gi];
         io.0 += r.io_read_bytes.max(0);
         io.1 += r.io_write_bytes.max(0);
     }
@@ -556,10 +626,10 @@ impl Builder {
                     }
                 }
             }
-            let (io_r, io_w) = self.group_io.get(gid).copied().unwrap_or_default();
+            let (io_r, io_w) = self.group_io.get(*gid as usize).copied().unwrap_or_default();
             let members: Vec<&str> = self
                 .group_jvms
-                .get(gid)
+                .get(*gid as usize)
                 .map(|s| s.iter().map(|i| self.jvms[*i].row.instance.as_str()).collect())
                 .unwrap_or_default();
             let alerts = self
@@ -1046,6 +1116,38 @@ mod tests {
             let (a, b) = (from_records.finish(), from_store.finish());
             assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
             assert_eq!(to_csv(&a), to_csv(&b));
+        }
+    }
+
+    #[test]
+    fn the_keyed_store_scan_gives_the_same_report_as_the_records() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("jvmwatch.db");
+        let mut recs = fixed();
+        // A JVM that changes class and back, one whose labels change, and one with the same
+        // labels but other facts (pid), so several facts rows name one JVM.
+        recs.push(rec("h1", "a", "shop", "fra", "amd-epyc-zen3", 4 * 60_000, 700, 900));
+        recs.push(rec("h2", "c", "batch2", "ams", "amd-epyc-zen3", 3 * 60_000, 100, 200));
+        recs.push(rec("h1", "a", "shop", "fra", "intel-xeon-icelake", 5 * 60_000, 800, 900));
+        recs.push(UsageRecord { pid: 7, ..rec("h1", "b", "shop", "fra", "intel-xeon-icelake", 5 * 60_000, 10, 20) });
+        recs.push(rec("h1", "b", "shop", "fra", "intel-xeon-icelake", 6 * 60_000, 30, 40));
+        let mut l = Ledger::open(&db, None).unwrap();
+        l.append(&mut recs[..5].to_vec(), 0).unwrap();
+        l.append(&mut recs[5..].to_vec(), 0).unwrap();
+        for group_by in [GroupBy::App, GroupBy::Host, GroupBy::Datacenter] {
+            for (from_ms, to_ms) in [(0, 600_000), (2 * 60_000, 5 * 60_000)] {
+                let p = Params { group_by, from_ms, to_ms, ..paramsish() };
+                let mut from_records = Builder::new(p.clone());
+                for r in &recs {
+                    from_records.add(r);
+                }
+                let mut from_store = Builder::new(p);
+                Ledger::open_read(&db).unwrap().report_into(from_ms, to_ms, &mut from_store).unwrap();
+                let (a, b) = (from_records.finish(), from_store.finish());
+                assert_eq!(serde_json::to_value(&a).unwrap(), serde_json::to_value(&b).unwrap());
+                assert_eq!(to_csv(&a), to_csv(&b));
+                assert_eq!(to_html(&a), to_html(&b));
+            }
         }
     }
 
