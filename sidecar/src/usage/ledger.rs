@@ -1082,13 +1082,16 @@ mod tests {
             ("policy.rs", include_str!("policy.rs")),
             ("report.rs", include_str!("report.rs")),
             ("cli.rs", include_str!("cli.rs")),
+            ("ints.rs", include_str!("ints.rs")),
         ];
         for (name, src) in sources {
             // Only the code, not this test module (which edits the file to show detection).
             let code = src.split("#[cfg(test)]").next().unwrap().to_uppercase();
             for bad in ["UPDATE USAGE", " SET ", "DELETE FROM", "REPLACE INTO", "DROP ", "INSERT OR ", "TRUNCATE"] {
-                let hits: Vec<&str> =
-                    code.lines().filter(|l| !l.trim_start().starts_with("//") && l.contains(bad)).collect();
+                let hits: Vec<&str> = (code.lines().filter(|l| !l.trim_start().starts_with("//") && l.contains(bad)))
+                    // Rust's `impl Drop` (a statement handle finalised) is no SQL.
+                    .filter(|l| !(bad == "DROP " && l.contains("IMPL DROP FOR")))
+                    .collect();
                 assert!(hits.is_empty(), "{name}: {bad:?} in {hits:?}");
             }
         }
