@@ -33,10 +33,13 @@ pub const WINDOW_MIN: usize = 128;
 pub const WINDOW_AGE: Duration = Duration::from_secs(30);
 /// How often live rings are checked for new events.
 pub const TICK: Duration = Duration::from_millis(5);
+/// The tick while no one subscribes to a stream: nobody waits on an event then (the
+/// controller's rules read the registry on their own period, `/metrics` is scraped in
+/// seconds), so events are read in larger batches and the follower wakes 20 times a second,
+/// not 200. A new subscriber is served from the next tick on.
+pub const IDLE_TICK: Duration = Duration::from_millis(50);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
-/// Without an SSE listener, events are read every this many ticks (50 ms).
-pub const IDLE_EVERY: u64 = 10;
 /// How often a ring's snapshot is re-read at most (the sampler writes one per interval,
 /// 100 ms by default; the service shows and pushes them once a second).
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -712,13 +715,9 @@ impl Registry {
             polls.members = members;
         }
         // New events: first every mapped cursor (independent loads in a tight loop), then the
-        // rings whose cursor moved, and the unmapped ones. Without an SSE listener nobody
-        // waits on an event (rules read the registry on their own period, /metrics is scraped
-        // in seconds): read them every IDLE_EVERY ticks only, in larger batches.
-        let idle_skip = !listeners && !refresh && !n.is_multiple_of(IDLE_EVERY);
+        // rings whose cursor moved, and the unmapped ones.
         // (index, the mapped cursor as loaded here, handed on so the page is not touched again)
         let moved: Vec<(usize, Option<u64>)> = (polls.list.iter().enumerate())
-            .filter(|_| !idle_skip)
             .map(|(k, p)| (k, p.next_seq, p.page.as_ref().map(|page| page.cursor())))
             .filter(|&(_, next, cursor)| cursor != Some(next))
             .map(|(k, _, cursor)| (k, cursor))
@@ -815,7 +814,7 @@ impl Registry {
                 let (mut last_refresh, mut last_push) = (Instant::now(), Instant::now());
                 let mut n = 0u64;
                 while !me.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(if me.tx.receiver_count() > 0 { TICK } else { IDLE_TICK });
                     n += 1;
                     let now = Instant::now();
                     let push = now - last_push >= SNAPSHOT_PUSH;
