@@ -130,32 +130,38 @@ fn is_wide(db: &Connection) -> rusqlite::Result<bool> {
         .map(|n| n > 0)
 }
 
-/// The facts of two records are the same.
+/// Who and where: host, datacenter, app, instance, pid, CPU vendor, model, family/model/stepping.
+type Placement<'a> = (&'a str, &'a str, &'a str, &'a str, i64, &'a str, &'a str, &'a str);
+/// What it was given: class, hypervisor, host cores, cores told, active processor count,
+/// quota, cpuset, memory limit.
+type Given<'a> = (&'a str, &'a str, i64, i64, i64, i64, &'a str, i64);
+
+/// A record's facts (everything `usage_facts` holds), as one comparable, hashable value.
+fn facts_key(r: &UsageRecord) -> (Placement<'_>, Given<'_>) {
+    (
+        (&r.host, &r.datacenter, &r.app, &r.instance, r.pid, &r.cpu_vendor, &r.cpu_model, &r.cpu_fms),
+        (
+            &r.proc_class,
+            &r.hypervisor,
+            r.host_cores,
+            r.cores_told,
+            r.active_processor_count,
+            r.cpu_quota_milli,
+            &r.cpuset,
+            r.mem_limit,
+        ),
+    )
+}
+
+/// Whether two records have the same facts.
 fn same_facts(a: &UsageRecord, b: &UsageRecord) -> bool {
-    a.host == b.host
-        && a.datacenter == b.datacenter
-        && a.app == b.app
-        && a.instance == b.instance
-        && a.pid == b.pid
-        && a.cpu_vendor == b.cpu_vendor
-        && a.cpu_model == b.cpu_model
-        && a.cpu_fms == b.cpu_fms
-        && a.proc_class == b.proc_class
-        && a.hypervisor == b.hypervisor
-        && a.host_cores == b.host_cores
-        && a.cores_told == b.cores_told
-        && a.active_processor_count == b.active_processor_count
-        && a.cpu_quota_milli == b.cpu_quota_milli
-        && a.cpuset == b.cpuset
-        && a.mem_limit == b.mem_limit
+    facts_key(a) == facts_key(b)
 }
 
 /// A hash of a record's facts (for the append cache; equal facts, equal hashes).
 fn facts_hash(r: &UsageRecord) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&r.host, &r.datacenter, &r.app, &r.instance, r.pid, &r.cpu_vendor, &r.cpu_model, &r.cpu_fms).hash(&mut h);
-    (&r.proc_class, &r.hypervisor, r.host_cores, r.cores_told, r.active_processor_count).hash(&mut h);
-    (r.cpu_quota_milli, &r.cpuset, r.mem_limit).hash(&mut h);
+    facts_key(r).hash(&mut h);
     h.finish()
 }
 
