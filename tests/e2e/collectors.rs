@@ -85,13 +85,18 @@ fn gc_poll_and_notify_tell_the_same_collection_details() {
                         .clone();
                     Some((cycle, events))
                 };
+                // ... and a young collection told as minor: the first rounds' may come before
+                // the monitor listens (gc=notify registers on the monitor's own thread).
+                let minor = |events: &[Value]| {
+                    events.iter().any(|e| e["type"] == "gc_cycle" && e["action"] == "end of minor GC")
+                };
                 let seen = wait_for(std::time::Duration::from_secs(30), || {
                     ring.exists().then_some(())?;
-                    find(&inspect(&ring, 1_000_000))
+                    find(&inspect(&ring, 1_000_000)).filter(|(_, events)| minor(events))
                 });
                 drop(child.stdin.take());
                 assert!(child.wait().unwrap().success(), "{label}");
-                assert!(seen.is_some(), "{label}: no System.gc() cycle: {}", inspect(&ring, 40));
+                assert!(seen.is_some(), "{label}: no System.gc() cycle and minor collection: {}", inspect(&ring, 40));
                 // Judge the file of the exited JVM: a live read may catch a cycle before all
                 // of its pools are written.
                 let (cycle, events) = find(&inspect(&ring, 1_000_000)).unwrap();
@@ -109,10 +114,7 @@ fn gc_poll_and_notify_tell_the_same_collection_details() {
                 assert_eq!(sum("before_bytes"), cycle["heap_before_bytes"].as_u64().unwrap(), "{label}: {pools:?}");
                 assert_eq!(sum("after_bytes"), cycle["heap_after_bytes"].as_u64().unwrap(), "{label}: {pools:?}");
                 // Young collections are told too, as minor ones.
-                assert!(
-                    events.iter().any(|e| e["type"] == "gc_cycle" && e["action"] == "end of minor GC"),
-                    "{label}: no minor collection"
-                );
+                assert!(minor(&events), "{label}: no minor collection");
             }
         }
     }
