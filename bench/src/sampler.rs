@@ -3,6 +3,11 @@
 //! thread named `jvmwatch-sampler` (`jvmwatch-sample` in /proc: names are cut to 15 bytes) over
 //! a window, from /proc/<pid>/task/<tid>/schedstat, divided by the samples the window holds at
 //! the default 100 ms interval. 40, 400 and 4,000 threads, interleaved.
+//!
+//! Beside it, in the same JVM and window, the floor: the CPU per wake-up of a Java thread
+//! (`floor-wakeups`, in Threads.java) that wakes every 100 ms and does nothing else, which is
+//! what any periodic sampler pays on this machine before doing any work (on this 2-core VM a
+//! wake-up and the sleep after it cost tens of µs of the thread's own CPU).
 
 use std::time::Duration;
 
@@ -17,6 +22,8 @@ use crate::tools::{Scratch, Tools};
 
 /// The sampler thread's name in /proc.
 pub const SAMPLER_THREAD: &str = "jvmwatch-sample";
+/// The do-nothing thread that wakes at the same interval (java/bench/Threads.java).
+pub const FLOOR_THREAD: &str = "floor-wakeups";
 /// The agent's default sampling interval, ms.
 pub const INTERVAL_MS: f64 = 100.0;
 /// The goal at 40 threads, µs per sample.
@@ -35,6 +42,10 @@ pub struct SamplerRow {
     pub us_per_sample: Option<Summary>,
     /// The median as a share of one core, %.
     pub pct_of_core: Option<f64>,
+    /// µs of CPU per wake-up of the do-nothing thread in the same JVM and window, per JVM.
+    pub floor_runs_us: Vec<f64>,
+    /// min/median/max of those: the floor under any 100 ms sampler here.
+    pub floor_us: Option<Summary>,
 }
 
 /// The section's results.
@@ -56,8 +67,18 @@ pub struct SamplerBench {
     pub errors: Vec<String>,
 }
 
-/// µs of sampler CPU per sample in one JVM with `n` parked threads; and its live thread count.
-fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> Result<(f64, usize)> {
+/// One JVM's figures.
+struct One {
+    /// µs of sampler CPU per sample.
+    us: f64,
+    /// µs of CPU per wake-up of the do-nothing thread.
+    floor_us: f64,
+    /// Live threads.
+    live: usize,
+}
+
+/// The figures of one JVM with `n` parked threads.
+fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> Result<One> {
     let tag = format!("sampler-{n}-{rep}");
     let ring_dir = scratch.shm_dir(&tag)?;
     let disk_dir = scratch.disk_dir(&tag)?;
@@ -68,31 +89,39 @@ fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> R
     p.expect_line("ready", Duration::from_secs(60))?;
     std::thread::sleep(plan.sampler_settle);
     let t0 = process::threads_cpu_ns(p.pid(), &[SAMPLER_THREAD]);
+    let f0 = process::threads_cpu_ns(p.pid(), &[FLOOR_THREAD]);
     ensure!(!t0.is_empty(), "no {SAMPLER_THREAD:?} thread in the JVM: did the agent load?{}", p.stderr_tail());
+    ensure!(!f0.is_empty(), "no {FLOOR_THREAD:?} thread in the JVM{}", p.stderr_tail());
     let w0 = std::time::Instant::now();
     std::thread::sleep(plan.sampler_window);
     let t1 = process::threads_cpu_ns(p.pid(), &[SAMPLER_THREAD]);
+    let f1 = process::threads_cpu_ns(p.pid(), &[FLOOR_THREAD]);
     let wall = w0.elapsed().as_secs_f64();
     let live = std::fs::read_dir(format!("/proc/{}/task", p.pid())).map_or(0, |d| d.count());
     let _ = p.kill();
     let _ = std::fs::remove_dir_all(&ring_dir);
     let _ = std::fs::remove_dir_all(&disk_dir);
     let samples = wall * 1000.0 / INTERVAL_MS;
-    Ok((process::threads_cpu_delta(&t0, &t1) as f64 / 1000.0 / samples, live))
+    let per = |before, after| process::threads_cpu_delta(before, after) as f64 / 1000.0 / samples;
+    Ok(One { us: per(&t0, &t1), floor_us: per(&f0, &f1), live })
 }
 
 /// Runs the section.
 pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench> {
     let counts = &plan.sampler_threads;
-    let mut runs: Vec<(Vec<f64>, usize)> = counts.iter().map(|_| (Vec::new(), 0)).collect();
+    let mut runs: Vec<(Vec<f64>, Vec<f64>, usize)> = counts.iter().map(|_| (Vec::new(), Vec::new(), 0)).collect();
     let mut errors = Vec::new();
     for rep in 0..plan.sampler_reps {
         for (i, &n) in counts.iter().enumerate() {
             match one(plan, tools, scratch, n, rep) {
-                Ok((us, live)) => {
-                    eprintln!("[sampler] {n:>5} threads: {us:.1} µs per sample ({live} threads in the JVM)");
-                    runs[i].0.push(round(us, 2));
-                    runs[i].1 = live;
+                Ok(o) => {
+                    eprintln!(
+                        "[sampler] {n:>5} threads: {:.1} µs per sample, floor {:.1} µs per wake-up ({} threads in the JVM)",
+                        o.us, o.floor_us, o.live
+                    );
+                    runs[i].0.push(round(o.us, 2));
+                    runs[i].1.push(round(o.floor_us, 2));
+                    runs[i].2 = o.live;
                 }
                 Err(e) => {
                     eprintln!("[sampler] {n:>5} threads FAILED: {e:#}");
@@ -104,7 +133,7 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
     let rows: Vec<SamplerRow> = counts
         .iter()
         .zip(runs)
-        .map(|(&threads, (runs_us, jvm_threads))| {
+        .map(|(&threads, (runs_us, floor_runs_us, jvm_threads))| {
             let s = summarize(&runs_us);
             SamplerRow {
                 threads,
@@ -112,6 +141,8 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
                 pct_of_core: s.map(|s| round(s.median / (INTERVAL_MS * 1000.0) * 100.0, 4)),
                 us_per_sample: s,
                 runs_us,
+                floor_us: summarize(&floor_runs_us),
+                floor_runs_us,
             }
         })
         .collect();

@@ -1,8 +1,17 @@
 import java.util.concurrent.locks.LockSupport;
 
-/** Starts args[0] threads that park (each a few frames deep), prints "ready", then idles. */
+/**
+ * Starts args[0] threads that park (each a few frames deep), prints "ready", then idles.
+ *
+ * <p>Also starts {@code floor-wakeups}: a thread that only wakes every 100 ms (the agent's
+ * default sampling interval) and does nothing. Its CPU per wake-up is what any periodic
+ * sampler pays in this JVM on this machine before doing any work (bench section 11).
+ */
 public final class Threads {
     public static void main(String[] args) throws Exception {
+        Thread floor = new Thread(Threads::wakeEvery100ms, "floor-wakeups");
+        floor.setDaemon(true);
+        floor.start();
         int n = Integer.parseInt(args[0]);
         for (int i = 0; i < n; i++) {
             Thread t = new Thread(() -> depth(8), "parked-" + i);
@@ -13,6 +22,21 @@ public final class Threads {
         System.out.flush();
         while (true) {
             Thread.sleep(1000);
+        }
+    }
+
+    private static void wakeEvery100ms() {
+        long next = System.nanoTime();
+        while (true) {
+            next += 100_000_000L;
+            long wait = next - System.nanoTime();
+            if (wait > 0) {
+                try {
+                    Thread.sleep(wait / 1_000_000L, (int) (wait % 1_000_000L));
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
         }
     }
 

@@ -249,16 +249,35 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 /// length, or a timer that would run past the slots in use, are skipped; counts are clamped to
 /// the layout.
 pub fn decode(b: &[u8], version: u32) -> (Vec<Instrument>, Vec<String>) {
+    (decode_instruments(b, version), decode_strings(b))
+}
+
+/// The string count of a metrics region image (at least its first [`STRINGS`] bytes), capped
+/// at [`MAX_STRINGS`].
+pub fn string_count(b: &[u8]) -> usize {
+    b.get(..STRINGS).map_or(0, |h| (u32_at(h, STRING_COUNT) as usize).min(MAX_STRINGS))
+}
+
+/// The string table of a whole metrics region image (empty when `b` is short).
+pub fn decode_strings(b: &[u8]) -> Vec<String> {
     if b.len() < crate::layout::METRICS_SIZE {
-        return (Vec::new(), Vec::new());
+        return Vec::new();
     }
-    let strings = (0..(u32_at(b, STRING_COUNT) as usize).min(MAX_STRINGS))
+    (0..string_count(b))
         .map(|i| {
             let at = STRINGS + i * STRING_SIZE;
             let n = (b[at] as usize).min(STRING_SIZE - 1);
             String::from_utf8_lossy(&b[at + 1..at + 1 + n]).into_owned()
         })
-        .collect();
+        .collect()
+}
+
+/// The instruments of a whole metrics region image (none when `b` is short); the string
+/// table is not looked at.
+pub fn decode_instruments(b: &[u8], version: u32) -> Vec<Instrument> {
+    if b.len() < crate::layout::METRICS_SIZE {
+        return Vec::new();
+    }
     let count = (u32_at(b, COUNT) as usize).min(MAX_INSTRUMENTS);
     let timer_slots = if version >= STRIPED_TIMER_VERSION { TIMER_SLOTS } else { 1 };
     let mut out = Vec::new();
@@ -291,7 +310,7 @@ pub fn decode(b: &[u8], version: u32) -> (Vec<Instrument>, Vec<String>) {
         };
         out.push(Instrument { index: this, kind, name, value, sum, max, buckets });
     }
-    (out, strings)
+    out
 }
 
 #[cfg(test)]

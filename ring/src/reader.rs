@@ -424,6 +424,30 @@ impl Ring {
         })
     }
 
+    /// The instruments, and the string table only when it no longer has `strings_known`
+    /// entries (`None`: unchanged). The table only grows, and its count is published after
+    /// the entry, so an unchanged count is an unchanged table: the sidecar's once-a-second
+    /// read then skips the table's 4 KiB and its 63 strings.
+    #[allow(clippy::type_complexity)]
+    pub fn metrics_since(
+        &self,
+        strings_known: usize,
+    ) -> Result<(Vec<crate::metrics::Instrument>, Option<Vec<String>>), ReadError> {
+        use crate::metrics::{HEADER, INSTRUMENT_SIZE, MAX_INSTRUMENTS, STRINGS};
+        with_metrics_buffer(|b| {
+            self.read_at(&mut b[..STRINGS], METRICS_OFFSET as u64)?;
+            let fresh = crate::metrics::string_count(b) != strings_known;
+            if fresh {
+                self.read_at(&mut b[STRINGS..HEADER], (METRICS_OFFSET + STRINGS) as u64)?;
+            }
+            let count = (u32_at(b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
+            let end = HEADER + count * INSTRUMENT_SIZE;
+            self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
+            let ins = crate::metrics::decode_instruments(b, self.header.version);
+            Ok((ins, fresh.then(|| crate::metrics::decode_strings(b))))
+        })
+    }
+
     /// Just the string table of the metrics region (one 4 KiB read).
     pub fn strings(&self) -> Result<Vec<String>, ReadError> {
         with_metrics_buffer(|b| {
@@ -449,7 +473,7 @@ impl Ring {
 
     /// Reads the live part of the header.
     pub fn live(&self) -> Result<Live, ReadError> {
-        let mut b = vec![0u8; HEADER_SIZE - hdr::STATE];
+        let mut b = [0u8; HEADER_SIZE - hdr::STATE];
         self.read_at(&mut b, hdr::STATE as u64)?;
         let at = |o: usize| o - hdr::STATE;
         let hist = |o: usize| std::array::from_fn(|i| u64_at(&b, at(o) + 8 * i));
@@ -483,17 +507,7 @@ impl Ring {
     /// True while the writer process holds its lock: it is alive, whatever its pid looks
     /// like from here (works across PID namespaces; never fooled by a reused pid).
     pub fn writer_alive(&self) -> bool {
-        let fd = self.file.as_raw_fd();
-        // SAFETY: `fd` is our open descriptor. A shared non-blocking lock succeeds only if no
-        // one holds the exclusive one; we drop it at once.
-        unsafe {
-            if libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) == 0 {
-                libc::flock(fd, libc::LOCK_UN);
-                false
-            } else {
-                io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
-            }
-        }
+        writer_alive(&self.file)
     }
 
     /// The newest intact snapshot, if any was written. A torn newest buffer (writer died
@@ -685,6 +699,22 @@ fn with_metrics_buffer<T>(f: impl FnOnce(&mut [u8]) -> Result<T, ReadError>) -> 
         }
         f(&mut b)
     })
+}
+
+/// True while a writer process holds the lock of the ring file open as `file` (what
+/// [`Ring::writer_alive`] answers), for callers that want to know before reading the file.
+pub fn writer_alive(file: &File) -> bool {
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is an open descriptor (borrowed from `file`). A shared non-blocking lock
+    // succeeds only if no one holds the exclusive one; we drop it at once.
+    unsafe {
+        if libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) == 0 {
+            libc::flock(fd, libc::LOCK_UN);
+            false
+        } else {
+            io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+        }
+    }
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], off: u64, size: u64) -> Result<(), ReadError> {

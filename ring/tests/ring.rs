@@ -339,6 +339,16 @@ fn metrics_region_roundtrips_counters_gauges_timers_and_strings() {
     let (ins, strings) = Ring::open(w.path()).unwrap().metrics().unwrap();
     assert_eq!(strings[a as usize], "System.gc()");
     assert_eq!(strings[b as usize], "G1 Young Generation");
+    // The sidecar's read: the string table only when its count moved, the same instruments.
+    let r = Ring::open(w.path()).unwrap();
+    let (same, fresh) = r.metrics_since(0).unwrap();
+    assert_eq!(fresh.as_ref(), Some(&strings));
+    assert_eq!(same, ins);
+    let (same, unchanged) = r.metrics_since(strings.len()).unwrap();
+    assert_eq!((same, unchanged), (ins.clone(), None));
+    let c2 = w.intern("a third string");
+    let (_, grown) = r.metrics_since(strings.len()).unwrap();
+    assert_eq!(grown.unwrap()[c2 as usize], "a third string");
     let get = |n: &str| ins.iter().find(|i| i.name == n).unwrap().clone();
     assert_eq!(get("requests{route=/a}").value, 40_000);
     assert_eq!(get("queue.depth").gauge(), -5);

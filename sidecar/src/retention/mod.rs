@@ -18,8 +18,7 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use jvmwatch_ring::{ReadError, Ring};
@@ -172,6 +171,11 @@ fn scan_rings(dir: &Path) -> Vec<Found> {
             continue;
         }
         let path = e.path();
+        // Live rings are never archived and do not count against the limits: one `flock`
+        // test, no header read (a sidecar with 1,000 live rings checks them every pass).
+        if std::fs::File::open(&path).is_ok_and(|f| jvmwatch_ring::reader::writer_alive(&f)) {
+            continue;
+        }
         let Ok(ring) = Ring::open(&path) else { continue };
         let Ok(live) = ring.live() else { continue };
         let h = ring.header();
@@ -373,7 +377,9 @@ pub struct Service {
     listing: Mutex<HashMap<String, Listed>>,
     /// The archived ring read last (its id), so paging through its events decompresses once.
     last: Mutex<Option<(String, Arc<Ring>)>>,
-    stop: AtomicBool,
+    /// Set by [`Service::stop`]; the periodic thread waits on the condvar between passes (it
+    /// wakes for a pass or for the stop, never to poll).
+    stop: (Mutex<bool>, Condvar),
 }
 
 impl std::fmt::Debug for Service {
@@ -391,7 +397,7 @@ impl Service {
             log: Mutex::new(VecDeque::new()),
             listing: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
-            stop: AtomicBool::new(false),
+            stop: (Mutex::new(false), Condvar::new()),
         })
     }
 
@@ -427,14 +433,14 @@ impl Service {
         let me = Arc::clone(self);
         std::thread::Builder::new()
             .name("jvmwatch-retention".into())
-            .spawn(move || {
-                let mut next = std::time::Instant::now();
-                while !me.stop.load(Ordering::Relaxed) {
-                    if std::time::Instant::now() >= next {
-                        me.pass(&registry);
-                        next = std::time::Instant::now() + every;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
+            .spawn(move || loop {
+                me.pass(&registry);
+                let (stopped, wake) = &me.stop;
+                let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                let (guard, _) =
+                    wake.wait_timeout_while(guard, every, |stop| !*stop).unwrap_or_else(|e| e.into_inner());
+                if *guard {
+                    break;
                 }
             })
             .ok()
@@ -442,7 +448,9 @@ impl Service {
 
     /// Stops the periodic pass.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        let (stopped, wake) = &self.stop;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
     }
 
     /// The recent actions, oldest first, and the settings.

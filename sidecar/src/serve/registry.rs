@@ -35,9 +35,9 @@ pub const WINDOW_AGE: Duration = Duration::from_secs(30);
 pub const TICK: Duration = Duration::from_millis(5);
 /// The tick while no one subscribes to a stream: nobody waits on an event then (the
 /// controller's rules read the registry on their own period, `/metrics` is scraped in
-/// seconds), so events are read in larger batches and the follower wakes 20 times a second,
+/// seconds), so events are read in larger batches and the follower wakes 10 times a second,
 /// not 200. A new subscriber is served from the next tick on.
-pub const IDLE_TICK: Duration = Duration::from_millis(50);
+pub const IDLE_TICK: Duration = Duration::from_millis(100);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
 /// How often a ring's snapshot is re-read at most (the sampler writes one per interval,
@@ -47,8 +47,13 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 pub const QUIET_REFRESH: Duration = Duration::from_millis(500);
 /// How often liveness, snapshot and findings are refreshed (rings with recent events).
 pub const REFRESH: Duration = Duration::from_millis(100);
-/// How often a snapshot is pushed to SSE subscribers, and the directory rescanned.
+/// How often a snapshot is pushed to SSE subscribers.
 pub const SNAPSHOT_PUSH: Duration = Duration::from_secs(1);
+/// Every this many pushes (5 s) the directory is listed and every ring's path checked even
+/// though the directory's mtime did not move; otherwise both happen within a [`REFRESH`] of
+/// the mtime moving (a file created, removed or renamed). The sweep is the backstop for two
+/// changes within one mtime tick.
+pub const SWEEP_EVERY: u64 = 5;
 /// The longest metrics window, s (five minutes; see [`crate::appmetrics::History`]).
 pub const METRICS_HISTORY: usize = crate::appmetrics::History::SPAN_S as usize;
 /// Window of the metrics in snapshot messages, seconds.
@@ -384,8 +389,10 @@ impl Jvm {
     /// Reads the metrics region into the history (once per second).
     fn sample_metrics(&mut self) {
         let Some(ring) = &self.ring else { return };
-        if let Ok((ins, strings)) = ring.metrics() {
-            self.strings = strings;
+        if let Ok((ins, strings)) = ring.metrics_since(self.strings.len()) {
+            if let Some(strings) = strings {
+                self.strings = strings;
+            }
             self.metrics_hist.push(jvmwatch_ring::now_ns(), ins);
         }
     }
@@ -573,15 +580,18 @@ impl Registry {
         self.jvms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Picks up new ring files if the directory changed since the last look (one `stat`).
-    pub fn discover_if_changed(&self) {
+    /// Picks up new ring files if the directory changed since the last look (one `stat`);
+    /// whether it changed.
+    pub fn discover_if_changed(&self) -> bool {
         let now = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
         let mut last = self.dir_mtime.lock().unwrap_or_else(|e| e.into_inner());
-        if now != *last {
-            *last = now;
-            drop(last);
-            self.discover();
+        if now == *last {
+            return false;
         }
+        *last = now;
+        drop(last);
+        self.discover();
+        true
     }
 
     /// Picks up ring files that appeared in the directory.
@@ -682,12 +692,13 @@ impl Registry {
     /// [`QUIET_EVERY`]th tick when quiet); on `refresh` ticks (every [`REFRESH`]) also the
     /// live header and findings of rings whose state moved or whose heartbeat stopped, and,
     /// once a second per ring (at its own point of the second, so the work never piles up in
-    /// one tick), a full refresh, the metrics region and a snapshot message. On `push` ticks
-    /// (every second) whether the ring files still exist.
-    pub fn tick(&self, n: u64, refresh: bool, push: bool) {
+    /// one tick), a full refresh, the metrics region and a snapshot message. On `sweep` ticks
+    /// (the directory changed, or every [`SWEEP_EVERY`] seconds) whether the ring files still
+    /// exist.
+    pub fn tick(&self, n: u64, refresh: bool, sweep: bool) {
         let tx = &self.tx;
-        // Whether each ring file still exists: stat outside the lock (every second).
-        let removed: Vec<Arc<str>> = if push {
+        // Whether each ring file still exists: stat outside the lock.
+        let removed: Vec<Arc<str>> = if sweep {
             let paths: Vec<(Arc<str>, PathBuf)> =
                 self.lock().values().filter(|j| j.gone.is_none()).map(|j| (j.id.clone(), j.path.clone())).collect();
             paths.into_iter().filter(|(_, p)| !p.exists()).map(|(id, _)| id).collect()
@@ -812,7 +823,7 @@ impl Registry {
             .spawn(move || {
                 me.discover();
                 let (mut last_refresh, mut last_push) = (Instant::now(), Instant::now());
-                let mut n = 0u64;
+                let (mut n, mut pushes) = (0u64, 0u64);
                 while !me.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(if me.tx.receiver_count() > 0 { TICK } else { IDLE_TICK });
                     n += 1;
@@ -822,13 +833,18 @@ impl Registry {
                     if refresh {
                         last_refresh = now;
                     }
+                    let mut sweep = false;
                     if push {
                         last_push = now;
-                        me.discover();
-                    } else if refresh {
-                        me.discover_if_changed();
+                        pushes += 1;
                     }
-                    me.tick(n, refresh, push);
+                    if push && pushes.is_multiple_of(SWEEP_EVERY) {
+                        me.discover();
+                        sweep = true;
+                    } else if refresh {
+                        sweep = me.discover_if_changed();
+                    }
+                    me.tick(n, refresh, sweep);
                 }
             })
             .expect("spawn follower thread")
