@@ -2,9 +2,10 @@
 //! users would pick instead, in one run on one machine. See bench/README.md.
 //!
 //! Sections: `throughput` (overhead on two workloads under nine configurations), `micro` (ring
-//! writes, snapshot, full scan, GC callback), `latency` (GC end → consumer), `crash` (SIGKILL
-//! survival), `serve`, `api`, `controller`, `history`, `sampler` (the agent's sampler thread per
-//! sample), `tomcat` (a real servlet server under wrk), `usage`. `all` runs them in that order.
+//! writes, snapshot, full scan, leak check, GC callback), `latency` (GC end → consumer),
+//! `crash` (SIGKILL survival), `serve`, `api`, `controller`, `history`, `sampler` (the agent's
+//! sampler thread per sample), `tomcat` (a real servlet server under wrk), `usage`. `all` runs
+//! them in that order.
 
 mod api_cost;
 mod controller;
@@ -111,7 +112,7 @@ enum Cmd {
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
-    /// 2. Micro costs: ring writes, snapshot update, full scan, GC callback.
+    /// 2. Micro costs: ring writes, snapshot update, full scan, leak check, GC callback.
     Micro,
     /// 3. Visibility latency: GC pause end → SSE client, ring reader, JFR stream.
     Latency,

@@ -1,7 +1,8 @@
 //! Section 2: micro costs. Ring writes (with their timestamp) from one and two threads, the
-//! snapshot update, a full scan of a 64 MiB ring and `jvmwatch inspect` of it, all through
-//! the real `jvmwatch_ring` code on tmpfs; and the GC-finish callback as the agent measures
-//! it inside real JVMs.
+//! snapshot update, a full scan of a 64 MiB ring and `jvmwatch inspect` of it, the sidecar's
+//! leak check on a full history (the full read before, the lean one now, side by side), all
+//! through the real `jvmwatch_ring` code on tmpfs; and the GC-finish callback as the agent
+//! measures it inside real JVMs.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -32,6 +33,30 @@ pub struct ScanResult {
     pub events_per_s: f64,
     /// `jvmwatch inspect --json` of the same file (a process start included), ms.
     pub inspect_ms: Summary,
+}
+
+/// The service's periodic leak check (`Jvm::judge`, every 60 s per JVM, under the registry
+/// lock) on a full history at the default geometry: the full read it did before and the lean
+/// read it does now, timed alternately in the same run on the same open ring.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeakCheck {
+    /// Records in the history (both tiers full and wrapped).
+    pub records: u64,
+    /// Bytes of the history region.
+    pub history_bytes: u64,
+    /// Checks of each kind per repetition.
+    pub checks: usize,
+    /// `Ring::history` + `history::leaks`, µs per check (mean over a repetition).
+    pub full_us: Summary,
+    /// `Ring::leak_series` + `history::leaks_of_series`, µs per check.
+    pub lean_us: Summary,
+    /// full / lean, medians.
+    pub ratio: f64,
+    /// Whether the leak findings fire on this history (a heap and a thread leak, the same
+    /// both ways: checked).
+    pub heap_leak: bool,
+    /// See `heap_leak`.
+    pub thread_leak: bool,
 }
 
 /// The agent's GC-finish callback cost, self-measured inside real JVMs.
@@ -118,6 +143,8 @@ pub struct Micro {
     pub host_facts_recheck_us: Summary,
     /// Full scan of a full ring.
     pub scan: ScanResult,
+    /// The sidecar's leak check on a full history, before and now.
+    pub leak_check: LeakCheck,
     /// The agent's GC callback.
     pub gc_callback: GcCallback,
 }
@@ -182,6 +209,7 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<Micro> {
         }
     }
     let scan = scan_full_ring(plan, tools, &dir)?;
+    let leak_check = leak_check(plan, &dir)?;
     let gc_callback = gc_callback(plan, tools, scratch)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Micro {
@@ -192,6 +220,7 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<Micro> {
         snapshot_update_ns: sum(&snap),
         host_facts_recheck_us: sum(&facts),
         scan,
+        leak_check,
         gc_callback,
     })
 }
@@ -338,6 +367,91 @@ fn scan_full_ring(plan: &Plan, tools: &Tools, dir: &Path) -> Result<ScanResult> 
         events_per_s: round(slots as f64 / (scan_ms.median / 1e3), 0),
         scan_ms,
         inspect_ms: sum(&inspect_ms),
+    })
+}
+
+/// Times the leak check both ways on a full history at the agent's default geometry.
+fn leak_check(plan: &Plan, dir: &Path) -> Result<LeakCheck> {
+    use jvmwatch_ring::history::{Cell, Sample, Tier};
+    use jvmwatch_sidecar::history::{leaks, leaks_of_series};
+    let g = jvmwatch_ring::Geometry {
+        fine_slots: 9_000,
+        coarse_slots: 720,
+        coarse_step_ns: 10_000_000_000,
+        stacks_size: 262_144,
+    };
+    let path = dir.join("history.ring");
+    {
+        let w = Writer::create(&path, 16_384, &Identity { geometry: g, ..identity() })?;
+        // A JVM two and a half hours old (both tiers wrapped) whose heap after GC and threads
+        // climb over the last 30 minutes, with eight instruments in every record.
+        const S: u64 = 1_000_000_000;
+        let t0 = now_ns() - 9_000 * S;
+        let sample = |t: u64| {
+            let climb = t.saturating_sub(7_200 * S) / S;
+            let gc = climb / 5 * 5;
+            let mut s = Sample {
+                time_ns: t0 + t,
+                heap_used: 600 << 20,
+                heap_committed: 1 << 30,
+                heap_max: 1 << 30,
+                heap_after_gc: (200 << 20) + (gc << 18) + ((gc * 7919 % 13) << 20),
+                threads_live: 20 + (climb / 4) as u32,
+                cells_used: 8,
+                ..Sample::default()
+            };
+            for c in s.cells.iter_mut() {
+                *c = Cell { a: t, b: t / 7, c: 1500, d: 9000 };
+            }
+            s
+        };
+        for k in 0..900u64 {
+            w.history_append(Tier::Coarse, &sample(k * 10 * S));
+        }
+        for k in 0..9_500u64 {
+            w.history_append(Tier::Fine, &sample(9_000 * S - (9_500 - k) * S / 10));
+        }
+    }
+    let ring = Ring::open(&path)?;
+    let history = ring.history()?.context("the ring has a history")?;
+    ensure!(history.fine.len() == 9_000 && history.coarse.len() == 720, "the history is not full");
+    let full = leaks(&history);
+    let lean = leaks_of_series(&ring.leak_series()?.context("the ring has a history")?);
+    ensure!(full == lean, "the lean leak check disagrees with the full one: {lean:?} against {full:?}");
+    let checks = if plan.smoke { 20 } else { 200 };
+    let (mut full_us, mut lean_us) = (Vec::new(), Vec::new());
+    for rep in 0..plan.micro_reps {
+        // Alternately, so that drift and the cache's state hit both alike.
+        let (mut a, mut b) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..checks {
+            let t = Instant::now();
+            black_box(leaks(&ring.history()?.context("history")?));
+            a += t.elapsed();
+            let t = Instant::now();
+            black_box(leaks_of_series(&ring.leak_series()?.context("history")?));
+            b += t.elapsed();
+        }
+        full_us.push(a.as_secs_f64() * 1e6 / checks as f64);
+        lean_us.push(b.as_secs_f64() * 1e6 / checks as f64);
+        eprintln!(
+            "[micro] leak check on a full history, rep {}: full {:.0} µs, lean {:.0} µs ({:.1}×)",
+            rep + 1,
+            full_us[rep],
+            lean_us[rep],
+            full_us[rep] / lean_us[rep]
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+    let (full_us, lean_us) = (sum(&full_us), sum(&lean_us));
+    Ok(LeakCheck {
+        records: 9_720,
+        history_bytes: g.history_bytes(),
+        checks,
+        ratio: round(full_us.median / lean_us.median, 1),
+        full_us,
+        lean_us,
+        heap_leak: full.0.is_some(),
+        thread_leak: full.1.is_some(),
     })
 }
 

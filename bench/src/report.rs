@@ -576,9 +576,25 @@ fn micro(s: &mut String, m: &Value) {
     let mib = sc["ring_mib"].as_u64().unwrap_or(0);
     row(s, &format!("open + scan of a full {mib} MiB ring ({} events)", f(&sc["events"], 0)), "ms", &sc["scan_ms"], 1);
     row(s, "`jvmwatch inspect --json` of that file (process included)", "ms", &sc["inspect_ms"], 1);
+    let lc = &m["leak_check"];
+    if lc.is_object() {
+        let what = format!("sidecar leak check, full default history ({} records)", f(&lc["records"], 0));
+        row(s, &format!("{what}: before, `history()` + `leaks`"), "µs", &lc["full_us"], 0);
+        row(s, &format!("{what}: now, `leak_series()` + `leaks_of_series`"), "µs", &lc["lean_us"], 0);
+    }
     let cb = &m["gc_callback"];
     row(s, "GC-finish callback, mean per JVM run (agent's own counter)", "ns", &cb["mean_ns"], 0);
     row(s, "GC-finish callback, max per JVM run", "ns", &cb["max_ns"], 0);
+    if lc.is_object() {
+        let _ = writeln!(
+            s,
+            "\nLeak check: the lean read is {}× faster at the median ({} checks of each kind per repetition, \
+             alternated; {} bytes of history).",
+            lc["ratio"],
+            lc["checks"],
+            f(&lc["history_bytes"], 0)
+        );
+    }
     let _ = writeln!(
         s,
         "\nScan rate at the median: {} events/s. GC callback: {} callbacks timed over {} JVM runs at {} GCs/s (median). {}\n",

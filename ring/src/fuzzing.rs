@@ -113,7 +113,15 @@ pub fn check_edited_ring(input: &[u8]) {
             }
         }
         let _ = r.scan_limit(u64::MAX >> 2, true, 10);
-        let _ = r.history();
+        let (full, lean) = (r.history(), r.leak_series());
+        if let (Ok(full), Ok(lean)) = (&full, &lean) {
+            let points =
+                |v: &[crate::history::Sample]| v.iter().map(crate::history::LeakPoint::from).collect::<Vec<_>>();
+            let full = full.as_ref().map(|h| (points(&h.fine), points(&h.coarse), h.torn));
+            let lean = lean.as_ref().map(|l| (l.fine.clone(), l.coarse.clone(), l.torn));
+            assert_eq!(full, lean, "the lean history read keeps what the full one keeps");
+        }
+        assert_eq!(full.is_ok(), lean.is_ok());
         let _ = r.stacks();
     }
     let _ = std::fs::remove_file(&path);

@@ -135,12 +135,19 @@ fn get32(b: &[u8], at: usize) -> u32 {
 /// The check of record `seq`: CRC-32 of the sequence number and bytes 8.. with the check
 /// word zeroed.
 pub fn check(seq: u64, rec: &[u8; HISTORY_RECORD_SIZE]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&seq.to_le_bytes());
-    h.update(&rec[8..CHECK]);
-    h.update(&[0; 4]);
-    h.update(&rec[CHECK + 4..]);
-    h.finalize()
+    // One CRC over a copy laid out as hashed (the sequence number where the stamp is): the
+    // same value as four `update`s over the pieces, for about a quarter less time.
+    let mut b = *rec;
+    b[..8].copy_from_slice(&seq.to_le_bytes());
+    b[CHECK..CHECK + 4].fill(0);
+    crc32fast::hash(&b)
+}
+
+/// True when `b` holds record `seq` whole: its stamp is exactly `2seq+2` and its check
+/// matches. False for a record torn, overwritten by a later lap, never written, or corrupt.
+/// Every decoder of a record ([`Sample::decode`], [`LeakPoint::decode`]) judges it here.
+pub fn intact(seq: u64, b: &[u8; HISTORY_RECORD_SIZE]) -> bool {
+    get64(b, 0) == seq.wrapping_mul(2).wrapping_add(2) && get32(b, CHECK) == check(seq, b)
 }
 
 impl Sample {
@@ -183,10 +190,9 @@ impl Sample {
         b
     }
 
-    /// Decodes record `seq`; `None` when the stamp or the check does not match (torn,
-    /// overwritten, never written, or corrupt).
+    /// Decodes record `seq`; `None` when it is not [`intact`].
     pub fn decode(seq: u64, b: &[u8; HISTORY_RECORD_SIZE]) -> Option<Sample> {
-        if get64(b, 0) != seq.wrapping_mul(2).wrapping_add(2) || get32(b, CHECK) != check(seq, b) {
+        if !intact(seq, b) {
             return None;
         }
         let w = |i: usize| get64(b, 8 + 8 * i);
@@ -216,6 +222,44 @@ impl Sample {
             *c = Cell { a: get64(b, at), b: get64(b, at + 8), c: get32(b, at + 16), d: get32(b, at + 20) };
         }
         Some(s)
+    }
+}
+
+/// The four figures of a record that the leak findings use, and nothing else (32 bytes, a
+/// tenth of a [`Sample`]): what [`crate::Ring::leak_series`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeakPoint {
+    /// Sample time, ns since the Unix epoch.
+    pub time_ns: u64,
+    /// Heap in use right after the latest collection, or [`UNKNOWN`].
+    pub heap_after_gc: u64,
+    /// Heap maximum or [`UNKNOWN`].
+    pub heap_max: u64,
+    /// Live threads.
+    pub threads_live: u32,
+}
+
+impl LeakPoint {
+    /// Decodes the leak figures of record `seq`; `None` when it is not [`intact`] (exactly
+    /// when [`Sample::decode`] gives `None`).
+    pub fn decode(seq: u64, b: &[u8; HISTORY_RECORD_SIZE]) -> Option<LeakPoint> {
+        intact(seq, b).then(|| LeakPoint {
+            time_ns: get64(b, 8),
+            heap_max: get64(b, 32),
+            heap_after_gc: get64(b, 40),
+            threads_live: get32(b, 108),
+        })
+    }
+}
+
+impl From<&Sample> for LeakPoint {
+    fn from(s: &Sample) -> LeakPoint {
+        LeakPoint {
+            time_ns: s.time_ns,
+            heap_after_gc: s.heap_after_gc,
+            heap_max: s.heap_max,
+            threads_live: s.threads_live,
+        }
     }
 }
 
@@ -283,6 +327,20 @@ mod tests {
     }
 
     #[test]
+    fn the_check_is_the_crc_of_the_sequence_number_and_the_bytes_after_the_stamp_check_zeroed() {
+        for (seq, t) in [(0, 1), (7, 123), (u64::MAX / 2 - 1, 99_999)] {
+            let b = sample(t).encode(seq);
+            let mut h = crc32fast::Hasher::new();
+            h.update(&seq.to_le_bytes());
+            h.update(&b[8..CHECK]);
+            h.update(&[0; 4]);
+            h.update(&b[CHECK + 4..]);
+            let want = h.finalize();
+            assert_eq!((check(seq, &b), get32(&b, CHECK)), (want, want));
+        }
+    }
+
+    #[test]
     fn records_round_trip_and_reject_the_wrong_sequence_or_a_flipped_byte() {
         let s = sample(123);
         let b = s.encode(7);
@@ -297,6 +355,26 @@ mod tests {
         odd[0..8].copy_from_slice(&15u64.to_le_bytes());
         assert_eq!(Sample::decode(7, &odd), None, "a record being written");
         assert_eq!(Sample::decode(0, &[0; HISTORY_RECORD_SIZE]), None, "never written");
+    }
+
+    #[test]
+    fn a_leak_point_holds_the_samples_figures_and_is_refused_exactly_when_the_sample_is() {
+        let s = Sample { heap_max: 1 << 30, heap_after_gc: 77 << 20, threads_live: 41, ..sample(123) };
+        let b = s.encode(7);
+        assert_eq!(LeakPoint::decode(7, &b), Some(LeakPoint::from(&s)));
+        assert_eq!(
+            LeakPoint::from(&s),
+            LeakPoint { time_ns: 123, heap_after_gc: 77 << 20, heap_max: 1 << 30, threads_live: 41 }
+        );
+        assert_eq!((std::mem::size_of::<LeakPoint>(), std::mem::size_of::<Sample>()), (32, 328));
+        for seq in [6, 7, 8] {
+            for at in [0, 9, 33, 41, 108, 140, 200, 335] {
+                let mut c = b;
+                c[at] ^= 1;
+                assert_eq!(LeakPoint::decode(seq, &c).is_some(), Sample::decode(seq, &c).is_some(), "{seq} {at}");
+            }
+            assert_eq!(LeakPoint::decode(seq, &b).is_some(), seq == 7);
+        }
     }
 
     #[test]

@@ -21,6 +21,6 @@ pub mod writer;
 
 pub use event::{Event, OomKind, Text};
 pub use layout::{Collector, Geometry, State};
-pub use reader::{Header, History, Live, ReadError, Record, Ring, Scan};
+pub use reader::{Header, History, LeakSeries, Live, ReadError, Record, Ring, Scan};
 pub use snapshot::{GcCollector, Name, Pool, Snapshot, THREAD_STATES, UNKNOWN};
 pub use writer::{capacity_for_bytes, default_dir, ensure_dir, now_ns, CreateError, Identity, Writer};

@@ -298,11 +298,70 @@ pub struct History {
     pub torn: u64,
 }
 
+/// The leak findings' inputs from the history ([`Ring::leak_series`]): [`History`] with only
+/// the four figures of [`crate::history::LeakPoint`] per record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeakSeries {
+    /// The fine tier, oldest first.
+    pub fine: Vec<crate::history::LeakPoint>,
+    /// The coarse tier, oldest first.
+    pub coarse: Vec<crate::history::LeakPoint>,
+    /// Records that did not check out: skipped.
+    pub torn: u64,
+}
+
+/// What [`Ring::history_records`] found: the fine and the coarse records, oldest first, and how
+/// many records did not check out.
+type Tiers<T> = (Vec<T>, Vec<T>, u64);
+
+/// Records per `pread` of [`Ring::leak_series`] (63 KiB: the buffer stays in the cache while its
+/// records are checked).
+const LEAN_CHUNK_RECORDS: u64 = 192;
+
 impl Ring {
     /// The history tiers, or `None` for a ring without history (format version 1, or
-    /// `history=off`). Reads each tier with one `pread`; records that fail their stamp or
-    /// check are skipped and counted.
+    /// `history=off`). Reads each tier whole into one buffer (one `pread`, two when the tier
+    /// has wrapped); records that fail their stamp or check are skipped and counted.
     pub fn history(&self) -> Result<Option<History>, ReadError> {
+        let tiers = self.history_records(&mut Vec::new(), u64::MAX, crate::history::Sample::decode)?;
+        let g = self.header.geometry;
+        Ok(tiers.map(|(fine, coarse, torn)| History {
+            fine,
+            coarse,
+            fine_step_ns: self.header.interval_ns,
+            coarse_step_ns: g.coarse_step_ns,
+            torn,
+        }))
+    }
+
+    /// What the leak findings read of the history: per record, the time, heap after GC, heap
+    /// max and live threads; `None` without a history. Exactly the records [`Ring::history`]
+    /// keeps (the same slots read, the same stamp and check, [`crate::history::intact`]), for
+    /// a fraction of its cost: the records pass through one small buffer per thread,
+    /// [`LEAN_CHUNK_RECORDS`] per `pread`, and only the four figures are kept. A file truncated
+    /// under the reader is an error, as for [`Ring::history`].
+    pub fn leak_series(&self) -> Result<Option<LeakSeries>, ReadError> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let tiers =
+                self.history_records(&mut b.borrow_mut(), LEAN_CHUNK_RECORDS, crate::history::LeakPoint::decode)?;
+            Ok(tiers.map(|(fine, coarse, torn)| LeakSeries { fine, coarse, torn }))
+        })
+    }
+
+    /// Walks both history tiers for [`Ring::history`] and [`Ring::leak_series`]: every slot of
+    /// each tier is read, in sequence order, at most `per_read` records per `pread` into `buf`
+    /// (grown when it is smaller), and each record the tier's next word says the slot holds is
+    /// decoded by `decode`, oldest first; a `None` counts as torn. Returns the fine and coarse
+    /// records and the torn count, or `None` for a ring without history.
+    fn history_records<T>(
+        &self,
+        buf: &mut Vec<u8>,
+        per_read: u64,
+        decode: impl Fn(u64, &[u8; HISTORY_RECORD_SIZE]) -> Option<T>,
+    ) -> Result<Option<Tiers<T>>, ReadError> {
         let g = self.header.geometry;
         if g.fine_slots == 0 {
             return Ok(None);
@@ -312,35 +371,42 @@ impl Ring {
         self.read_at(&mut next, hdr::HISTORY_FINE_NEXT as u64)?;
         // The next words are loaded before any record (the writer stores them last).
         fence(Ordering::Acquire);
-        let mut out =
-            History { fine_step_ns: self.header.interval_ns, coarse_step_ns: g.coarse_step_ns, ..History::default() };
         let tiers = [
             (start, g.fine_slots as u64, u64_at(&next, 0)),
             (start + g.fine_slots as u64 * HISTORY_RECORD_SIZE as u64, g.coarse_slots as u64, u64_at(&next, 8)),
         ];
-        for (i, (at, slots, next)) in tiers.into_iter().enumerate() {
+        let mut torn = 0;
+        let mut out = [Vec::new(), Vec::new()];
+        for (kept, (at, slots, next)) in out.iter_mut().zip(tiers) {
             if slots == 0 {
                 continue;
             }
-            let mut b = vec![0u8; slots as usize * HISTORY_RECORD_SIZE];
-            self.read_at(&mut b, at)?;
-            let first = next.saturating_sub(slots);
-            let mut kept = Vec::with_capacity((next - first) as usize);
-            for seq in first..next {
-                let off = (seq % slots) as usize * HISTORY_RECORD_SIZE;
-                let rec: &[u8; HISTORY_RECORD_SIZE] = b[off..off + HISTORY_RECORD_SIZE].try_into().expect("record");
-                match crate::history::Sample::decode(seq, rec) {
-                    Some(s) => kept.push(s),
-                    None => out.torn += 1,
-                }
+            let per_read = per_read.clamp(1, slots);
+            if buf.len() < per_read as usize * HISTORY_RECORD_SIZE {
+                *buf = vec![0u8; per_read as usize * HISTORY_RECORD_SIZE];
             }
-            if i == 0 {
-                out.fine = kept;
-            } else {
-                out.coarse = kept;
+            let first = next.saturating_sub(slots);
+            kept.reserve((next - first) as usize);
+            // Every slot once, the oldest record's first: sequences `first..first + slots` (slots
+            // past `next` hold no record yet, but are read all the same, as a whole tier is).
+            let mut seq = first;
+            while seq < first + slots {
+                let idx = seq % slots;
+                let n = per_read.min(slots - idx).min(first + slots - seq);
+                let b = &mut buf[..n as usize * HISTORY_RECORD_SIZE];
+                self.read_at(b, at + idx * HISTORY_RECORD_SIZE as u64)?;
+                let records = b.chunks_exact(HISTORY_RECORD_SIZE).take(next.saturating_sub(seq) as usize);
+                for (k, rec) in records.enumerate() {
+                    match decode(seq + k as u64, rec.try_into().expect("a whole record")) {
+                        Some(x) => kept.push(x),
+                        None => torn += 1,
+                    }
+                }
+                seq += n;
             }
         }
-        Ok(Some(out))
+        let [fine, coarse] = out;
+        Ok(Some((fine, coarse, torn)))
     }
 
     /// The newest intact stacks capture, or `None` when there is none (no region, nothing

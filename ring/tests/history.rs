@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use jvmwatch_ring::history::{Sample, Tier};
+use jvmwatch_ring::history::{LeakPoint, Sample, Tier};
 use jvmwatch_ring::layout::{hdr, regions, HISTORY_RECORD_SIZE, STACKS_SIZE};
 use jvmwatch_ring::stacks::{Builder, Reason};
-use jvmwatch_ring::{Geometry, Identity, ReadError, Ring, Writer};
+use jvmwatch_ring::{Geometry, Identity, LeakSeries, ReadError, Ring, Writer};
 
 fn dir() -> tempfile::TempDir {
     let base = if std::path::Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
@@ -109,4 +109,100 @@ fn a_version_1_file_is_still_read() {
     let r = Ring::open(&v1).unwrap();
     assert_eq!(r.header().version, 1);
     assert!(r.history().unwrap().is_none());
+}
+
+/// What [`Ring::history`] says, as leak points: what [`Ring::leak_series`] must say.
+fn as_series(h: &jvmwatch_ring::History) -> LeakSeries {
+    let points = |v: &[Sample]| v.iter().map(LeakPoint::from).collect::<Vec<_>>();
+    LeakSeries { fine: points(&h.fine), coarse: points(&h.coarse), torn: h.torn }
+}
+
+fn poke(p: &std::path::Path, at: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, bytes, at).unwrap();
+}
+
+#[test]
+fn the_leak_series_is_the_history_s_leak_figures_record_for_record() {
+    let leaky = |t: u64| Sample {
+        time_ns: t,
+        heap_after_gc: if t.is_multiple_of(3) { jvmwatch_ring::UNKNOWN } else { t * 1000 },
+        heap_max: if t.is_multiple_of(5) { jvmwatch_ring::UNKNOWN } else { 1 << 30 },
+        threads_live: 20 + t as u32,
+        ..sample(t)
+    };
+    // (geometry, fine records, coarse records): empty, partly filled, wrapped (by one, by a
+    // lap and a half), no coarse tier, a coarse tier left empty; and one larger than a chunk
+    // of the lean read (192 records), wrapped at a point inside a chunk.
+    let g = |fine_slots, coarse_slots| Geometry { fine_slots, coarse_slots, coarse_step_ns: 50, stacks_size: 0 };
+    let cases = [
+        (G, 0, 0),
+        (G, 3, 1),
+        (G, 11, 5),
+        (G, 25, 10),
+        (g(10, 0), 17, 0),
+        (g(10, 4), 17, 0),
+        (g(500, 300), 1_234, 777),
+    ];
+    for (n, &(geom, fine, coarse)) in cases.iter().enumerate() {
+        let d = dir();
+        let (w, p) = writer(&d, geom);
+        for t in 0..fine {
+            w.history_append(Tier::Fine, &leaky(1_000_000 + t));
+        }
+        for t in 0..coarse {
+            w.history_append(Tier::Coarse, &leaky(t * 50));
+        }
+        let r = Ring::open(&p).unwrap();
+        let h = r.history().unwrap().unwrap();
+        let lean = r.leak_series().unwrap().unwrap();
+        assert_eq!(lean, as_series(&h), "case {n}");
+        assert_eq!(lean.fine.len() as u64, fine.min(geom.fine_slots as u64), "case {n}");
+        assert_eq!(lean.coarse.len() as u64, coarse.min(geom.coarse_slots as u64), "case {n}");
+
+        // Torn and corrupt records in both tiers: a flipped byte in the figures, in a cell, in
+        // the check; a stamp left odd by a writer that died; a stamp of another lap.
+        let (start, _, _) = regions(1024, &geom);
+        let rec = |tier: u64, slot: u64| start + (tier * geom.fine_slots as u64 + slot) * HISTORY_RECORD_SIZE as u64;
+        let bad: [(u64, u64, u64, &[u8]); 5] = [
+            (0, 1, 41, &[0x5a]),
+            (0, 3, 300, &[0x01]),
+            (1, 0, 140, &[0xff]),
+            (0, 7, 0, &(2 * 7 + 1u64).to_le_bytes()),
+            (1, 2, 0, &(2 * 99 + 2u64).to_le_bytes()),
+        ];
+        for (tier, slot, at, bytes) in bad {
+            let slots = if tier == 0 { geom.fine_slots } else { geom.coarse_slots } as u64;
+            if slot < slots {
+                poke(&p, rec(tier, slot) + at, bytes);
+            }
+        }
+        let h = r.history().unwrap().unwrap();
+        let lean = r.leak_series().unwrap().unwrap();
+        assert_eq!(lean, as_series(&h), "case {n}, corrupted");
+        assert!(fine == 0 || h.torn > 0, "case {n}: the corruption was seen");
+    }
+}
+
+#[test]
+fn the_leak_series_of_a_ring_without_history_is_none_and_of_a_truncated_one_an_error() {
+    let d = dir();
+    let (_w, p) = writer(&d, Geometry::default());
+    assert!(Ring::open(&p).unwrap().leak_series().unwrap().is_none());
+
+    let d = dir();
+    let (w, p) = writer(&d, G);
+    for t in 1..=25 {
+        w.history_append(Tier::Fine, &sample(t));
+    }
+    let r = Ring::open(&p).unwrap();
+    assert!(r.leak_series().unwrap().is_some());
+    // Cut inside the coarse tier (the fine one whole), then inside the fine tier: both reads
+    // fail alike, on a file truncated under a reader that opened it whole.
+    let (start, _, _) = regions(1024, &G);
+    for cut in [start + (G.fine_slots as u64 + 1) * HISTORY_RECORD_SIZE as u64, start + 100] {
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(cut).unwrap();
+        assert!(matches!(r.history(), Err(ReadError::Truncated { .. })), "history, cut at {cut}");
+        assert!(matches!(r.leak_series(), Err(ReadError::Truncated { .. })), "leak series, cut at {cut}");
+    }
 }

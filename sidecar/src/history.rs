@@ -4,9 +4,9 @@
 //! function over `(time, value)` points with the thresholds below; `docs/inspect.md` states
 //! them too. Keep both in step.
 
-use jvmwatch_ring::history::Sample;
+use jvmwatch_ring::history::{LeakPoint, Sample};
 use jvmwatch_ring::metrics::{Instrument, Kind};
-use jvmwatch_ring::{History, THREAD_STATES, UNKNOWN};
+use jvmwatch_ring::{History, LeakSeries, THREAD_STATES, UNKNOWN};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -25,14 +25,27 @@ pub fn read(path: &std::path::Path) -> Result<(History, Vec<Instrument>), String
 /// Samples whose time does not move forward (the wall clock stepped back, or a hostile file)
 /// are dropped, so every judgement below sees strictly increasing times.
 pub fn merged(h: &History) -> Vec<&Sample> {
-    let first_fine = h.fine.first().map_or(u64::MAX, |s| s.time_ns);
-    let mut out: Vec<&Sample> = Vec::with_capacity(h.coarse.len() + h.fine.len());
-    for s in h.coarse.iter().filter(|s| s.time_ns < first_fine).chain(&h.fine) {
-        if out.last().is_none_or(|l| s.time_ns > l.time_ns) {
-            out.push(s);
-        }
-    }
+    let mut out = Vec::with_capacity(h.coarse.len() + h.fine.len());
+    out.extend(merge(&h.coarse, &h.fine, |s| s.time_ns));
     out
+}
+
+/// The rule of [`merged`] over records of any shape (samples, leak points) with a `time`.
+fn merge<'a, T>(
+    coarse: &'a [T],
+    fine: &'a [T],
+    time: impl Fn(&T) -> u64 + Copy + 'a,
+) -> impl Iterator<Item = &'a T> + 'a {
+    let first_fine = fine.first().map_or(u64::MAX, time);
+    let mut last: Option<u64> = None;
+    coarse.iter().filter(move |s| time(s) < first_fine).chain(fine).filter(move |s| {
+        let t = time(s);
+        let forward = last.is_none_or(|l| t > l);
+        if forward {
+            last = Some(t);
+        }
+        forward
+    })
 }
 
 fn opt(v: u64) -> Value {
@@ -313,13 +326,34 @@ pub fn thread_leak(points: &[(u64, f64)]) -> Option<(f64, f64, f64)> {
         .then(|| (start, end, w.last().map_or(0, |x| x.0).saturating_sub(w[0].0) as f64 / 1e9))
 }
 
-/// The leak findings of a ring's history.
-pub fn leaks(h: &History) -> (Option<HeapLeak>, Option<(f64, f64, f64)>) {
-    let s = merged(h);
-    let max = s.iter().rev().find(|x| x.heap_max != UNKNOWN).map_or(0.0, |x| x.heap_max as f64);
-    let after: Vec<(u64, f64)> =
-        s.iter().filter(|x| x.heap_after_gc != UNKNOWN).map(|x| (x.time_ns, x.heap_after_gc as f64)).collect();
-    let threads: Vec<(u64, f64)> = s.iter().map(|x| (x.time_ns, x.threads_live as f64)).collect();
+/// The leak findings: `heap_leak` and `thread_leak` (`(from, to, over_s)`).
+pub type Leaks = (Option<HeapLeak>, Option<(f64, f64, f64)>);
+
+/// The leak findings of a ring's history ([`jvmwatch_ring::Ring::history`]).
+pub fn leaks(h: &History) -> Leaks {
+    leaks_of(merge(&h.coarse, &h.fine, |s| s.time_ns).map(LeakPoint::from))
+}
+
+/// The same findings from just the figures they use ([`jvmwatch_ring::Ring::leak_series`]:
+/// what the service reads for them, a fraction of the cost of the whole history).
+pub fn leaks_of_series(l: &LeakSeries) -> Leaks {
+    leaks_of(merge(&l.coarse, &l.fine, |p| p.time_ns).copied())
+}
+
+/// The leak findings over the merged series ([`merged`]'s rule): heap after GC against the
+/// newest known heap max, and live threads.
+fn leaks_of(series: impl Iterator<Item = LeakPoint>) -> Leaks {
+    let n = series.size_hint().1.unwrap_or(0);
+    let (mut max, mut after, mut threads) = (0.0, Vec::with_capacity(n), Vec::with_capacity(n));
+    for x in series {
+        if x.heap_max != UNKNOWN {
+            max = x.heap_max as f64;
+        }
+        if x.heap_after_gc != UNKNOWN {
+            after.push((x.time_ns, x.heap_after_gc as f64));
+        }
+        threads.push((x.time_ns, x.threads_live as f64));
+    }
     (heap_leak(&after, max), thread_leak(&threads))
 }
 
@@ -529,5 +563,164 @@ mod tests {
         assert_eq!(span(370 * S), "6 min 10 s");
         assert_eq!(span(180 * S), "3 min");
         assert_eq!(span(3720 * S), "1 h 2 min");
+    }
+
+    // ---- the service's lean leak check against the full history: the same findings ----
+
+    use jvmwatch_ring::history::Tier;
+    use jvmwatch_ring::layout::{regions, HISTORY_RECORD_SIZE};
+    use jvmwatch_ring::{Geometry, Identity, Ring, Writer};
+
+    const MIB: u64 = 1 << 20;
+    const T0: u64 = 1_700_000_000 * S;
+
+    /// A ring of `g` whose tiers got `fine` and `coarse` appended, in that order.
+    fn ring_with(g: Geometry, fine: &[Sample], coarse: &[Sample]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::Builder::new().prefix("jvmwatch-leaks-test-").tempdir().unwrap();
+        let id = Identity { pid: 1, start_ns: 1, interval_ns: S, geometry: g, ..Identity::default() };
+        let p = d.path().join("h.ring");
+        let w = Writer::create(&p, 1024, &id).unwrap();
+        for (tier, v) in [(Tier::Fine, fine), (Tier::Coarse, coarse)] {
+            for s in v {
+                assert!(w.history_append(tier, s));
+            }
+        }
+        (d, p)
+    }
+
+    /// `leaks` and `merged` as they were before the lean check.
+    fn leaks_before(h: &History) -> Leaks {
+        let first_fine = h.fine.first().map_or(u64::MAX, |s| s.time_ns);
+        let mut s: Vec<&Sample> = Vec::with_capacity(h.coarse.len() + h.fine.len());
+        for x in h.coarse.iter().filter(|x| x.time_ns < first_fine).chain(&h.fine) {
+            if s.last().is_none_or(|l| x.time_ns > l.time_ns) {
+                s.push(x);
+            }
+        }
+        assert_eq!(s, merged(h));
+        let max = s.iter().rev().find(|x| x.heap_max != UNKNOWN).map_or(0.0, |x| x.heap_max as f64);
+        let after: Vec<(u64, f64)> =
+            s.iter().filter(|x| x.heap_after_gc != UNKNOWN).map(|x| (x.time_ns, x.heap_after_gc as f64)).collect();
+        let threads: Vec<(u64, f64)> = s.iter().map(|x| (x.time_ns, x.threads_live as f64)).collect();
+        (heap_leak(&after, max), thread_leak(&threads))
+    }
+
+    /// The findings both ways: (full history read, lean read); the full one checked against
+    /// the code before the lean check too.
+    fn both(p: &std::path::Path) -> (Leaks, Leaks) {
+        let r = Ring::open(p).unwrap();
+        let h = r.history().unwrap().unwrap();
+        assert_eq!(leaks(&h), leaks_before(&h));
+        (leaks(&h), leaks_of_series(&r.leak_series().unwrap().unwrap()))
+    }
+
+    /// Overwrites bytes of record `slot` of a tier (0 fine, 1 coarse) at `at` inside it.
+    fn poke(p: &std::path::Path, g: Geometry, tier: u64, slot: u64, at: u64, bytes: &[u8]) {
+        let rec = regions(1024, &g).0 + (tier * g.fine_slots as u64 + slot) * HISTORY_RECORD_SIZE as u64;
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, bytes, rec + at).unwrap();
+    }
+
+    /// A JVM at second `t`: heap after GC climbs by `leak` MiB/s, moving at a collection every
+    /// 5 s; threads climb by one per `1 / threads` s from 20.
+    fn jvm(t: u64, leak: f64, threads: f64) -> Sample {
+        let gc = t / 5 * 5;
+        Sample {
+            time_ns: T0 + t * S,
+            heap_after_gc: 200 * MIB + (leak * gc as f64) as u64 * MIB + (gc * 7919 % 13) * MIB,
+            heap_max: 1024 * MIB,
+            threads_live: 20 + (threads * t as f64) as u32,
+            ..Sample::default()
+        }
+    }
+
+    fn series(range: std::ops::Range<u64>, step: u64, f: impl Fn(u64) -> Sample) -> Vec<Sample> {
+        range.step_by(step as usize).map(f).collect()
+    }
+
+    #[test]
+    fn the_lean_leak_check_finds_what_the_full_history_finds() {
+        let g = Geometry { fine_slots: 200, coarse_slots: 60, coarse_step_ns: 10 * S, stacks_size: 0 };
+        let leaking = |t| jvm(t, 0.5, 0.25);
+        // Coarse tier: 90 records every 10 s (wrapped: the last 60 kept, from 300 s), the newest
+        // overlapping the fine tier; fine: 350 records every second (wrapped: 700..900 s kept).
+        let coarse = series(0..900, 10, leaking);
+        let fine = series(550..900, 1, leaking);
+        let (_d, p) = ring_with(g, &fine, &coarse);
+        let (full, lean) = both(&p);
+        assert_eq!(lean, full);
+        assert!(full.0.is_some() && full.1.is_some(), "a leak of both kinds fires: {full:?}");
+
+        // Torn and corrupt records in both tiers (a flipped heap-after-GC byte, a flipped cell,
+        // a stamp left odd by a dying writer, a stamp of another lap), including the newest.
+        let newest_fine = (350 - 1) % 200;
+        for (tier, slot, at, bytes) in [
+            (0, 3, 41, &[0x10][..]),
+            (0, 77, 250, &[0x01][..]),
+            (0, newest_fine, 0, &(2 * 349 + 1u64).to_le_bytes()[..]),
+            (1, 5, 33, &[0x80][..]),
+            (1, 6, 0, &(2 * 900 + 2u64).to_le_bytes()[..]),
+        ] {
+            poke(&p, g, tier, slot, at, bytes);
+        }
+        let r = Ring::open(&p).unwrap();
+        assert_eq!(r.history().unwrap().unwrap().torn, 5);
+        let (full, lean) = both(&p);
+        assert_eq!(lean, full, "torn records");
+        assert!(full.0.is_some() && full.1.is_some(), "{full:?}");
+
+        // The full-size default geometry, both tiers wrapped: 9,000 fine at 100 ms, 720 coarse
+        // at 10 s (what the service reads once a minute for a JVM past 15 minutes).
+        let g = Geometry { fine_slots: 9_000, coarse_slots: 720, coarse_step_ns: 10 * S, stacks_size: 0 };
+        // Flat for 95 min, then both leaks over the last 30 (the window).
+        let at_ms =
+            |ms: u64| Sample { time_ns: T0 + ms * 1_000_000, ..jvm((ms / 1000).saturating_sub(5_700), 0.4, 0.25) };
+        let coarse = series(0..7_500_000, 10_000, at_ms);
+        let fine = series(7_500_000 - 9_900 * 100..7_500_000, 100, at_ms);
+        let (_d, p) = ring_with(g, &fine, &coarse);
+        let (full, lean) = both(&p);
+        assert_eq!(lean, full, "default geometry");
+        assert!(full.0.is_some() && full.1.is_some(), "{full:?}");
+    }
+
+    #[test]
+    fn the_lean_leak_check_agrees_on_calm_and_odd_histories() {
+        let g = Geometry { fine_slots: 50, coarse_slots: 20, coarse_step_ns: 10 * S, stacks_size: 0 };
+        let calm = |t| jvm(t, 0.0, 0.0);
+        let leaking = |t: u64| jvm(t.saturating_sub(250), 2.0, 2.0);
+        // The fine tier: 50 records every 3 s. The clock stepped back inside the fine tier and
+        // the coarse tier; heap max and heap after GC unknown at times (the newest heap max
+        // among them).
+        let odd = |t: u64| {
+            let mut s = leaking(t);
+            if t.is_multiple_of(17) {
+                s.time_ns -= 40 * S;
+            }
+            if t.is_multiple_of(4) {
+                s.heap_after_gc = UNKNOWN;
+            }
+            if t.is_multiple_of(3) || t >= 398 {
+                s.heap_max = UNKNOWN;
+            }
+            s
+        };
+        let no_coarse = Geometry { coarse_slots: 0, coarse_step_ns: 0, ..g };
+        // (name, geometry, fine, coarse, both leaks fire)
+        type Case = (&'static str, Geometry, Vec<Sample>, Vec<Sample>, bool);
+        let cases: Vec<Case> = vec![
+            ("calm", g, series(251..400, 3, calm), series(0..400, 10, calm), false),
+            ("no records", g, vec![], vec![], false),
+            ("only coarse records", g, vec![], series(0..400, 10, leaking), true),
+            ("coarse tier empty", g, series(251..400, 3, leaking), vec![], true),
+            ("no coarse tier", no_coarse, series(251..400, 3, leaking), vec![], true),
+            ("a leak that ended in the coarse tier", g, series(251..400, 3, calm), series(0..300, 10, leaking), false),
+            ("clock steps and unknowns", g, series(251..400, 3, odd), series(0..400, 10, odd), true),
+        ];
+        for (name, g, fine, coarse, fires) in cases {
+            let (_d, p) = ring_with(g, &fine, &coarse);
+            let (full, lean) = both(&p);
+            assert_eq!(lean, full, "{name}");
+            assert_eq!((full.0.is_some(), full.1.is_some()), (fires, fires), "{name}: {full:?}");
+        }
     }
 }

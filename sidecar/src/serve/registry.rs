@@ -62,8 +62,10 @@ pub const DEFAULT_WINDOW_S: u64 = 60;
 pub const BROADCAST_CAPACITY: usize = 2048;
 
 /// How often the service judges the leak findings of a live JVM: they read its whole history
-/// (3 MiB at the defaults), so 50 JVMs cost 2.5 MB/s of `pread` at this period. A dead JVM's
-/// history no longer changes: it is judged once.
+/// (3 MiB at the defaults), so 50 JVMs cost 2.5 MB/s of `pread` at this period. The read is
+/// the lean one ([`jvmwatch_ring::Ring::leak_series`]: a 63 KiB buffer per thread, four figures
+/// kept per record), not [`jvmwatch_ring::Ring::history`]. A dead JVM's history no longer
+/// changes: it is judged once.
 const LEAK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 /// At most one history read for the leak findings per this long, over all followed JVMs: beyond
 /// 240 of them, each is judged every `count × LEAK_SPACING` rather than every [`LEAK_EVERY`]
@@ -359,7 +361,8 @@ impl Jvm {
         let seen = report::Seen { covers_records: true, ..self.seen };
         let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
         facts.oom |= self.crash_lookup.as_ref().is_some_and(|(_, oom)| *oom);
-        // The leak findings read the whole history region (a few MB): every LEAK_EVERY.
+        // The leak findings read the whole history region (a few MB; only the four figures they
+        // use are kept): every LEAK_EVERY.
         let due = match self.leaks_at {
             None => true,
             Some(t) => {
@@ -374,8 +377,8 @@ impl Jvm {
             // Under the registry lock: only histories of the default size or so (a hostile
             // geometry of 88 MB is not read here; `inspect` and the history route still can).
             let small = self.header.geometry.history_bytes() <= LEAK_MAX_HISTORY_BYTES;
-            if let Some(Ok(Some(h))) = self.ring.as_ref().filter(|_| small).map(|r| r.history()) {
-                let (heap, threads) = crate::history::leaks(&h);
+            if let Some(Ok(Some(l))) = self.ring.as_ref().filter(|_| small).map(|r| r.leak_series()) {
+                let (heap, threads) = crate::history::leaks_of_series(&l);
                 self.leaks = (heap.is_some(), threads.is_some());
             }
         }
