@@ -387,12 +387,17 @@ impl Ring {
             }
             let first = next.saturating_sub(slots);
             kept.reserve((next - first) as usize);
-            // Every slot once, the oldest record's first: sequences `first..first + slots` (slots
-            // past `next` hold no record yet, but are read all the same, as a whole tier is).
+            // Every slot holding a record once, the oldest record's first: sequences
+            // `first..next`. Slots past `next` hold no record yet (a young JVM's tier is mostly
+            // empty): only the tier's last byte is read, so a file truncated anywhere in the
+            // tier is still an error, as it is when the whole tier holds records.
             let mut seq = first;
-            while seq < first + slots {
+            if next < first + slots {
+                self.read_at(&mut [0u8; 1], at + slots * HISTORY_RECORD_SIZE as u64 - 1)?;
+            }
+            while seq < next {
                 let idx = seq % slots;
-                let n = per_read.min(slots - idx).min(first + slots - seq);
+                let n = per_read.min(slots - idx).min(next - seq);
                 let b = &mut buf[..n as usize * HISTORY_RECORD_SIZE];
                 self.read_at(b, at + idx * HISTORY_RECORD_SIZE as u64)?;
                 let records = b.chunks_exact(HISTORY_RECORD_SIZE).take(next.saturating_sub(seq) as usize);
