@@ -257,8 +257,9 @@ impl Jvm {
 
     /// Re-reads the live header part; the snapshot only when the heartbeat moved (the sampler
     /// writes the snapshot before the heartbeat) and [`SNAPSHOT_EVERY`] passed; liveness (two
-    /// `flock` calls) when the heartbeat did not move, and on `full` refreshes. (Whether the
-    /// file still exists is checked by [`Registry::tick`] outside the lock.)
+    /// `flock` calls) when the heartbeat did not move or the writer was not known alive: a
+    /// moving heartbeat is a live writer, and one that stops is looked at within a refresh.
+    /// (Whether the file still exists is checked by [`Registry::tick`] outside the lock.)
     fn refresh(&mut self, full: bool) {
         let Some(ring) = &self.ring else { return };
         // The words first: a change after this read shows as a change next time.
@@ -279,7 +280,7 @@ impl Jvm {
                 Err(e) => return self.fail(e.to_string()),
             }
         }
-        if full || !beat_moved {
+        if !beat_moved || !self.alive {
             self.alive = ring.writer_alive();
         }
         self.live = live;
