@@ -719,8 +719,8 @@ impl Registry {
             }
         }
         let now = Instant::now();
-        // This tick's messages, sent together at its end: the HTTP side then finds them all
-        // queued and writes them to each subscriber in one go.
+        // This tick's messages, sent in two batches (the events, then the snapshots): the
+        // HTTP side finds each batch queued and writes it to each subscriber in one go.
         let mut out: Vec<Arc<Msg>> = Vec::new();
         let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
         let members = self.members.load(Ordering::Relaxed);
@@ -758,6 +758,11 @@ impl Registry {
             p.next_seq = j.next_seq;
         }
         drop(polls);
+        // The events go out now, before this tick's refresh work (up to a few ms at 1,000
+        // rings: live headers, snapshots, metrics, a leak check) would hold them back.
+        for m in out.drain(..) {
+            let _ = tx.send(m);
+        }
         // Every REFRESH: the live header and findings of rings whose state moved or whose
         // heartbeat stopped; each ring's once-a-second work when it is due.
         let mut refreshed = false;
