@@ -9,7 +9,8 @@
 //! it re-read the live header, all with checked `pread`s, so a truncated or vanished file stays
 //! an error rather than a SIGBUS. A ring that cannot be mapped is polled with `pread` instead.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -550,6 +551,10 @@ struct Polls {
     /// The [`Registry::members`] count it was built at (`u64::MAX`: never built).
     members: u64,
     list: Vec<Poll>,
+    /// Each ring's next once-a-second push, soonest first: the due ones are found on any tick
+    /// without walking every ring, so the push work spreads over the ticks of the second
+    /// instead of bunching on the refresh ticks (where it held back the next tick's events).
+    due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
 }
 
 struct Poll {
@@ -575,7 +580,7 @@ impl Registry {
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
             early_exits: Mutex::new(Default::default()),
             members: AtomicU64::new(0),
-            polls: Mutex::new(Polls { members: u64::MAX, list: Vec::new() }),
+            polls: Mutex::new(Polls { members: u64::MAX, list: Vec::new(), due: BinaryHeap::new() }),
         })
     }
 
@@ -642,8 +647,9 @@ impl Registry {
         }
     }
 
-    /// The Prometheus text, rendered at most once per refresh (every 100 ms) however often
-    /// it is scraped. Every change to what it shows bumps the generation while holding the
+    /// The Prometheus text, rendered at most once per follower tick that changed something
+    /// (every 100 ms while no one streams, up to every 5 ms while someone does) however
+    /// often it is scraped. Every change to what it shows bumps the generation while holding the
     /// map's lock, so a client that saw a change through any endpoint never gets an older
     /// rendering afterwards.
     pub fn metrics_text(&self) -> Arc<String> {
@@ -693,10 +699,11 @@ impl Registry {
 
     /// One follower tick (number `n`): new events from every live ring whose mapped cursor
     /// moved (unmapped rings: each tick while they had events in the last second, every
-    /// [`QUIET_EVERY`]th tick when quiet); on `refresh` ticks (every [`REFRESH`]) also the
-    /// live header and findings of rings whose state moved or whose heartbeat stopped, and,
-    /// once a second per ring (at its own point of the second, so the work never piles up in
-    /// one tick), a full refresh, the metrics region and a snapshot message. On `sweep` ticks
+    /// [`QUIET_EVERY`]th tick when quiet); on any tick, for each ring whose second came (each
+    /// at its own point of the second, found through a queue, so the work never piles up in
+    /// one tick), a full refresh, the metrics region and a snapshot message; on `refresh`
+    /// ticks (every [`REFRESH`]) also the live header and findings of rings whose state moved
+    /// or whose heartbeat stopped. On `sweep` ticks
     /// (the directory changed, or every [`SWEEP_EVERY`] seconds) whether the ring files still
     /// exist.
     pub fn tick(&self, n: u64, refresh: bool, sweep: bool) {
@@ -719,14 +726,16 @@ impl Registry {
             }
         }
         let now = Instant::now();
-        // This tick's messages, sent in two batches (the events, then the snapshots): the
-        // HTTP side finds each batch queued and writes it to each subscriber in one go.
+        // This tick's messages, sent together at its end: the HTTP side then finds them all
+        // queued and writes them to each subscriber in one go. (The push work that precedes
+        // the sending is a few rings' worth per tick, see below.)
         let mut out: Vec<Arc<Msg>> = Vec::new();
         let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
         let members = self.members.load(Ordering::Relaxed);
         if polls.members != members {
             polls.list =
                 jvms.values().map(|j| Poll { id: j.id.clone(), page: j.page.clone(), next_seq: j.next_seq }).collect();
+            polls.due = jvms.values().map(|j| Reverse((j.push_due, j.id.clone()))).collect();
             polls.members = members;
         }
         // New events: first every mapped cursor (independent loads in a tight loop), then the
@@ -757,27 +766,35 @@ impl Registry {
             });
             p.next_seq = j.next_seq;
         }
-        drop(polls);
-        // The events go out now, before this tick's refresh work (up to a few ms at 1,000
-        // rings: live headers, snapshots, metrics, a leak check) would hold them back.
-        for m in out.drain(..) {
-            let _ = tx.send(m);
-        }
-        // Every REFRESH: the live header and findings of rings whose state moved or whose
-        // heartbeat stopped; each ring's once-a-second work when it is due.
         let mut refreshed = false;
         let leak_every = LEAK_EVERY.max(LEAK_SPACING * jvms.len().min(1 << 20) as u32);
-        // Only on refresh ticks: walking every JVM on each 5 ms tick was most of an idle
-        // sidecar's CPU at 1,000 rings (cache misses on each ring's state).
+        // Each ring's once-a-second work, at its own point of the second: the due ones only.
+        while polls.due.peek().is_some_and(|Reverse((t, _))| *t <= now) {
+            let Some(Reverse((t, id))) = polls.due.pop() else { break };
+            let Some(j) = jvms.get_mut(&id) else { continue }; // forgotten
+            if j.push_due != t {
+                continue; // a stale entry (the list was rebuilt meanwhile)
+            }
+            j.push_due = if now - t > SNAPSHOT_PUSH { now + SNAPSHOT_PUSH } else { t + SNAPSHOT_PUSH };
+            polls.due.push(Reverse((j.push_due, id)));
+            j.leak_every = leak_every;
+            j.refresh(true);
+            j.last_refresh = now;
+            refreshed = true;
+            j.sample_metrics();
+            j.judge();
+            if listeners && j.gone.is_none() {
+                out.push(Arc::new(j.snapshot_msg()));
+            }
+        }
+        drop(polls);
+        // Every REFRESH: the live header and findings of rings whose state moved or whose
+        // heartbeat stopped. Only on refresh ticks: walking every JVM on each 5 ms tick was
+        // most of an idle sidecar's CPU at 1,000 rings (cache misses on each ring's state).
         if refresh {
             for j in jvms.values_mut() {
                 j.leak_every = leak_every;
-                let push = now >= j.push_due;
-                if push {
-                    j.push_due =
-                        if now - j.push_due > SNAPSHOT_PUSH { now + SNAPSHOT_PUSH } else { j.push_due + SNAPSHOT_PUSH };
-                }
-                if j.settled && !push {
+                if j.settled {
                     continue;
                 }
                 let quiet = now.saturating_duration_since(j.last_events) > Duration::from_secs(1);
@@ -785,17 +802,11 @@ impl Registry {
                 // (or `due`, whichever is longer, and at most a push period) has stopped.
                 let two_beats = Duration::from_nanos(j.header.interval_ns.saturating_mul(2));
                 let due = two_beats.clamp(if quiet { QUIET_REFRESH } else { REFRESH }, SNAPSHOT_PUSH);
-                if push || (now.saturating_duration_since(j.last_refresh) >= due && j.wants_refresh()) {
-                    j.refresh(push);
+                if now.saturating_duration_since(j.last_refresh) >= due && j.wants_refresh() {
+                    j.refresh(false);
                     j.last_refresh = now;
                     refreshed = true;
-                    if push {
-                        j.sample_metrics();
-                    }
                     j.judge();
-                }
-                if push && listeners && j.gone.is_none() {
-                    out.push(Arc::new(j.snapshot_msg()));
                 }
             }
         }
@@ -805,8 +816,10 @@ impl Registry {
         // JVMs that just died without a clean exit: look for their crash reports outside
         // the lock (a hung filesystem then stalls only this thread, never the API), then judge
         // them again.
+        // On refresh ticks only (a walk of every JVM), which also covers a death seen by the push
+        // work of the ticks between them.
         let queries: Vec<CrashQuery> =
-            if refreshed { jvms.values().filter_map(Jvm::crash_query).collect() } else { Vec::new() };
+            if refresh { jvms.values().filter_map(Jvm::crash_query).collect() } else { Vec::new() };
         if !queries.is_empty() {
             drop(jvms);
             let found: Vec<(Arc<str>, CrashFound)> = queries.iter().map(|q| (q.id.clone(), q.run())).collect();
@@ -818,7 +831,7 @@ impl Registry {
                 }
             }
         }
-        if refresh {
+        if refresh || refreshed {
             // Under the map lock, so the bump is seen together with the state it shows.
             self.generation.fetch_add(1, Ordering::Release);
         }
