@@ -244,14 +244,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8"))
 }
 
-/// Decodes the region (`b` = the whole metrics region) of a ring of format `version`. Entries
-/// with a kind this version does not know (continuation slots included), an impossible name
-/// length, or a timer that would run past the slots in use, are skipped; counts are clamped to
-/// the layout.
-pub fn decode(b: &[u8], version: u32) -> (Vec<Instrument>, Vec<String>) {
-    (decode_instruments(b, version), decode_strings(b))
-}
-
 /// The string count of a metrics region image (at least its first [`STRINGS`] bytes), capped
 /// at [`MAX_STRINGS`].
 pub fn string_count(b: &[u8]) -> usize {
@@ -272,8 +264,10 @@ pub fn decode_strings(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The instruments of a whole metrics region image (none when `b` is short); the string
-/// table is not looked at.
+/// The instruments of a whole metrics region image (`b`) of a ring of format `version` (none
+/// when `b` is short); the string table is not looked at. Entries with a kind this version
+/// does not know (continuation slots included), an impossible name length, or a timer that
+/// would run past the slots in use, are skipped; counts are clamped to the layout.
 pub fn decode_instruments(b: &[u8], version: u32) -> Vec<Instrument> {
     if b.len() < crate::layout::METRICS_SIZE {
         return Vec::new();
@@ -374,7 +368,7 @@ mod tests {
         });
         let want_sum: u64 = (1..=8u64).map(|n| n * n * 1000).sum();
         for (version, b) in [(3, &v3), (2, &v2), (1, &v2)] {
-            let (ins, _) = decode(b, version);
+            let ins = decode_instruments(b, version);
             assert_eq!(ins.len(), 1, "v{version}: continuation slots are not entries");
             let t = &ins[0];
             assert_eq!((t.kind, t.name.as_str(), t.index), (Kind::Timer, "lat", 0));
@@ -397,9 +391,9 @@ mod tests {
         // A version 3 timer cut short by the slot count is skipped, not read past.
         let mut cut = v3.clone();
         cut[COUNT..COUNT + 4].copy_from_slice(&2u32.to_le_bytes());
-        assert!(decode(&cut, 3).0.is_empty());
+        assert!(decode_instruments(&cut, 3).is_empty());
         // Read as version 2, the version 3 timer is one slot and its continuations are skipped.
-        assert_eq!(decode(&v3, 2).0.len(), 1);
+        assert_eq!(decode_instruments(&v3, 2).len(), 1);
     }
 
     #[test]

@@ -351,9 +351,9 @@ impl Ring {
         })
     }
 
-    /// Walks both history tiers for [`Ring::history`] and [`Ring::leak_series`]: every slot of
-    /// each tier is read, in sequence order, at most `per_read` records per `pread` into `buf`
-    /// (grown when it is smaller), and each record the tier's next word says the slot holds is
+    /// Walks both history tiers for [`Ring::history`] and [`Ring::leak_series`]: the slots of
+    /// the records each tier's next word says it holds are read in sequence order, at most
+    /// `per_read` records per `pread` into `buf` (grown when it is smaller), and each record is
     /// decoded by `decode`, oldest first; a `None` counts as torn. Returns the fine and coarse
     /// records and the torn count, or `None` for a ring without history.
     fn history_records<T>(
@@ -400,8 +400,7 @@ impl Ring {
                 let n = per_read.min(slots - idx).min(next - seq);
                 let b = &mut buf[..n as usize * HISTORY_RECORD_SIZE];
                 self.read_at(b, at + idx * HISTORY_RECORD_SIZE as u64)?;
-                let records = b.chunks_exact(HISTORY_RECORD_SIZE).take(next.saturating_sub(seq) as usize);
-                for (k, rec) in records.enumerate() {
+                for (k, rec) in b.chunks_exact(HISTORY_RECORD_SIZE).enumerate() {
                     match decode(seq + k as u64, rec.try_into().expect("a whole record")) {
                         Some(x) => kept.push(x),
                         None => torn += 1,
@@ -485,14 +484,9 @@ impl Ring {
     /// The metrics region: instruments and the string table. Reads only the region header and
     /// the registered instruments.
     pub fn metrics(&self) -> Result<(Vec<crate::metrics::Instrument>, Vec<String>), ReadError> {
-        use crate::metrics::{HEADER, INSTRUMENT_SIZE, MAX_INSTRUMENTS};
-        with_metrics_buffer(|b| {
-            self.read_at(&mut b[..HEADER], METRICS_OFFSET as u64)?;
-            let count = (u32_at(b, crate::metrics::COUNT) as usize).min(MAX_INSTRUMENTS);
-            let end = HEADER + count * INSTRUMENT_SIZE;
-            self.read_at(&mut b[HEADER..end], (METRICS_OFFSET + HEADER) as u64)?;
-            Ok(crate::metrics::decode(b, self.header.version))
-        })
+        // No table has usize::MAX strings: the table is always read.
+        let (ins, strings) = self.metrics_since(usize::MAX)?;
+        Ok((ins, strings.unwrap_or_default()))
     }
 
     /// The instruments, and the string table only when it no longer has `strings_known`
@@ -523,8 +517,7 @@ impl Ring {
     pub fn strings(&self) -> Result<Vec<String>, ReadError> {
         with_metrics_buffer(|b| {
             self.read_at(&mut b[..crate::metrics::HEADER], METRICS_OFFSET as u64)?;
-            b[crate::metrics::COUNT..crate::metrics::COUNT + 4].fill(0); // no instruments
-            Ok(crate::metrics::decode(b, self.header.version).1)
+            Ok(crate::metrics::decode_strings(b))
         })
     }
 

@@ -363,8 +363,8 @@ impl Jvm {
         let seen = report::Seen { covers_records: true, ..self.seen };
         let mut facts = report::facts(&self.header, &self.live, self.alive, self.snapshot.as_ref(), &self.window, seen);
         facts.oom |= self.crash_lookup.as_ref().is_some_and(|(_, oom)| *oom);
-        // The leak findings read the whole history region (a few MB; only the four figures they
-        // use are kept): every LEAK_EVERY.
+        // The leak findings read the history's records (up to a few MB; only the four figures
+        // they use are kept): every LEAK_EVERY.
         let due = match self.leaks_at {
             None => true,
             Some(t) => {
@@ -703,9 +703,8 @@ impl Registry {
     /// at its own point of the second, found through a queue, so the work never piles up in
     /// one tick), a full refresh, the metrics region and a snapshot message; on `refresh`
     /// ticks (every [`REFRESH`]) also the live header and findings of rings whose state moved
-    /// or whose heartbeat stopped. On `sweep` ticks
-    /// (the directory changed, or every [`SWEEP_EVERY`] seconds) whether the ring files still
-    /// exist.
+    /// or whose heartbeat stopped. On `sweep` ticks (the directory changed, or every
+    /// [`SWEEP_EVERY`] seconds) whether the ring files still exist.
     pub fn tick(&self, n: u64, refresh: bool, sweep: bool) {
         let tx = &self.tx;
         // Whether each ring file still exists: stat outside the lock.
