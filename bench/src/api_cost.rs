@@ -17,7 +17,8 @@ include!(concat!(env!("OUT_DIR"), "/api_classes.rs"));
 /// One variant at one thread count.
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// `longadder`, `counter` or `timer`.
+    /// `longadder`, `counter`, `timer` or `bytebuffer` (the counter's one atomic add on a direct
+    /// ByteBuffer alone: its floor on JDK 17).
     pub variant: String,
     /// Threads recording at once.
     pub threads: u32,
@@ -50,6 +51,9 @@ pub struct ApiCost {
     pub rows: Vec<Row>,
 }
 
+/// Variants ApiBench measures: LongAdder, counter, timer and the counter's bare access.
+pub const VARIANTS: usize = 4;
+
 /// Runs ApiBench with `forks` forks of `seconds` per measurement.
 pub fn run(tools: &Tools, scratch: &Scratch, cores: usize, forks: u32, seconds: f64) -> Result<ApiCost> {
     let classes = scratch.disk.join("api-classes");
@@ -66,12 +70,12 @@ pub fn run(tools: &Tools, scratch: &Scratch, cores: usize, forks: u32, seconds: 
         .arg("ApiBench")
         .arg(forks.to_string())
         .arg(seconds.to_string());
-    eprintln!("  api cost: {forks} forks × (3 variants × 2 thread counts × 3 rounds)");
+    eprintln!("  api cost: {forks} forks × ({VARIANTS} variants × 2 thread counts × 3 rounds)");
     let mut p = Proc::spawn(cmd, "ApiBench", &scratch.disk.join("apibench.err"))?;
-    let limit = Duration::from_secs_f64(60.0 + forks as f64 * (seconds * 18.0 + 10.0) * 2.0);
+    let limit = Duration::from_secs_f64(60.0 + forks as f64 * (seconds * (VARIANTS * 6) as f64 + 10.0) * 2.0);
     let active = p.expect_line("active ", limit)?.trim() == "true";
     let mut raw = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..VARIANTS * 2 {
         let line = p.expect_line("result ", limit)?;
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() != 5 {
@@ -81,7 +85,7 @@ pub fn run(tools: &Tools, scratch: &Scratch, cores: usize, forks: u32, seconds: 
         raw.push((w[0].to_string(), w[1].parse::<u32>()?, n(2)?, n(3)?, n(4)?));
     }
     let mut paired = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..(VARIANTS - 1) * 2 {
         let line = p.expect_line("paired ", limit)?;
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() != 5 {
