@@ -504,6 +504,9 @@ fn throughput(s: &mut String, t: &Value) {
             if let Some(m) = num(&c["monitor_cpu_ns_per_gc"]["median"]) {
                 notes.push(format!("monitor threads {} ns/GC (median)", fmt(Some(m), 0)));
             }
+            if let Some(a) = num(&c["agent_cpu_pct"]["median"]) {
+                notes.push(format!("agent threads {} % of the JVM's CPU (median)", fmt(Some(a), 3)));
+            }
             let capped = runs.iter().filter(|r| r["warmup_end"] == "cap").count();
             if capped > 0 {
                 notes.push(format!("{capped} warm-up(s) hit the cap"));

@@ -29,6 +29,11 @@ use crate::window::{self, Mark, Warmup};
 /// still does other deferred VM work). Names as in /proc (`comm`, 15 bytes at most).
 pub const MONITOR_THREADS: [&str; 3] = ["jvmwatch-monito", "Notification Th", "Service Thread"];
 
+/// The agent's own threads: its monitor (Java, GC details, deadlocks, classes, buffer pools)
+/// and its sampler (JVMTI agent thread, snapshots and heartbeat). Their CPU over the JVM's is
+/// the agent's direct cost, a figure that other load on the machine hardly moves.
+pub const AGENT_THREADS: [&str; 2] = ["jvmwatch-monito", "jvmwatch-sample"];
+
 /// What watches the JVM in one configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Monitor {
@@ -56,6 +61,14 @@ pub enum Monitor {
 }
 
 impl Monitor {
+    /// The configurations that load the jvmwatch agent.
+    pub fn is_jvmwatch(self) -> bool {
+        matches!(
+            self,
+            Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchGcNotify | Monitor::JvmwatchSidecar
+        )
+    }
+
     /// Every configuration, baseline first.
     pub const ALL: [Monitor; 10] = [
         Monitor::None,
@@ -232,6 +245,10 @@ pub struct Run {
     /// CPU of the monitor's threads ([`MONITOR_THREADS`]) in the window per GC, ns (gc-alloc).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor_cpu_ns_per_gc: Option<f64>,
+    /// CPU of the agent's own threads ([`AGENT_THREADS`]) in the window, % of the JVM's CPU
+    /// (jvmwatch configurations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_cpu_pct: Option<f64>,
     /// Collections per second in the window (GC workload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gc_per_s: Option<f64>,
@@ -284,6 +301,8 @@ pub struct ConfigResult {
     pub cpu_cost_pct: Option<Ci>,
     /// min/median/max of the monitor threads' CPU per GC, ns (gc-alloc).
     pub monitor_cpu_ns_per_gc: Option<Summary>,
+    /// min/median/max of the agent's own threads' CPU, % of the JVM's CPU.
+    pub agent_cpu_pct: Option<Summary>,
 }
 
 /// The section's goal: jvmwatch ≤ 0.5 % and below JFR default.
@@ -536,6 +555,7 @@ fn summarize_workload(
             let cpu_per_op_ns = summarize(&runs.iter().filter_map(|r| r.cpu_per_op_ns).collect::<Vec<_>>());
             let monitor_cpu_ns_per_gc =
                 summarize(&runs.iter().filter_map(|r| r.monitor_cpu_ns_per_gc).collect::<Vec<_>>());
+            let agent_cpu_pct = summarize(&runs.iter().filter_map(|r| r.agent_cpu_pct).collect::<Vec<_>>());
             let summary = summarize(&runs.iter().map(|r| r.value).collect::<Vec<_>>());
             let ratio = match (summary, base) {
                 (Some(s), Some(b)) if b.median > 0.0 => Some(round(s.median / b.median, 4)),
@@ -567,6 +587,7 @@ fn summarize_workload(
                 cpu_per_op_ns,
                 cpu_cost_pct,
                 monitor_cpu_ns_per_gc,
+                agent_cpu_pct,
             }
         })
         .collect();
@@ -620,6 +641,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         warmup_end: "",
         cpu_per_op_ns: None,
         monitor_cpu_ns_per_gc: None,
+        agent_cpu_pct: None,
         gc_per_s: None,
         gc_time_pct: None,
         http_errors: None,
@@ -641,13 +663,13 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
                 let r = GcResult::parse(&p.expect_line("MARK", Duration::from_secs(10))?)?;
                 Ok(Mark { ops: r.ops, nanos: Some(r.nanos), gcs: Some(r.gcs), gc_ms: Some(r.gc_ms) })
             };
-            let win = window::run(&mut mark, pid, rule, plan.measure, &MONITOR_THREADS)?;
+            let win = window::run(&mut mark, pid, rule, plan.measure, &[&MONITOR_THREADS, &AGENT_THREADS])?;
             drop(p.stdin.take()); // GcWork exits when its stdin closes
             p.wait(Duration::from_secs(60))?;
             let gcs = win.gcs.unwrap_or(0);
             run.gc_per_s = Some(round(gcs as f64 * 1e9 / win.nanos as f64, 1));
             run.gc_time_pct = Some(round(win.gc_ms.unwrap_or(0) as f64 * 1e8 / win.nanos as f64, 2));
-            run.monitor_cpu_ns_per_gc = (gcs > 0).then(|| round(win.threads_cpu_ns as f64 / gcs as f64, 0));
+            run.monitor_cpu_ns_per_gc = (gcs > 0).then(|| round(win.threads_cpu_ns[0] as f64 / gcs as f64, 0));
             win
         }
         Workload::Http => {
@@ -667,7 +689,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
                 std::thread::sleep(Duration::from_millis(5));
             }
             let mut mark = || Ok(Mark { ops: load.done(), ..Mark::default() });
-            let win = window::run(&mut mark, p.pid(), rule, plan.measure, &[]);
+            let win = window::run(&mut mark, p.pid(), rule, plan.measure, &[&AGENT_THREADS]);
             let errors = load.stop();
             drop(p.stdin.take()); // HttpWork exits when its stdin closes
             p.wait(Duration::from_secs(60))?;
@@ -681,6 +703,10 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
     run.warmup_ms = win.warmup_ms;
     run.warmup_end = win.warmup_end;
     run.cpu_per_op_ns = win.cpu_per_op_ns();
+    if m.is_jvmwatch() {
+        let agent = win.threads_cpu_ns.last().copied().unwrap_or(0);
+        run.agent_cpu_pct = win.jvm_cpu_ns.filter(|&c| c > 0).map(|c| round(agent as f64 * 100.0 / c as f64, 3));
+    }
     if let Some((serve, sub, cpu0, t0)) = sidecar {
         let wall = t0.elapsed().as_nanos() as f64;
         let cpu = serve.proc.cpu_ns().unwrap_or(0).saturating_sub(cpu0) as f64;
@@ -695,7 +721,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         });
     }
     match m {
-        Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchGcNotify | Monitor::JvmwatchSidecar => {
+        m if m.is_jvmwatch() => {
             let a = jvm::agent_stats(&ring_dir)?;
             ensure!(a.events > 0, "the agent's ring has no events: did the agent load?");
             run.agent = Some(a);

@@ -56,8 +56,9 @@ pub struct Window {
     pub gc_ms: Option<u64>,
     /// The JVM process's CPU (utime + stime, /proc/<pid>/stat) in the window, ns.
     pub jvm_cpu_ns: Option<u64>,
-    /// CPU of the threads named in the call (schedstat) in the window, ns.
-    pub threads_cpu_ns: u64,
+    /// CPU of each group of threads named in the call (schedstat) in the window, ns, in the
+    /// call's order.
+    pub threads_cpu_ns: Vec<u64>,
 }
 
 impl Window {
@@ -88,14 +89,15 @@ pub fn settled(rates: &[f64]) -> bool {
 }
 
 /// Warms up by `rule`, then measures `measure`: `mark` reads the workload's counters, `pid` is
-/// the JVM, `threads` the thread names whose CPU is summed.
+/// the JVM, `groups` the groups of thread names whose CPU is summed (one sum per group).
 pub fn run(
     mark: &mut dyn FnMut() -> Result<Mark>,
     pid: u32,
     rule: Warmup,
     measure: Duration,
-    threads: &[&str],
+    groups: &[&[&str]],
 ) -> Result<Window> {
+    let names: Vec<&str> = groups.iter().flat_map(|g| g.iter().copied()).collect();
     let t0 = Instant::now();
     let mut prev = (mark()?, Instant::now());
     let mut rates = Vec::new();
@@ -118,10 +120,15 @@ pub fn run(
     };
     let warmup_ms = t0.elapsed().as_millis() as u64;
     let (m0, w0) = (mark()?, Instant::now());
-    let (cpu0, th0) = (process::cpu_ns(pid), process::threads_cpu_ns(pid, threads));
+    let (cpu0, th0) = (process::cpu_ns(pid), process::threads_cpu_ns(pid, &names));
     std::thread::sleep(measure);
     let (m1, w1) = (mark()?, Instant::now());
-    let (cpu1, th1) = (process::cpu_ns(pid), process::threads_cpu_ns(pid, threads));
+    let (cpu1, th1) = (process::cpu_ns(pid), process::threads_cpu_ns(pid, &names));
+    let group_cpu = |g: &[&str]| {
+        let only =
+            |v: &[(u32, String, u64)]| v.iter().filter(|t| g.contains(&t.1.as_str())).cloned().collect::<Vec<_>>();
+        process::threads_cpu_delta(&only(&th0), &only(&th1))
+    };
     let diff = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
     Ok(Window {
         warmup_ms,
@@ -131,7 +138,7 @@ pub fn run(
         gcs: diff(m0.gcs, m1.gcs),
         gc_ms: diff(m0.gc_ms, m1.gc_ms),
         jvm_cpu_ns: diff(cpu0, cpu1),
-        threads_cpu_ns: process::threads_cpu_delta(&th0, &th1),
+        threads_cpu_ns: groups.iter().map(|g| group_cpu(g)).collect(),
     })
 }
 

@@ -86,6 +86,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
             if c["name"].as_str().is_some_and(|n| n.starts_with("jvmwatch")) {
                 for run in c["runs"].as_array().expect("runs") {
                     positive(&run["agent"]["events"], &format!("{what} agent events"));
+                    positive(&run["agent_cpu_pct"], &format!("{what} agent threads' CPU"));
                     assert_eq!(run["agent"]["lost"], 0, "{what}: events lost in the ring");
                 }
             }
