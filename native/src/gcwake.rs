@@ -10,11 +10,12 @@
 //! lasts half the mean interval between finishes, between [`NAP_MIN`] and [`NAP_MAX`]
 //! ([`nap_for`]): each wake-up of a napping thread costs it 20–75 µs of CPU on the bench VM, so
 //! waking once per half interval, not every 5 ms, cut the monitor thread's CPU by 68 % at 11
-//! collections a second and by 14 % at 60 (bench/README.md, "Fourth round"), and it still reads
-//! every collection that follows the previous one by half the mean interval or more. After [`QUIET_NAPS`] naps with no collection it sleeps until its next tick
-//! and asks to be woken: the first collection after a quiet spell then pays one `FUTEX_WAKE`
-//! (non-blocking: no lock, no allocation), and the naps start again from [`NAP_MIN`], so a burst
-//! after a quiet spell is read collection by collection.
+//! collections a second and by 14 % at 60 (bench/README.md, "Issue 11, fourth round"), and it
+//! still reads every collection that follows the previous one by half the mean interval or
+//! more. After [`QUIET_NAPS`] naps with no collection it sleeps until its next tick and asks to
+//! be woken: the first collection after a quiet spell then pays one `FUTEX_WAKE` (non-blocking:
+//! no lock, no allocation), and the naps start again from [`NAP_MIN`], so a burst after a quiet
+//! spell is read collection by collection.
 //!
 //! The callback also copies the collection's cause from hsperfdata (`sun.gc.cause`, still set
 //! when the finish event is posted) into a small seqlock ring keyed by the finish count, so the
@@ -86,8 +87,8 @@ pub const NAP_MAX: Duration = Duration::from_millis(50);
 /// Naps without a collection before the monitor sleeps until woken.
 pub const QUIET_NAPS: u32 = 20;
 
-/// The monitor thread's pacing. Only [`wait`] (the monitor thread) touches it: the mutex is
-/// never contended and never taken in a GC callback.
+/// The monitor thread's pacing. Only [`wait`] (the monitor thread) touches it, never while
+/// asleep: the mutex is not contended and never taken in a GC callback.
 struct Pace {
     /// Naps in a row that saw no collection.
     quiet: u32,
@@ -191,9 +192,12 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
     if timeout.is_zero() {
         return FINISHED.load(Ordering::SeqCst);
     }
-    let mut pace = PACE.lock().unwrap_or_else(|e| e.into_inner());
-    let napping = pace.quiet < QUIET_NAPS;
-    let timeout = if napping { timeout.min(nap_for(pace.interval)) } else { timeout };
+    let pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
+    let (napping, nap) = {
+        let p = pace();
+        (p.quiet < QUIET_NAPS, nap_for(p.interval))
+    };
+    let timeout = if napping { timeout.min(nap) } else { timeout };
     if !napping {
         WAITING.store(1, Ordering::SeqCst);
     }
@@ -217,6 +221,7 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
     }
     WAITING.store(0, Ordering::SeqCst);
     let now = FINISHED.load(Ordering::SeqCst);
+    let mut pace = pace();
     if now != seen {
         let at = Instant::now();
         pace.interval = match pace.last_move {
