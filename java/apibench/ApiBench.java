@@ -45,7 +45,7 @@ public final class ApiBench {
      * variant has its own loop method, so each call site sees one receiver and the JIT inlines
      * the operation, as it would at an application's call site (and as JMH does). A loop shared
      * by all variants through an interface made that call megamorphic, and its ratios moved with
-     * the number of variants (counter 2.0× LongAdder with three variants, 1.0× with four).
+     * the number of variants (counter 3.2× LongAdder with three variants, 1.0× with four).
      */
     interface Loop {
         long run();
