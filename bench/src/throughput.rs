@@ -704,6 +704,7 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
     run.warmup_end = win.warmup_end;
     run.cpu_per_op_ns = win.cpu_per_op_ns();
     if m.is_jvmwatch() {
+        // AGENT_THREADS is the last group of both workloads' windows.
         let agent = win.threads_cpu_ns.last().copied().unwrap_or(0);
         run.agent_cpu_pct = win.jvm_cpu_ns.filter(|&c| c > 0).map(|c| round(agent as f64 * 100.0 / c as f64, 3));
     }

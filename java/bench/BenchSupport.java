@@ -45,6 +45,23 @@ final class BenchSupport {
         }
     }
 
+    /**
+     * Sleeps until {@code deadline} ({@link System#nanoTime()}); at once when it has passed.
+     * False when interrupted: the caller's periodic loop then ends.
+     */
+    static boolean sleepUntil(long deadline) {
+        long wait = deadline - System.nanoTime();
+        if (wait <= 0) {
+            return true;
+        }
+        try {
+            Thread.sleep(wait / 1_000_000L, (int) (wait % 1_000_000L));
+            return true;
+        } catch (InterruptedException e) {
+            return false;
+        }
+    }
+
     /** {collections, collection ms} summed over the GC beans. */
     static long[] gcCounts() {
         long n = 0;

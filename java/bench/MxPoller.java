@@ -35,15 +35,10 @@ final class MxPoller {
         while (true) {
             lastLength = scrape().length();
             next += periodMs * 1_000_000L;
-            long sleep = next - System.nanoTime();
-            if (sleep > 0) {
-                try {
-                    Thread.sleep(sleep / 1_000_000L, (int) (sleep % 1_000_000L));
-                } catch (InterruptedException e) {
-                    return;
-                }
-            } else {
-                next = System.nanoTime();
+            if (next - System.nanoTime() <= 0) {
+                next = System.nanoTime(); // behind: no catching up
+            } else if (!BenchSupport.sleepUntil(next)) {
+                return;
             }
         }
     }

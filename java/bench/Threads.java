@@ -27,17 +27,9 @@ public final class Threads {
 
     private static void wakeEvery100ms() {
         long next = System.nanoTime();
-        while (true) {
+        do {
             next += 100_000_000L;
-            long wait = next - System.nanoTime();
-            if (wait > 0) {
-                try {
-                    Thread.sleep(wait / 1_000_000L, (int) (wait % 1_000_000L));
-                } catch (InterruptedException e) {
-                    return;
-                }
-            }
-        }
+        } while (BenchSupport.sleepUntil(next));
     }
 
     private static void depth(int d) {

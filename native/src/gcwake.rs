@@ -192,9 +192,9 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
     if timeout.is_zero() {
         return FINISHED.load(Ordering::SeqCst);
     }
-    let pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
+    let lock_pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
     let (napping, nap) = {
-        let p = pace();
+        let p = lock_pace();
         (p.quiet < QUIET_NAPS, nap_for(p.interval))
     };
     let timeout = if napping { timeout.min(nap) } else { timeout };
@@ -221,7 +221,7 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
     }
     WAITING.store(0, Ordering::SeqCst);
     let now = FINISHED.load(Ordering::SeqCst);
-    let mut pace = pace();
+    let mut pace = lock_pace();
     if now != seen {
         let at = Instant::now();
         pace.interval = match pace.last_move {

@@ -256,8 +256,9 @@ impl Jvm {
         })
     }
 
-    /// Re-reads the live header part; the snapshot only when the heartbeat moved (the sampler
-    /// writes the snapshot before the heartbeat) and [`SNAPSHOT_EVERY`] passed; liveness (two
+    /// Re-reads the live header part; the snapshot on `full` refreshes, else only when the
+    /// heartbeat moved (the sampler writes the snapshot before the heartbeat) and
+    /// [`SNAPSHOT_EVERY`] passed; liveness (two
     /// `flock` calls) when the heartbeat did not move or the writer was not known alive: a
     /// moving heartbeat is a live writer, and one that stops is looked at within a refresh.
     /// (Whether the file still exists is checked by [`Registry::tick`] outside the lock.)
