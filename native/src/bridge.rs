@@ -74,6 +74,12 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         native!(c"blockedThreads", c"()I", blocked_threads as extern "system" fn(_, _) -> _),
         native!(c"awaitGc", c"(II)I", await_gc as extern "system" fn(_, _, _, _) -> _),
         native!(c"gcCause", c"(I)I", gc_cause as extern "system" fn(_, _, _) -> _),
+        native!(c"memoryPools", c"()[Ljava/lang/Object;", memory_pools as extern "system" fn(_, _) -> _),
+        native!(
+            c"lastGc",
+            c"(Ljava/lang/Object;[Ljava/lang/Object;[Ljava/lang/Object;[I[J)I",
+            last_gc as extern "system" fn(_, _, _, _, _, _, _) -> _
+        ),
     ];
     let rc = jni!(jni, RegisterNatives, bridge, methods.as_ptr(), methods.len() as sys::jint).unwrap_or(-1);
     // SAFETY: forwarded.
@@ -386,6 +392,57 @@ extern "system" fn gc_cause(_jni: *mut sys::JNIEnv, _cls: sys::jclass, n: sys::j
         Some(c) if !c.is_empty() && c != "No GC" => a.writer.intern(&c) as sys::jint,
         _ => -1,
     })
+}
+
+/// `Bridge.memoryPools`: the VM's memory pools in its own order (see
+/// [`crate::jmm::memory_pools`]), or null.
+extern "system" fn memory_pools(jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::jobjectArray {
+    // SAFETY: the current thread's JNIEnv (a native method).
+    catch_unwind(|| unsafe { crate::jmm::memory_pools(jni) }).unwrap_or(ptr::null_mut())
+}
+
+/// Most heap pools [`last_gc`] reads (HotSpot's collectors have 2–3).
+const MAX_HEAP_POOLS: usize = 16;
+
+/// `Bridge.lastGc`: collector `bean`'s last collection through JMM (see [`crate::jmm`]) into
+/// `out`; 1 read, 0 no collection yet, -1 unavailable (the monitor then uses
+/// `getLastGcInfo()`).
+extern "system" fn last_gc(
+    jni: *mut sys::JNIEnv,
+    _cls: sys::jclass,
+    bean: sys::jobject,
+    before: sys::jobjectArray,
+    after: sys::jobjectArray,
+    heap: sys::jintArray,
+    out: sys::jlongArray,
+) -> sys::jint {
+    let read = || {
+        let n = if heap.is_null() { -1 } else { jni!(jni, GetArrayLength, heap).unwrap_or(-1) };
+        let Ok(n @ 0..=MAX_HEAP_POOLS) = usize::try_from(n) else {
+            return -1;
+        };
+        let mut pools = [0 as sys::jint; MAX_HEAP_POOLS];
+        let mut values = [-1 as sys::jlong; 3 + 2 * MAX_HEAP_POOLS];
+        let len = 3 + 2 * n;
+        let _ = jni!(jni, GetIntArrayRegion, heap, 0, n as sys::jsize, pools.as_mut_ptr());
+        // SAFETY: the current thread's JNIEnv (a native method); the references are the
+        // method's arguments.
+        let read = unsafe { crate::jmm::last_gc(jni, bean, before, after, &pools[..n], &mut values[..len]) };
+        match read {
+            crate::jmm::LastGc::Read => {
+                let _ = jni!(jni, SetLongArrayRegion, out, 0, len as sys::jsize, values.as_ptr());
+                // SAFETY: as above (a short `out` throws; cleared).
+                if unsafe { clear_exception(jni) } {
+                    -1
+                } else {
+                    1
+                }
+            }
+            crate::jmm::LastGc::None => 0,
+            crate::jmm::LastGc::Unavailable => -1,
+        }
+    };
+    catch_unwind(AssertUnwindSafe(read)).unwrap_or(-1)
 }
 
 extern "system" fn gc_pool(

@@ -18,6 +18,7 @@ pub mod callbacks;
 pub mod facts;
 pub mod gcwake;
 pub mod identity;
+pub mod jmm;
 pub mod jvmti;
 pub mod options;
 pub mod perfdata;

@@ -32,7 +32,8 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GcSource {
     /// `gc=poll` (default): after the JVMTI GC-finish event counted a collection, the monitor
-    /// thread reads the collector's `getLastGcInfo()` and the cause from hsperfdata. Concurrent collectors'
+    /// thread reads the collector's last collection through JMM (`crate::jmm`; `getLastGcInfo()`
+    /// where the VM's JMM is not one it knows) and the cause from hsperfdata. Concurrent collectors'
     /// cycles (no JVMTI finish event) still come from notifications.
     Poll,
     /// `gc=notify`: a JMX GC notification for every collection (the JVM builds

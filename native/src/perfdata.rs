@@ -1,5 +1,5 @@
 //! Finds the GC cause in the JVM's own hsperfdata file (`sun.gc.cause`), for `gc=poll`: the
-//! cause is the one detail of a collection that `GarbageCollectorMXBean.getLastGcInfo()` does
+//! cause is the one detail of a collection that `GetLastGCStat` (and `getLastGcInfo()`) does
 //! not carry.
 //!
 //! HotSpot maps `<tmp>/hsperfdata_<user>/<pid>` shared and updates its string counters in

@@ -68,6 +68,23 @@ public final class Bridge {
      */
     public static native int gcCause(int finish);
 
+    /**
+     * The VM's memory pools ({@code MemoryPoolMXBean}s) in the VM's own order, which {@link
+     * #lastGc} uses (not the order of {@code ManagementFactory.getMemoryPoolMXBeans()}); null
+     * when this VM does not offer it.
+     */
+    public static native Object[] memoryPools();
+
+    /**
+     * Reads collector {@code bean}'s last collection through the VM's management interface,
+     * without the cost of {@code getLastGcInfo()} (native/src/jmm.rs): {@code out} gets its
+     * id, start and end (ms since VM start), then the used bytes before and after it of each
+     * pool in {@code heap} (indexes into {@link #memoryPools}). {@code before} and
+     * {@code after} are {@code MemoryUsage[]}s as long as that list (overwritten). Returns 1
+     * when read, 0 before the first collection, -1 when this VM does not offer it.
+     */
+    public static native int lastGc(Object bean, Object[] before, Object[] after, int[] heap, long[] out);
+
     /** Sets a gauge registered with {@link #register}. */
     public static native void gaugeSet(int index, long value);
 }
