@@ -406,7 +406,7 @@ const MAX_HEAP_POOLS: usize = 16;
 
 /// `Bridge.lastGc`: collector `bean`'s last collection through JMM (see [`crate::jmm`]) into
 /// `out`; 1 read, 0 no collection yet, -1 unavailable (the monitor then uses
-/// `getLastGcInfo()`).
+/// `getLastGcInfo()`). What the VM throws reaches the caller.
 extern "system" fn last_gc(
     jni: *mut sys::JNIEnv,
     _cls: sys::jclass,
@@ -439,7 +439,8 @@ extern "system" fn last_gc(
                 }
             }
             crate::jmm::LastGc::None => 0,
-            crate::jmm::LastGc::Unavailable => -1,
+            // Threw: the exception is pending and reaches the Java caller.
+            crate::jmm::LastGc::Unavailable | crate::jmm::LastGc::Threw => -1,
         }
     };
     catch_unwind(AssertUnwindSafe(read)).unwrap_or(-1)

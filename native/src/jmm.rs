@@ -140,9 +140,12 @@ pub enum LastGc {
     None,
     /// Read: `out` holds the collection.
     Read,
-    /// This VM's JMM is not usable here (unknown version, or the call failed): use
-    /// `getLastGcInfo()`.
+    /// This VM's JMM is not usable here (an unknown version): use `getLastGcInfo()`.
     Unavailable,
+    /// The VM threw (an `OutOfMemoryError` building the `MemoryUsage`s, or an
+    /// `IllegalArgumentException` for arrays it did not expect); the exception is left pending
+    /// for the Java caller.
+    Threw,
 }
 
 /// Reads collector `bean`'s last collection into `out`: `[id, start ms, end ms]`, then the
@@ -183,9 +186,8 @@ pub unsafe fn last_gc(
     // throws IllegalArgumentException for anything else) and a filled-in jmmGCStat whose
     // arrays the VM checks (type and length) before it writes them.
     unsafe { (jmm.get_last_gc_stat)(jni, bean, &mut stat) };
-    // SAFETY: forwarded.
-    if unsafe { clear_exception(jni) } {
-        return LastGc::Unavailable;
+    if jni!(jni, ExceptionCheck) != Some(0) {
+        return LastGc::Threw;
     }
     if stat.gc_index == 0 {
         return LastGc::None;

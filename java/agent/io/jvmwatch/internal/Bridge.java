@@ -81,7 +81,8 @@ public final class Bridge {
      * id, start and end (ms since VM start), then the used bytes before and after it of each
      * pool in {@code heap} (indexes into {@link #memoryPools}). {@code before} and
      * {@code after} are {@code MemoryUsage[]}s as long as that list (overwritten). Returns 1
-     * when read, 0 before the first collection, -1 when this VM does not offer it.
+     * when read, 0 before the first collection, -1 when this VM does not offer it; throws what
+     * the VM throws (an OutOfMemoryError building the MemoryUsage objects).
      */
     public static native int lastGc(Object bean, Object[] before, Object[] after, int[] heap, long[] out);
 

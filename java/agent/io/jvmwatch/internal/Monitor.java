@@ -52,6 +52,13 @@ public final class Monitor implements Runnable {
 
     /** Starts the monitor thread; called once by the agent. */
     public static void start() {
+        // Linked here, at VM init: a method reference is linked (a class spun) at its first
+        // use, which fails for good when that use meets a full heap.
+        listener = Monitor::onGc;
+        oomAtStart = "monitor: OutOfMemoryError at start; retrying";
+        oomInLoop = "monitor: OutOfMemoryError; retrying";
+        stoppedByOom = "monitor stopped: OutOfMemoryError";
+        stopped = "monitor stopped";
         Thread t = new Thread(new Monitor(), "jvmwatch-monitor");
         t.setDaemon(true);
         t.setPriority(Thread.MIN_PRIORITY);
@@ -65,12 +72,50 @@ public final class Monitor implements Runnable {
             if (app != null && !app.isEmpty()) {
                 Bridge.app(app);
             }
-            boolean polling = listenToGc();
-            loop(polling);
+            boolean polling = false;
+            boolean listening = false;
+            for (boolean warned = false;;) {
+                // A full heap (the application's OutOfMemoryError) while the monitor starts is
+                // waited out, not the end of the monitor: JMX takes a few hundred ms to set up,
+                // and a JVM may fill its heap by then. (The loop handles it afterwards.)
+                try {
+                    if (!listening) {
+                        polling = listenToGc();
+                        listening = true;
+                    }
+                    loop(polling);
+                } catch (OutOfMemoryError e) {
+                    if (!warned) {
+                        warned = true;
+                        Bridge.warn(oomAtStart);
+                    }
+                    Thread.sleep(100);
+                }
+            }
         } catch (Throwable t) {
-            Bridge.warn("monitor stopped: " + t.getClass().getSimpleName());
+            // The heap may still be full: the warning must not need an allocation to be told.
+            String why = stoppedByOom;
+            if (!(t instanceof OutOfMemoryError)) {
+                try {
+                    why = stopped + ": " + t.getClass().getSimpleName();
+                } catch (Throwable e) {
+                    why = stopped;
+                }
+            }
+            Bridge.warn(why);
         }
     }
+
+    private static javax.management.NotificationListener listener;
+    // The warnings told while the heap may be full. A string literal's String is made at the
+    // literal's first use, which would need the heap: these are made at VM init, in start().
+    private static String oomAtStart;
+    private static String oomInLoop;
+    private static String stoppedByOom;
+    private static String stopped;
+
+    /** The beans whose notifications the monitor listens to (room for all, so adding never allocates). */
+    private static final List<Object> LISTENING = new ArrayList<>(32);
 
     // The stop-the-world collectors read by polling (gc=poll), as parallel arrays: the agent
     // defines this class alone from its bytes, so it has no nested classes.
@@ -159,7 +204,14 @@ public final class Monitor implements Runnable {
     private static boolean readLast(int i) {
         long[] s = polledStat[i];
         if (viaJmm) {
-            int read = Bridge.lastGc(polled[i], usageBefore, usageAfter, heapIdx, s);
+            int read;
+            try {
+                read = Bridge.lastGc(polled[i], usageBefore, usageAfter, heapIdx, s);
+            } catch (OutOfMemoryError e) {
+                throw e; // the loop skips this poll; the next one tries again
+            } catch (RuntimeException e) {
+                read = -1; // the VM refused the call: getLastGcInfo() from now on
+            }
             if (read >= 0) {
                 return read == 1;
             }
@@ -192,8 +244,10 @@ public final class Monitor implements Runnable {
                 toPoll.add(gc);
                 continue;
             }
-            if (gc instanceof NotificationEmitter) {
-                ((NotificationEmitter) gc).addNotificationListener(Monitor::onGc, null, null);
+            // Once per bean, also when a start is retried after an OutOfMemoryError.
+            if (gc instanceof NotificationEmitter && !LISTENING.contains(gc)) {
+                ((NotificationEmitter) gc).addNotificationListener(listener, null, null);
+                LISTENING.add(gc);
             }
         }
         poll(toPoll);
@@ -469,7 +523,7 @@ public final class Monitor implements Runnable {
             } catch (OutOfMemoryError e) {
                 if (!warnedOom) {
                     warnedOom = true;
-                    Bridge.warn("monitor: OutOfMemoryError; retrying");
+                    Bridge.warn(oomInLoop);
                 }
             }
         }
