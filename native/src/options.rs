@@ -37,7 +37,7 @@ pub enum GcSource {
     /// cycles (no JVMTI finish event) still come from notifications.
     Poll,
     /// `gc=notify`: a JMX GC notification for every collection (the JVM builds
-    /// a notification object per collection: about twice the CPU of `poll`, `bench/`).
+    /// a notification object per collection: two to three times the CPU of `poll`, `bench/`).
     Notify,
 }
 
