@@ -161,6 +161,7 @@ unsafe extern "C" fn gc_start(_jvmti: *mut sys::jvmtiEnv) {
         let now = now_ns();
         let gc_id = a.writer.gc_pause_begin(now);
         a.writer.emit_at(now, &Event::GcPauseStart { gc_id, collector: a.writer.collector() });
+        crate::gcwake::started();
         a.writer.record_start_callback_cost(now_ns().saturating_sub(now));
     });
 }

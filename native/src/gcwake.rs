@@ -21,9 +21,10 @@
 //! when the finish event is posted) into a small seqlock ring keyed by the finish count, so the
 //! monitor reads the cause of *that* collection even when another one has started since.
 //!
-//! Safe inside a GC callback: [`finished`] (atomics, a 64-byte copy and one `futex` wake).
+//! Safe inside a GC callback: [`started`] (one atomic store) and [`finished`] (atomics, a
+//! 64-byte copy and one `futex` wake).
 
-use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -117,8 +118,18 @@ pub fn next_interval(mean: Option<Duration>, sample: Duration) -> Duration {
     }
 }
 
+/// True from a GC-start callback to the next GC-finish callback: a stop-the-world pause is on.
+static IN_PAUSE: AtomicBool = AtomicBool::new(false);
+
+/// Called by the GC-start callback.
+pub fn started() {
+    // Relaxed: a hint for [`wait`], which only decides with it whether to nap again.
+    IN_PAUSE.store(true, Ordering::Relaxed);
+}
+
 /// Called by the GC-finish callback.
 pub fn finished() {
+    IN_PAUSE.store(false, Ordering::Relaxed);
     let n = FINISHED.load(Ordering::Relaxed).wrapping_add(1);
     let mut at = CAUSE_AT.load(Ordering::Acquire).cast_const();
     let mut len = CAUSE_LEN.load(Ordering::Relaxed);
@@ -188,16 +199,37 @@ pub fn count() -> u32 {
 /// Sleeps until the count differs from `seen` or `timeout` passes (naps of [`nap_for`] the
 /// mean interval while collections come often; see the module docs); returns the count. A
 /// zero `timeout` just reads the count. For one waiter (the monitor thread).
+///
+/// A nap that ends with no collection naps again here, in native code, rather than returning
+/// to Java, which costs the monitor thread a JNI transition and a turn of its loop — unless a
+/// pause is on: then it returns, and the return blocks until the pause's safepoint ends, so the
+/// collection is read right after it (another nap here would read it up to a nap later, and
+/// let more collections be told only as the later of two).
 pub fn wait(seen: u32, timeout: Duration) -> u32 {
     if timeout.is_zero() {
         return FINISHED.load(Ordering::SeqCst);
     }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let now = nap(seen, deadline.saturating_duration_since(Instant::now()));
+        if now != seen || IN_PAUSE.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            return now;
+        }
+    }
+}
+
+/// One nap of [`wait`]: until the count differs from `seen`, `timeout` passes, or (while
+/// collections come often) the nap ends.
+fn nap(seen: u32, timeout: Duration) -> u32 {
+    if timeout.is_zero() {
+        return FINISHED.load(Ordering::SeqCst);
+    }
     let lock_pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
-    let (napping, nap) = {
+    let (napping, length) = {
         let p = lock_pace();
         (p.quiet < QUIET_NAPS, nap_for(p.interval))
     };
-    let timeout = if napping { timeout.min(nap) } else { timeout };
+    let timeout = if napping { timeout.min(length) } else { timeout };
     if !napping {
         WAITING.store(1, Ordering::SeqCst);
     }
@@ -284,12 +316,14 @@ mod tests {
 
         // One test: the statics are shared, and tests run in parallel.
         let seen = count();
-        // Nothing happens: naps time out with the same count, until the monitor would sleep.
-        for _ in 0..QUIET_NAPS {
-            assert_eq!(wait(seen, Duration::from_secs(60)), seen);
-        }
+        // Nothing happens: the waiter naps (again and again, in one call) until the deadline.
         assert_eq!(wait(seen, Duration::from_millis(20)), seen);
         assert_eq!(wait(seen, Duration::ZERO), seen);
+        // While a pause is on, a nap that ends returns at once, with the same count.
+        started();
+        assert_eq!(wait(seen, Duration::from_secs(60)), seen);
+        IN_PAUSE.store(false, Ordering::Relaxed);
+        // After QUIET_NAPS naps without a collection the waiter sleeps until a finish wakes it.
         let waiter = std::thread::spawn(move || wait(seen, Duration::from_secs(60)));
         // Wait until the waiter is (about to be) asleep, then finish a collection.
         while WAITING.load(Ordering::SeqCst) == 0 {
