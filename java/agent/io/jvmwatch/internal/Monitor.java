@@ -32,8 +32,9 @@ import javax.management.openmbean.TabularData;
  *       stop-the-world collector's collections are read here, after the agent's JVMTI
  *       GC-finish callback counted a collection: the collector's last collection through the
  *       VM's management interface ({@link Bridge#lastGc}; {@code getLastGcInfo()} where the VM
- *       does not offer it) plus the cause from hsperfdata, about a third of the CPU of a JMX
- *       notification, which makes the JVM build a CompositeData tree per collection. Concurrent and pause-only beans (no JVMTI finish event) keep notifications;
+ *       does not offer it) plus the cause from hsperfdata: under half the CPU of a JMX
+ *       notification, which makes the JVM build a CompositeData tree per collection.
+ *       Concurrent and pause-only beans (no JVMTI finish event) keep notifications;
  *       {@code gc=notify} uses notifications for all;
  *   <li>deadlocks ({@code ThreadMXBean.findDeadlockedThreads}: it stops the JVM at a safepoint,
  *       so every 5 s while at least two threads are blocked on a monitor, else once a
@@ -154,8 +155,9 @@ public final class Monitor implements Runnable {
         }
     }
 
-    // The heap pools, in getMemoryPoolMXBeans() order (the VM's): their indexes in that list,
-    // names and interned ids; and the MemoryUsage[] pair that Bridge.lastGc fills.
+    // The heap pools, in the VM's order (Bridge.memoryPools; getMemoryPoolMXBeans(), in another
+    // order, where the VM does not offer it): their indexes in that list, names and interned
+    // ids; and the MemoryUsage[] pair that Bridge.lastGc fills.
     private static int[] heapIdx;
     private static String[] heapName;
     private static int[] heapId;
