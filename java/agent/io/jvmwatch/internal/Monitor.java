@@ -289,15 +289,6 @@ public final class Monitor implements Runnable {
     /** The stop-the-world finish count covered by the collections written so far. */
     private static int processed;
 
-    /**
-     * Writes the latest collection of every polled collector whose count moved. {@code now} is
-     * the agent's count of finished stop-the-world collections; the cause of finish number f
-     * is {@code Bridge.gcCause(f)}. When the collectors' counts account for exactly the
-     * finishes since the last poll, the newest collection is finish {@code after}, the one
-     * before it {@code after - delta}, and so on; when one pause finished, every collection
-     * read belongs to it. Otherwise only the newest collection's cause is known (when none
-     * finished while we read); the others are unknown rather than guessed.
-     */
     /** Called by the agent at VM death: writes what finished since the last poll. */
     public static synchronized void flush() {
         try {
@@ -322,6 +313,15 @@ public final class Monitor implements Runnable {
         }
     }
 
+    /**
+     * Writes the latest collection of every polled collector whose count moved. {@code now} is
+     * the agent's count of finished stop-the-world collections; the cause of finish number f
+     * is {@code Bridge.gcCause(f)}. When the collectors' counts account for exactly the
+     * finishes since the last poll, the newest collection is finish {@code after}, the one
+     * before it {@code after - delta}, and so on; when one pause finished, every collection
+     * read belongs to it. Otherwise only the newest collection's cause is known (when none
+     * finished while we read); the others are unknown rather than guessed.
+     */
     private static synchronized void pollGc(int now) {
         int n = polled.length;
         int before = Bridge.awaitGc(now, 0);
