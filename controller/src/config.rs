@@ -202,7 +202,7 @@ pub struct Hook {
 pub enum HookTarget {
     /// argv of a command.
     Command(Vec<String>),
-    /// An `http://` or `https://` URL to POST the decision to.
+    /// An `http://` URL to POST the decision to (`https://` is refused: there is no TLS client).
     Url(String),
 }
 
@@ -576,6 +576,14 @@ fn valid_name(s: &str) -> bool {
 
 const NAME_RULE: &str = "expected letters, digits, `_`, `-` or `.` (at most 128)";
 
+/// An app's name is part of file names and instance ids: the sidecar's `supervise`, `run`
+/// and `serve --rules` accept letters, digits and `_` only, so the check here is the same.
+fn valid_app_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+const APP_NAME_RULE: &str = "expected letters, digits and `_` only (at most 128; it is part of file names and ids)";
+
 impl Config {
     /// Parses and checks a rules file. `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -820,13 +828,21 @@ fn check_hooks(src: &Src<'_>, raw: BTreeMap<String, RawHook>) -> Result<BTreeMap
             }
             (None, Some(u)) => {
                 let s = u.get_ref().trim();
-                let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+                if s.starts_with("https://") {
+                    return Err(src.err(
+                        u.span().start,
+                        sec,
+                        Some("url"),
+                        format!("\"{s}\": https is not supported (no TLS client), expected http://HOST[:PORT]/PATH (e.g. a local relay)"),
+                    ));
+                }
+                let rest = s.strip_prefix("http://");
                 if rest.map_or(true, |r| r.is_empty() || r.contains(char::is_whitespace)) {
                     return Err(src.err(
                         u.span().start,
                         sec,
                         Some("url"),
-                        format!("bad url \"{s}\", expected http://HOST[:PORT]/PATH or https://..."),
+                        format!("bad url \"{s}\", expected http://HOST[:PORT]/PATH"),
                     ));
                 }
                 HookTarget::Url(s.to_string())
@@ -953,8 +969,8 @@ fn check_apps(src: &Src<'_>, raw: Vec<RawApp>) -> Result<Vec<AppCfg>, ConfigErro
         let name = a.name.get_ref().clone();
         let sec = Some(format!("app \"{name}\""));
         let name_at = a.name.span().start;
-        if !valid_name(&name) {
-            return Err(src.err(name_at, sec, Some("name"), format!("bad app name \"{name}\", {NAME_RULE}")));
+        if !valid_app_name(&name) {
+            return Err(src.err(name_at, sec, Some("name"), format!("bad app name \"{name}\", {APP_NAME_RULE}")));
         }
         if apps.iter().any(|x| x.name == name) {
             return Err(src.err(

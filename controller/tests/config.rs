@@ -194,6 +194,22 @@ fn every_bad_input_names_file_line_and_key() {
             "exactly one",
         ),
         ("hook with neither", "[hooks.x]\ntimeout = \"1s\"\n".into(), 1, 1, "", "exactly one"),
+        (
+            "https hook (no TLS client)",
+            "[hooks.x]\nurl = \"https://h/\"\n".into(),
+            2,
+            7,
+            "url",
+            "https is not supported",
+        ),
+        (
+            "app name the sidecar refuses (part of file names and ids)",
+            APP.replace("\"shop\"", "\"my-shop\""),
+            2,
+            8,
+            "name",
+            "bad app name \"my-shop\", expected letters, digits and `_` only",
+        ),
         ("toml syntax", rule("when = \"alive\nthen = [\"flag\"]\n"), 10, 0, "when", ""),
         ("wrong type", APP.replace("max = 4", "max = \"4\""), 5, 7, "max", "invalid type"),
         (
