@@ -576,9 +576,9 @@ fn valid_name(s: &str) -> bool {
 
 const NAME_RULE: &str = "expected letters, digits, `_`, `-` or `.` (at most 128)";
 
-/// An app's name is part of file names and instance ids: the sidecar's `supervise`, `run`
-/// and `serve --rules` accept letters, digits and `_` only, so the check here is the same.
-fn valid_app_name(s: &str) -> bool {
+/// An app's name is part of file names and instance ids: letters, digits and `_` only. The
+/// sidecar applies the same function to `run --app` and to every configured app.
+pub fn valid_app_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

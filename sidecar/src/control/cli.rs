@@ -76,8 +76,8 @@ pub fn main(serve_cfg: serve::Config, cfg_path: Option<PathBuf>, state_dir: Path
     }
     for a in &cfg.apps {
         anyhow::ensure!(
-            !a.name.is_empty() && a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "app name {:?}: use letters, digits and _ only (it is part of file names and ids)",
+            jvmwatch_controller::config::valid_app_name(&a.name),
+            "app name {:?}: use letters, digits and _ only, at most 128 (it is part of file names and ids)",
             a.name
         );
     }
