@@ -35,6 +35,10 @@ pub struct Agent {
     /// Set by a data dump request (SIGQUIT): the sampler captures the stacks at its next
     /// tick. Relaxed: a flag; the capture reads nothing the setter wrote.
     pub stacks_requested: AtomicBool,
+    /// `ThreadStart` and `ThreadEnd` events so far: the sampler's thread census lists the
+    /// threads afresh when it moved (see `jvmti::ThreadCensus`). Release in the callbacks,
+    /// acquire in the census: a census that sees a start also sees that thread listed.
+    pub thread_changes: AtomicU64,
     /// Loaded at start or attached to the running JVM.
     pub mode: Mode,
 }
@@ -294,6 +298,7 @@ unsafe fn start(vm: *mut sys::JavaVM, raw: &[options::RawOption<'_>], mode: Mode
         stopping: AtomicBool::new(false),
         heap_after_gc: AtomicU64::new(jvmwatch_ring::UNKNOWN),
         blocked_threads: AtomicU32::new(u32::MAX),
+        thread_changes: AtomicU64::new(0),
         stacks_requested: AtomicBool::new(false),
         mode,
     };

@@ -182,6 +182,8 @@ unsafe extern "C" fn gc_finish(_jvmti: *mut sys::jvmtiEnv) {
 
 fn thread_event(jni: *mut sys::JNIEnv, thread: sys::jthread, start: bool) {
     let Some(a) = agent::get() else { return };
+    // Release: pairs with the sampler's census (see `Agent::thread_changes`).
+    a.thread_changes.fetch_add(1, Ordering::Release);
     let mut name = [0u8; 64];
     // SAFETY: called from a ThreadStart/ThreadEnd callback with that thread's JNIEnv and a
     // valid thread reference.

@@ -155,36 +155,39 @@ impl Jvmti {
         n
     }
 
-    /// Counts live threads by `java.lang.Thread.State`, indexed like `ring::THREAD_STATES`.
+    /// The live threads (`GetAllThreads`) as local references, handed to `each` one by one
+    /// and deleted after it.
     ///
     /// # Safety
-    /// `jni` must be the current thread's JNIEnv; call inside a local frame (the thread
-    /// references are local refs, deleted here one by one).
-    pub unsafe fn thread_states(&self, jni: *mut sys::JNIEnv) -> Option<[u32; 6]> {
+    /// `jni` must be the current thread's JNIEnv; call inside a local frame.
+    unsafe fn each_thread(&self, jni: *mut sys::JNIEnv, mut each: impl FnMut(sys::jthread)) -> Option<()> {
         let mut count: sys::jint = 0;
         let mut threads: *mut sys::jthread = ptr::null_mut();
         jvmti!(self.0, GetAllThreads, &mut count, &mut threads).ok()?;
-        // SAFETY: forwarded.
-        let status = unsafe { ThreadStatus::get(jni) };
-        let mut states = [0u32; 6];
         for i in 0..count.max(0) as usize {
             // SAFETY: JVMTI returned `count` thread references at `threads`.
             let t = unsafe { *threads.add(i) };
-            // SAFETY: `t` is a live local reference to a java.lang.Thread.
-            let st = match status.and_then(|s| unsafe { s.read(jni, t) }) {
-                Some(st) => Some(st),
-                None => {
-                    let mut st: sys::jint = 0;
-                    jvmti!(self.0, GetThreadState, t, &mut st).is_ok().then_some(st)
-                }
-            };
-            if let Some(st) = st {
-                states[crate::stacks::state_index(st) as usize] += 1;
-            }
+            each(t);
             let _ = jni!(jni, DeleteLocalRef, t);
         }
         self.deallocate(threads.cast());
-        Some(states)
+        Some(())
+    }
+
+    /// The JVMTI state bits of thread `t`, from its `threadStatus` field where found, else
+    /// from `GetThreadState`.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv and `t` a live reference to a Thread.
+    unsafe fn state(&self, jni: *mut sys::JNIEnv, status: Option<ThreadStatus>, t: sys::jthread) -> Option<sys::jint> {
+        // SAFETY: forwarded.
+        match status.and_then(|s| unsafe { s.read(jni, t) }) {
+            Some(st) => Some(st),
+            None => {
+                let mut st: sys::jint = 0;
+                jvmti!(self.0, GetThreadState, t, &mut st).is_ok().then_some(st)
+            }
+        }
     }
 
     /// Starts `proc` on a new JVMTI agent thread (a daemon thread: it never holds up exit).
@@ -195,6 +198,97 @@ impl Jvmti {
         jvmti!(self.0, RunAgentThread, thread, proc, ptr::null(), sys::JVMTI_THREAD_NORM_PRIORITY as sys::jint)
     }
 }
+
+/// Counts the live threads by `java.lang.Thread.State` at each sample, indexed like
+/// `ring::THREAD_STATES`.
+///
+/// Listing the threads (`GetAllThreads`: a walk of the VM's thread list and a new local
+/// reference per thread) was the larger part of a census, and the list rarely changes: a
+/// server's pools keep their threads. So the census keeps the list as global references
+/// while no thread starts or ends, and only reads each kept thread's state. `changes` (the
+/// agent's count of `ThreadStart` and `ThreadEnd` events) tells when the list may be stale:
+/// then the census lists afresh, and keeps that list only once `changes` stood still for a
+/// whole interval, so an application that starts threads all the time does not also pay for
+/// making and dropping global references at every sample.
+///
+/// Why a kept list is complete: a thread is on the VM's list before it posts `ThreadStart`,
+/// and the census reads `changes` (acquire, pairing with the callbacks' release) before it
+/// lists; a thread it missed bumps `changes` after that read, so the next sample lists
+/// afresh. A thread that posted `ThreadEnd` may still be listed while it exits; once it reads
+/// as terminated the census drops it (`GetAllThreads` leaves exiting threads out too).
+#[derive(Default)]
+pub struct ThreadCensus {
+    /// Global references to the threads of the kept list.
+    kept: Vec<sys::jthread>,
+    /// The `changes` value the kept list was made at; `None`: no list kept.
+    kept_at: Option<u64>,
+    /// The `changes` value the previous sample saw.
+    seen: Option<u64>,
+}
+
+impl ThreadCensus {
+    /// Counts the threads by state; `changes` is the agent's count of thread starts and ends,
+    /// read with acquire ordering just before this call.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv, always the same thread (the sampler's);
+    /// call inside a local frame.
+    pub unsafe fn count(&mut self, jvmti: &Jvmti, jni: *mut sys::JNIEnv, changes: u64) -> Option<[u32; 6]> {
+        // SAFETY: forwarded.
+        let status = unsafe { ThreadStatus::get(jni) };
+        let mut states = [0u32; 6];
+        if self.kept_at == Some(changes) {
+            self.kept.retain(|&t| {
+                // SAFETY: forwarded; `t` is a global reference to a Thread.
+                let index = unsafe { jvmti.state(jni, status, t) }.map(crate::stacks::state_index);
+                if index == Some(TERMINATED) {
+                    let _ = jni!(jni, DeleteGlobalRef, t);
+                    return false;
+                }
+                if let Some(i) = index {
+                    states[i as usize] += 1;
+                }
+                true
+            });
+            return Some(states);
+        }
+        self.release(jni);
+        let keep = self.seen == Some(changes);
+        self.seen = Some(changes);
+        let mut kept = Vec::new();
+        let each = |t| {
+            // SAFETY: forwarded; `t` is a live local reference to a Thread.
+            if let Some(st) = unsafe { jvmti.state(jni, status, t) } {
+                states[crate::stacks::state_index(st) as usize] += 1;
+            }
+            if keep {
+                kept.push(jni!(jni, NewGlobalRef, t).unwrap_or(ptr::null_mut()));
+            }
+        };
+        // SAFETY: forwarded.
+        unsafe { jvmti.each_thread(jni, each) }?;
+        if keep && kept.iter().all(|t| !t.is_null()) {
+            self.kept = kept;
+            self.kept_at = Some(changes);
+        } else {
+            for t in kept.into_iter().filter(|t| !t.is_null()) {
+                let _ = jni!(jni, DeleteGlobalRef, t);
+            }
+        }
+        Some(states)
+    }
+
+    /// Drops the kept list.
+    fn release(&mut self, jni: *mut sys::JNIEnv) {
+        for t in self.kept.drain(..) {
+            let _ = jni!(jni, DeleteGlobalRef, t);
+        }
+        self.kept_at = None;
+    }
+}
+
+/// `ThreadCensus` index of `java.lang.Thread.State.TERMINATED` (see `stacks::state_index`).
+const TERMINATED: u16 = 5;
 
 /// Where a `java.lang.Thread` keeps its status: the `threadStatus` int, whose values are the
 /// JVMTI thread-state bits (HotSpot's `java_lang_Thread::ThreadStatus`), on the Thread itself

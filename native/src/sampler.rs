@@ -28,7 +28,7 @@ use jvmwatch_ring::{now_ns, Collector, Event, GcCollector, Name, Pool, Snapshot,
 
 use crate::agent::{self, Agent};
 use crate::bindings as sys;
-use crate::jvmti::{clear_exception, jni};
+use crate::jvmti::{clear_exception, jni, ThreadCensus};
 
 static PROBE_CLASS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/agent-classes/io/jvmwatch/internal/Probe.class"));
 
@@ -104,11 +104,12 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
     let mut next = Instant::now();
     let mut warned_behind = false;
     let mut failing = Failing::default();
+    let mut census = ThreadCensus::default();
     while !a.stopping.load(Ordering::Relaxed) {
         // SAFETY: forwarded; the frame bounds the local refs made by one sample.
         if jni!(jni, PushLocalFrame, 64) == Some(0) {
             // SAFETY: forwarded; inside the local frame.
-            let snap = unsafe { sample(a, jni, probe.as_mut()) };
+            let snap = unsafe { sample(a, jni, &mut census, probe.as_mut()) };
             let _ = jni!(jni, PopLocalFrame, ptr::null_mut());
             match snap {
                 Ok(snap) => {
@@ -162,13 +163,20 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
 ///
 /// # Safety
 /// `jni` must be the current thread's JNIEnv, inside a local frame.
-unsafe fn sample(a: &Agent, jni: *mut sys::JNIEnv, probe: Option<&mut Probe>) -> Result<Snapshot, String> {
+unsafe fn sample(
+    a: &Agent,
+    jni: *mut sys::JNIEnv,
+    census: &mut ThreadCensus,
+    probe: Option<&mut Probe>,
+) -> Result<Snapshot, String> {
     let mut snap = Snapshot::default();
     snap.time_ns = now_ns();
     snap.cpu_time_ns = process_cpu_ns();
     snap.heap_after_gc = a.heap_after_gc.load(Ordering::Relaxed);
-    // SAFETY: forwarded.
-    if let Some(states) = unsafe { a.jvmti.thread_states(jni) } {
+    // Acquire: see `Agent::thread_changes`.
+    let changes = a.thread_changes.load(Ordering::Acquire);
+    // SAFETY: forwarded; always the sampler thread.
+    if let Some(states) = unsafe { census.count(&a.jvmti, jni, changes) } {
         snap.thread_states = states;
         a.blocked_threads.store(states[2], Ordering::Relaxed);
         snap.threads_live = states[1..5].iter().sum();
@@ -308,6 +316,23 @@ struct Probe {
     pools: Vec<Name>,
     collectors: Vec<Name>,
     buf: Vec<i64>,
+    /// The MXBeans, read through JMM; `None` where JMM is not usable (then `Probe.sample()`).
+    direct: Option<Direct>,
+}
+
+/// The probe's MXBeans, for reading the same figures through JMM (see [`crate::jmm`]) and
+/// filling the same `long[]` layout `Probe.sample()` returns.
+struct Direct {
+    /// Global references to the pools' MXBeans, in [`Probe::pools`] order, and whether each
+    /// is a heap pool.
+    pools: Vec<(sys::jobject, bool)>,
+    /// Global references to the collectors' MXBeans, in [`Probe::collectors`] order.
+    collectors: Vec<sys::jobject>,
+    /// Each pool's used bytes after the latest collection (-1: unknown), read again only
+    /// when the collectors' total count moves, as `Probe.sample()` does.
+    after_gc: Vec<i64>,
+    /// The collectors' total count `after_gc` was read at.
+    after_gc_at: i64,
 }
 
 impl Probe {
@@ -328,13 +353,104 @@ impl Probe {
         if threw || [class, pool_names.cast(), gc_names.cast(), sample.cast()].iter().any(|p| p.is_null()) {
             return Err("probe methods missing".into());
         }
-        let mut p = Probe { class, sample, pools: Vec::new(), collectors: Vec::new(), buf: Vec::new() };
+        let mut p = Probe { class, sample, pools: Vec::new(), collectors: Vec::new(), buf: Vec::new(), direct: None };
         // SAFETY: forwarded; the method ids belong to `class` and return String[].
         unsafe {
             p.pools = p.names(jni, pool_names)?;
             p.collectors = p.names(jni, gc_names)?;
         }
+        // SAFETY: forwarded.
+        p.direct = unsafe { p.direct(jni) };
         Ok(p)
+    }
+
+    /// The MXBeans for reading through JMM, or `None` (JMM not usable, or the probe's lists
+    /// do not match its names): then every sample calls `Probe.sample()`.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv.
+    unsafe fn direct(&self, jni: *mut sys::JNIEnv) -> Option<Direct> {
+        // SAFETY: forwarded.
+        if !unsafe { crate::jmm::usable(jni) } {
+            return None;
+        }
+        // SAFETY: forwarded; each is a static method of `class` returning the type named.
+        let (pools, heap, collectors) = unsafe {
+            (
+                self.objects(jni, c"poolBeans", self.pools.len()),
+                self.heap_flags(jni),
+                self.objects(jni, c"collectorBeans", self.collectors.len()),
+            )
+        };
+        // SAFETY: forwarded.
+        unsafe { clear_exception(jni) };
+        let (pools, heap, collectors) = match (pools, heap, collectors) {
+            (Some(p), Some(h), Some(c)) => (p, h, c),
+            (p, _, c) => {
+                for r in p.into_iter().flatten().chain(c.into_iter().flatten()) {
+                    let _ = jni!(jni, DeleteGlobalRef, r);
+                }
+                return None;
+            }
+        };
+        let after_gc = vec![-1; pools.len()];
+        Some(Direct { pools: pools.into_iter().zip(heap).collect(), collectors, after_gc, after_gc_at: -1 })
+    }
+
+    /// Global references to the elements of the `Object[]` that static method `name`
+    /// returns, if it has exactly `want` non-null elements.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv; `name` a static `()[Ljava/lang/Object;` of
+    /// the probe class.
+    unsafe fn objects(&self, jni: *mut sys::JNIEnv, name: &CStr, want: usize) -> Option<Vec<sys::jobject>> {
+        let mid = jni!(jni, GetStaticMethodID, self.class, name.as_ptr(), c"()[Ljava/lang/Object;".as_ptr())?;
+        // SAFETY: forwarded.
+        if mid.is_null() || unsafe { clear_exception(jni) } {
+            return None;
+        }
+        let arr = jni!(jni, CallStaticObjectMethodA, self.class, mid, ptr::null())?;
+        // SAFETY: forwarded.
+        if arr.is_null() || unsafe { clear_exception(jni) } || jni!(jni, GetArrayLength, arr)? as usize != want {
+            return None;
+        }
+        let mut out = Vec::with_capacity(want);
+        for i in 0..want as sys::jsize {
+            let local = jni!(jni, GetObjectArrayElement, arr, i).unwrap_or(ptr::null_mut());
+            let global = if local.is_null() { ptr::null_mut() } else { jni!(jni, NewGlobalRef, local)? };
+            let _ = jni!(jni, DeleteLocalRef, local);
+            if global.is_null() {
+                for r in out {
+                    let _ = jni!(jni, DeleteGlobalRef, r);
+                }
+                return None;
+            }
+            out.push(global);
+        }
+        let _ = jni!(jni, DeleteLocalRef, arr);
+        Some(out)
+    }
+
+    /// `Probe.poolIsHeap()`, if it has one flag per pool.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv.
+    unsafe fn heap_flags(&self, jni: *mut sys::JNIEnv) -> Option<Vec<bool>> {
+        let mid = jni!(jni, GetStaticMethodID, self.class, c"poolIsHeap".as_ptr(), c"()[Z".as_ptr())?;
+        // SAFETY: forwarded.
+        if mid.is_null() || unsafe { clear_exception(jni) } {
+            return None;
+        }
+        let arr = jni!(jni, CallStaticObjectMethodA, self.class, mid, ptr::null())?;
+        // SAFETY: forwarded.
+        if arr.is_null() || unsafe { clear_exception(jni) } {
+            return None;
+        }
+        let n = jni!(jni, GetArrayLength, arr)? as usize;
+        let mut flags = vec![0 as sys::jboolean; n];
+        let _ = jni!(jni, GetBooleanArrayRegion, arr, 0, n as sys::jsize, flags.as_mut_ptr());
+        let _ = jni!(jni, DeleteLocalRef, arr);
+        (n == self.pools.len()).then(|| flags.iter().map(|&f| f != 0).collect())
     }
 
     /// # Safety
@@ -366,18 +482,28 @@ impl Probe {
     /// # Safety
     /// `jni` must be the current thread's JNIEnv, inside a local frame.
     unsafe fn sample(&mut self, jni: *mut sys::JNIEnv, snap: &mut Snapshot) -> Result<(), String> {
-        let arr = jni!(jni, CallStaticObjectMethodA, self.class, self.sample, ptr::null()).unwrap_or(ptr::null_mut());
-        // SAFETY: forwarded.
-        if arr.is_null() || unsafe { clear_exception(jni) } {
-            return Err("sample() threw".into());
-        }
-        let n = jni!(jni, GetArrayLength, arr).unwrap_or(0).max(0) as usize;
         let want = FIXED + POOL_FIELDS * self.pools.len() + GC_FIELDS * self.collectors.len();
-        if n != want {
-            return Err(format!("sample() gave {n} values, want {want}"));
+        self.buf.resize(want, -1);
+        if let Some(direct) = &mut self.direct {
+            // SAFETY: forwarded.
+            if unsafe { direct.fill(jni, &mut self.buf) }.is_err() {
+                // SAFETY: forwarded.
+                unsafe { clear_exception(jni) };
+                return Err("a JMM read threw".into());
+            }
+        } else {
+            let arr =
+                jni!(jni, CallStaticObjectMethodA, self.class, self.sample, ptr::null()).unwrap_or(ptr::null_mut());
+            // SAFETY: forwarded.
+            if arr.is_null() || unsafe { clear_exception(jni) } {
+                return Err("sample() threw".into());
+            }
+            let n = jni!(jni, GetArrayLength, arr).unwrap_or(0).max(0) as usize;
+            if n != want {
+                return Err(format!("sample() gave {n} values, want {want}"));
+            }
+            let _ = jni!(jni, GetLongArrayRegion, arr, 0, n as sys::jsize, self.buf.as_mut_ptr());
         }
-        self.buf.resize(n, 0);
-        let _ = jni!(jni, GetLongArrayRegion, arr, 0, n as sys::jsize, self.buf.as_mut_ptr());
         let v = |x: i64| if x < 0 { UNKNOWN } else { x as u64 };
         let b = &self.buf;
         snap.heap_used = v(b[0]);
@@ -404,6 +530,70 @@ impl Probe {
             let f = &b[base + i * GC_FIELDS..];
             snap.push_collector(GcCollector { name: *name, count: v(f[0]), time_ms: v(f[1]) });
         }
+        Ok(())
+    }
+}
+
+impl Direct {
+    /// Fills `out` with what `Probe.sample()` returns (the same layout and the same VM
+    /// functions: see `Probe.java`), reading through JMM.
+    ///
+    /// # Safety
+    /// `jni` must be the current thread's JNIEnv, in native state, with no exception pending,
+    /// inside a local frame; JMM must be usable (checked when `Direct` was made).
+    unsafe fn fill(&mut self, jni: *mut sys::JNIEnv, out: &mut [i64]) -> Result<(), crate::jmm::Threw> {
+        use crate::jmm::{self, attr};
+        let mut at = FIXED + POOL_FIELDS * self.pools.len();
+        let mut collections = 0;
+        for &gc in &self.collectors {
+            // SAFETY: forwarded; `gc` is a global reference to a GarbageCollectorMXBean.
+            let [count, time] = unsafe { jmm::long_attributes(jni, gc, [attr::GC_COUNT, attr::GC_TIME_MS]) }?;
+            out[at..at + GC_FIELDS].copy_from_slice(&[count, time]);
+            collections += count.max(0);
+            at += GC_FIELDS;
+        }
+        let read_after_gc = collections != self.after_gc_at;
+        self.after_gc_at = collections;
+        // SAFETY: forwarded.
+        let heap = unsafe { jmm::memory_usage(jni, true) }?.unwrap_or([-1; 3]);
+        out[..3].copy_from_slice(&heap);
+        // SAFETY: forwarded; null asks for the VM-wide attributes.
+        let [loaded, unloaded, live, daemon] = unsafe {
+            jmm::long_attributes(
+                jni,
+                ptr::null_mut(),
+                [
+                    attr::CLASS_LOADED_COUNT,
+                    attr::CLASS_UNLOADED_COUNT,
+                    attr::THREAD_LIVE_COUNT,
+                    attr::THREAD_DAEMON_COUNT,
+                ],
+            )
+        }?;
+        // ClassLoadingMXBean.getLoadedClassCount(): loaded minus unloaded.
+        out[5] = if loaded < 0 || unloaded < 0 { -1 } else { loaded - unloaded };
+        out[6] = daemon;
+        out[7] = live;
+        // Non-heap used and committed: the sums over the non-heap pools (see Probe.java).
+        let (mut nonheap_used, mut nonheap_committed) = (0, 0);
+        at = FIXED;
+        for (i, &(pool, heap)) in self.pools.iter().enumerate() {
+            // SAFETY: forwarded; `pool` is a global reference to a MemoryPoolMXBean.
+            let usage = unsafe { jmm::pool_usage(jni, pool, false) }?;
+            if read_after_gc {
+                // SAFETY: as above.
+                self.after_gc[i] = unsafe { jmm::pool_usage(jni, pool, true) }?.map_or(-1, |[used, ..]| used);
+            }
+            let [used, committed, max] = usage.unwrap_or([-1; 3]);
+            out[at..at + POOL_FIELDS].copy_from_slice(&[heap as i64, used, committed, max, self.after_gc[i]]);
+            if !heap && usage.is_some() {
+                nonheap_used += used;
+                nonheap_committed += committed;
+            }
+            at += POOL_FIELDS;
+        }
+        out[3] = nonheap_used;
+        out[4] = nonheap_committed;
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ mod lifecycle;
 mod monitoring;
 mod package;
 mod retention;
+mod sampler;
 mod serve;
 mod tuning;
 mod usage;

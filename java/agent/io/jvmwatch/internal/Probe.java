@@ -50,6 +50,30 @@ public final class Probe {
     }
 
     /**
+     * The pools' MXBeans in {@link #poolNames()} order. Where the VM's management interface
+     * (JMM) is one the agent knows, the sampler reads these through it directly instead of
+     * calling {@link #sample()} (native/src/jmm.rs): the same VM functions, without the Java
+     * frames. They are the VM's own objects, which JMM finds the pools by.
+     */
+    public static Object[] poolBeans() {
+        return POOLS.toArray();
+    }
+
+    /** Whether each pool in {@link #poolNames()} order is a heap pool. */
+    public static boolean[] poolIsHeap() {
+        boolean[] out = new boolean[POOLS.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = POOLS.get(i).getType() == MemoryType.HEAP;
+        }
+        return out;
+    }
+
+    /** The collectors' MXBeans in {@link #collectorNames()} order (see {@link #poolBeans()}). */
+    public static Object[] collectorBeans() {
+        return GCS.toArray();
+    }
+
+    /**
      * Pool usage after the latest collection, per pool (-1: unknown), and the collection count
      * it was read at. {@code getCollectionUsage()} only changes when a collection ends, so it
      * is read again only when the collectors' total count moved (saves one MemoryUsage object,
