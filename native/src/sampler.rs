@@ -409,25 +409,33 @@ impl Probe {
         if mid.is_null() || unsafe { clear_exception(jni) } {
             return None;
         }
-        let arr = jni!(jni, CallStaticObjectMethodA, self.class, mid, ptr::null())?;
+        let arr = jni!(jni, CallStaticObjectMethodA, self.class, mid, ptr::null()).unwrap_or(ptr::null_mut());
         // SAFETY: forwarded.
-        if arr.is_null() || unsafe { clear_exception(jni) } || jni!(jni, GetArrayLength, arr)? as usize != want {
+        if arr.is_null() || unsafe { clear_exception(jni) } {
             return None;
         }
         let mut out = Vec::with_capacity(want);
-        for i in 0..want as sys::jsize {
-            let local = jni!(jni, GetObjectArrayElement, arr, i).unwrap_or(ptr::null_mut());
-            let global = if local.is_null() { ptr::null_mut() } else { jni!(jni, NewGlobalRef, local)? };
-            let _ = jni!(jni, DeleteLocalRef, local);
-            if global.is_null() {
-                for r in out {
-                    let _ = jni!(jni, DeleteGlobalRef, r);
+        if jni!(jni, GetArrayLength, arr) == Some(want as sys::jsize) {
+            for i in 0..want as sys::jsize {
+                let local = jni!(jni, GetObjectArrayElement, arr, i).unwrap_or(ptr::null_mut());
+                if local.is_null() {
+                    break;
                 }
-                return None;
+                let global = jni!(jni, NewGlobalRef, local).unwrap_or(ptr::null_mut());
+                let _ = jni!(jni, DeleteLocalRef, local);
+                if global.is_null() {
+                    break;
+                }
+                out.push(global);
             }
-            out.push(global);
         }
         let _ = jni!(jni, DeleteLocalRef, arr);
+        if out.len() != want {
+            for r in out {
+                let _ = jni!(jni, DeleteGlobalRef, r);
+            }
+            return None;
+        }
         Some(out)
     }
 
@@ -446,7 +454,7 @@ impl Probe {
         if arr.is_null() || unsafe { clear_exception(jni) } {
             return None;
         }
-        let n = jni!(jni, GetArrayLength, arr)? as usize;
+        let n = jni!(jni, GetArrayLength, arr).unwrap_or(0).max(0) as usize;
         let mut flags = vec![0 as sys::jboolean; n];
         let _ = jni!(jni, GetBooleanArrayRegion, arr, 0, n as sys::jsize, flags.as_mut_ptr());
         let _ = jni!(jni, DeleteLocalRef, arr);
