@@ -230,7 +230,7 @@ pub unsafe fn last_gc(
     // throws IllegalArgumentException for anything else) and a filled-in jmmGCStat whose
     // arrays the VM checks (type and length) before it writes them.
     unsafe { (jmm.get_last_gc_stat)(jni, bean, &mut stat) };
-    if jni!(jni, ExceptionCheck) != Some(0) {
+    if check(jni).is_err() {
         return LastGc::Threw;
     }
     if stat.gc_index == 0 {
@@ -273,14 +273,20 @@ unsafe fn read_usage(jni: *mut sys::JNIEnv, usage: sys::jobject) -> [sys::jlong;
         if cls.is_null() {
             return None;
         }
-        let id = |name: &std::ffi::CStr| {
-            jni!(jni, GetFieldID, cls, name.as_ptr(), c"J".as_ptr()).unwrap_or(ptr::null_mut()) as usize
-        };
-        let ids = [id(c"used"), id(c"committed"), id(c"max")];
-        // SAFETY: forwarded (a missing field throws NoSuchFieldError; cleared).
-        let threw = unsafe { clear_exception(jni) };
+        // One at a time: a missing field throws NoSuchFieldError, and no JNI call may follow
+        // with it pending.
+        let mut ids = [0usize; 3];
+        let mut found = true;
+        for (id, name) in ids.iter_mut().zip([c"used", c"committed", c"max"]) {
+            *id = jni!(jni, GetFieldID, cls, name.as_ptr(), c"J".as_ptr()).unwrap_or(ptr::null_mut()) as usize;
+            // SAFETY: forwarded (clears the NoSuchFieldError, if any).
+            if unsafe { clear_exception(jni) } || *id == 0 {
+                found = false;
+                break;
+            }
+        }
         let _ = jni!(jni, DeleteLocalRef, cls);
-        (!threw && ids.iter().all(|&f| f != 0)).then_some(ids)
+        found.then_some(ids)
     });
     match fields {
         Some(ids) => ids.map(|f| jni!(jni, GetLongField, usage, f as sys::jfieldID).unwrap_or(-1)),
