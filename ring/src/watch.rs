@@ -230,6 +230,37 @@ impl HeaderPage {
     }
 }
 
+/// A page's cursor for a poll loop over many rings: the mapped word's address kept next to
+/// the page that keeps it mapped, so each poll touches only the mapped word, not also the
+/// page's own (heap-allocated, scattered) [`HeaderPage`]. At 1,000 rings polled every 5 ms
+/// that is one cache miss per ring instead of two.
+#[derive(Debug)]
+pub struct CursorWatch {
+    cursor: *const AtomicU64,
+    _page: std::sync::Arc<HeaderPage>,
+}
+
+// SAFETY: `cursor` points into the page `_page` keeps mapped; it is only loaded atomically.
+unsafe impl Send for CursorWatch {}
+// SAFETY: as above: shared access is atomic loads only.
+unsafe impl Sync for CursorWatch {}
+
+impl CursorWatch {
+    /// Watches `page`'s cursor (and keeps the page mapped while it does).
+    pub fn new(page: std::sync::Arc<HeaderPage>) -> CursorWatch {
+        // SAFETY: CURSOR is inside the header page (checked in `u64_at` too) and 8-aligned.
+        let cursor = unsafe { page.at.add(hdr::CURSOR) } as *const AtomicU64;
+        CursorWatch { cursor, _page: page }
+    }
+
+    /// The event cursor as it is now: [`HeaderPage::cursor`] (a hint: see the module docs).
+    pub fn cursor(&self) -> u64 {
+        // SAFETY: the word is in the page `_page` keeps mapped (a truncated file reads zeros,
+        // never faults: see the module docs); Acquire pairs with the writer's Release store.
+        unsafe { (*self.cursor).load(Ordering::Acquire) }
+    }
+}
+
 impl Drop for HeaderPage {
     fn drop(&mut self) {
         let page = PAGE.load(Ordering::Relaxed);
@@ -265,14 +296,17 @@ mod tests {
         let id = Identity { pid: 1, start_ns: 1, interval_ns: 1, ..Identity::default() };
         let w = Writer::create(&d.path().join("t.ring"), 1024, &id).unwrap();
         let r = Ring::open(w.path()).unwrap();
-        let p = r.header_page().expect("mapped");
-        assert_eq!(p.words().cursor, 0);
+        let p = std::sync::Arc::new(r.header_page().expect("mapped"));
+        let watch = CursorWatch::new(p.clone());
+        assert_eq!((p.words().cursor, watch.cursor()), (0, 0));
         w.emit(&crate::Event::VmInit);
         w.heartbeat(77);
-        assert_eq!((p.words().cursor, p.words().heartbeat_ns), (1, 77));
+        assert_eq!((p.words().cursor, p.words().heartbeat_ns, watch.cursor()), (1, 77, 1));
         // Truncated to nothing under the mapping: the page reads zeros, the pread path errs.
         std::fs::OpenOptions::new().write(true).open(w.path()).unwrap().set_len(0).unwrap();
         assert_eq!(p.words(), Words::default());
+        assert_eq!(watch.cursor(), 0);
+        drop(watch);
         assert!(matches!(r.cursor(), Err(crate::ReadError::Truncated { .. })));
         // Pages are reused once dropped.
         drop(p);

@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use jvmwatch_ring::facts::HostFacts;
 use jvmwatch_ring::{Event, Header, Live, ReadError, Record, Ring, Snapshot, THREAD_STATES, UNKNOWN};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::findings::{self, Facts, Verdict};
 
@@ -152,71 +152,203 @@ pub struct Report {
 /// One event as JSON: `seq`, `type`, `time` and its fields. `strings` is the ring's string
 /// table, which compact events refer to.
 pub fn event_json(r: &Record, strings: &[String]) -> Value {
-    let s = |id: u16| strings.get(id as usize).map(String::as_str).unwrap_or("?");
-    let mut m = Map::new();
-    m.insert("seq".into(), json!(r.seq));
-    m.insert("type".into(), json!(r.event.type_name()));
-    m.insert("time".into(), json!(rfc3339(r.time_ns)));
-    m.insert("time_ns".into(), json!(r.time_ns));
+    let fields = event_fields(r, strings);
+    Value::Object(fields.as_slice().iter().map(|(k, v)| ((*k).to_string(), v.to_value())).collect())
+}
+
+/// One event as JSON with a `jvm` field, serialized directly (no [`Value`] tree): the same
+/// text as [`event_json`] with `jvm` added, for the stream, which writes thousands a second.
+pub fn event_json_text(r: &Record, strings: &[String], jvm: &str) -> String {
+    let mut fields = event_fields(r, strings);
+    fields.push("jvm", Field::Str(jvm.into()));
+    // Sorted, as a `Value` object's keys are, so both texts are the same.
+    fields.as_mut_slice().sort_unstable_by_key(|(k, _)| *k);
+    let mut out = Vec::with_capacity(256);
+    // Serializing numbers, strings and booleans into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &fields);
+    // serde_json writes only UTF-8.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// One JSON field value of an event.
+enum Field<'a> {
+    U(u64),
+    I(i64),
+    F(f64),
+    B(bool),
+    Str(std::borrow::Cow<'a, str>),
+    /// Nanoseconds since the epoch, written as [`rfc3339`] (`null` for 0).
+    Time(u64),
+    Null,
+}
+
+macro_rules! field_from {
+    ($variant:ident as $wide:ty: $($t:ty),*) => {$(
+        impl From<$t> for Field<'_> {
+            fn from(v: $t) -> Self {
+                Field::$variant(<$wide>::from(v))
+            }
+        }
+    )*};
+}
+field_from!(U as u64: u8, u16, u32, u64);
+field_from!(I as i64: i8, i16, i32, i64);
+field_from!(F as f64: f64);
+field_from!(B as bool: bool);
+
+impl<'a> From<&'a str> for Field<'a> {
+    fn from(v: &'a str) -> Self {
+        Field::Str(v.into())
+    }
+}
+
+impl<'a> From<std::borrow::Cow<'a, str>> for Field<'a> {
+    fn from(v: std::borrow::Cow<'a, str>) -> Self {
+        Field::Str(v)
+    }
+}
+
+impl<'a, T: Into<Field<'a>>> From<Option<T>> for Field<'a> {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Field::Null, Into::into)
+    }
+}
+
+impl Field<'_> {
+    fn to_value(&self) -> Value {
+        match self {
+            Field::U(v) => json!(v),
+            Field::I(v) => json!(v),
+            Field::F(v) => json!(v),
+            Field::B(v) => json!(v),
+            Field::Str(v) => json!(v),
+            Field::Time(ns) => json!(rfc3339(*ns)),
+            Field::Null => Value::Null,
+        }
+    }
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::U(v) => s.serialize_u64(*v),
+            Field::I(v) => s.serialize_i64(*v),
+            // As `json!` does: a non-finite number is `null`.
+            Field::F(v) if !v.is_finite() => s.serialize_unit(),
+            Field::F(v) => s.serialize_f64(*v),
+            Field::B(v) => s.serialize_bool(*v),
+            Field::Str(v) => s.serialize_str(v),
+            Field::Time(ns) => Time(*ns).serialize(s),
+            Field::Null => s.serialize_unit(),
+        }
+    }
+}
+
+/// An event's fields, in a fixed array (no allocation per event).
+struct Fields<'a> {
+    len: usize,
+    items: [(&'static str, Field<'a>); 16],
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Fields { len: 0, items: std::array::from_fn(|_| ("", Field::Null)) }
+    }
+}
+
+impl<'a> Fields<'a> {
+    fn push(&mut self, key: &'static str, value: impl Into<Field<'a>>) {
+        let value = value.into();
+        // The largest event has 14 fields (with `jvm`); one more would be a bug caught by
+        // the test that serializes every kind.
+        debug_assert!(self.len < self.items.len(), "too many event fields");
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = (key, value);
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[(&'static str, Field<'a>)] {
+        &self.items[..self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(&'static str, Field<'a>)] {
+        &mut self.items[..self.len]
+    }
+}
+
+impl Serialize for Fields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.as_slice().iter().map(|(k, v)| (k, v)))
+    }
+}
+
+fn event_fields<'a>(r: &'a Record, strings: &'a [String]) -> Fields<'a> {
+    let s = |id: u16| Field::Str(strings.get(id as usize).map_or("?", String::as_str).into());
+    let mut m = Fields::default();
+    m.push("seq", r.seq);
+    m.push("type", r.event.type_name());
+    m.push("time", Field::Time(r.time_ns));
+    m.push("time_ns", r.time_ns);
     match r.event {
         Event::GcPauseStart { gc_id, collector } => {
-            m.insert("gc_id".into(), json!(gc_id));
-            m.insert("collector".into(), json!(collector.name()));
+            m.push("gc_id", gc_id);
+            m.push("collector", collector.name());
         }
         Event::GcPauseEnd { gc_id, collector, duration_ns } => {
-            m.insert("gc_id".into(), json!(gc_id));
-            m.insert("collector".into(), json!(collector.name()));
-            m.insert("duration_ms".into(), json!(duration_ns as f64 / 1e6));
+            m.push("gc_id", gc_id);
+            m.push("collector", collector.name());
+            m.push("duration_ms", duration_ns as f64 / 1e6);
         }
-        Event::ThreadStart { tid, name } | Event::ThreadEnd { tid, name } => {
-            m.insert("tid".into(), json!(tid));
-            m.insert("name".into(), json!(name.as_str()));
+        Event::ThreadStart { tid, ref name } | Event::ThreadEnd { tid, ref name } => {
+            m.push("tid", tid);
+            m.push("name", name.as_str());
         }
-        Event::ResourceExhausted { kind, flags, detail } => {
-            m.insert("kind".into(), json!(kind.name()));
-            m.insert("flags".into(), json!(flags));
-            m.insert("detail".into(), json!(detail.as_str()));
+        Event::ResourceExhausted { kind, flags, ref detail } => {
+            m.push("kind", kind.name());
+            m.push("flags", flags);
+            m.push("detail", detail.as_str());
         }
-        Event::AgentWarning { text } => {
-            m.insert("text".into(), json!(text.as_str()));
+        Event::AgentWarning { ref text } => {
+            m.push("text", text.as_str());
         }
         Event::Unknown { kind } => {
-            m.insert("code".into(), json!(kind));
+            m.push("code", kind);
         }
         Event::GcCycle { gc_number, duration_us, collector, cause, action, concurrent, before, after } => {
-            m.insert("gc_number".into(), json!(gc_number));
-            m.insert("collector".into(), json!(s(collector)));
-            m.insert("cause".into(), json!(s(cause)));
-            m.insert("action".into(), json!(s(action)));
-            m.insert("concurrent".into(), json!(concurrent));
-            m.insert("duration_ms".into(), json!(duration_us as f64 / 1e3));
-            m.insert("heap_before_bytes".into(), json!(before));
-            m.insert("heap_after_bytes".into(), json!(after));
+            m.push("gc_number", gc_number);
+            m.push("collector", s(collector));
+            m.push("cause", s(cause));
+            m.push("action", s(action));
+            m.push("concurrent", concurrent);
+            m.push("duration_ms", duration_us as f64 / 1e3);
+            m.push("heap_before_bytes", before);
+            m.push("heap_after_bytes", after);
         }
         Event::GcPool { gc_number, pool, before, after } => {
-            m.insert("gc_number".into(), json!(gc_number));
-            m.insert("pool".into(), json!(s(pool)));
-            m.insert("before_bytes".into(), json!(before));
-            m.insert("after_bytes".into(), json!(after));
+            m.push("gc_number", gc_number);
+            m.push("pool", s(pool));
+            m.push("before_bytes", before);
+            m.push("after_bytes", after);
         }
-        Event::Deadlock { threads, index, text } => {
-            m.insert("threads".into(), json!(threads));
-            m.insert("index".into(), json!(index));
-            m.insert("text".into(), json!(text.as_str()));
+        Event::Deadlock { threads, index, ref text } => {
+            m.push("threads", threads);
+            m.push("index", index);
+            m.push("text", text.as_str());
         }
-        Event::AppEvent { name, detail } => {
-            m.insert("name".into(), json!(s(name)));
-            m.insert("detail".into(), json!(detail.as_str()));
+        Event::AppEvent { name, ref detail } => {
+            m.push("name", s(name));
+            m.push("detail", detail.as_str());
         }
-        Event::ControllerAction { stage, text } => {
+        Event::ControllerAction { stage, ref text } => {
             let stage = match stage {
                 0 => "warn",
                 1 => "diagnose",
                 2 => "act",
                 _ => "?",
             };
-            m.insert("stage".into(), json!(stage));
-            m.insert("text".into(), json!(text.as_str()));
+            m.push("stage", stage);
+            m.push("text", text.as_str());
         }
         Event::Processor {
             vendor,
@@ -230,30 +362,30 @@ pub fn event_json(r: &Record, strings: &[String]) -> Value {
             hypervisor_flag,
         } => {
             let n = |v: u32| (v != u32::MAX).then_some(v);
-            m.insert("vendor".into(), json!(s(vendor)));
-            m.insert("model_name".into(), json!(s(model_name)));
-            m.insert("class".into(), json!(s(class)));
-            m.insert("hypervisor".into(), json!(s(hypervisor)));
-            m.insert("family".into(), json!(n(family)));
-            m.insert("model".into(), json!(n(model)));
-            m.insert("stepping".into(), json!(n(stepping)));
-            m.insert("host_cores".into(), json!(host_cores));
-            m.insert("hypervisor_flag".into(), json!(hypervisor_flag));
+            m.push("vendor", s(vendor));
+            m.push("model_name", s(model_name));
+            m.push("class", s(class));
+            m.push("hypervisor", s(hypervisor));
+            m.push("family", n(family));
+            m.push("model", n(model));
+            m.push("stepping", n(stepping));
+            m.push("host_cores", host_cores);
+            m.push("hypervisor_flag", hypervisor_flag);
         }
-        Event::Resources { cores_told, active_processor_count, affinity, cpu_quota_milli, mem_limit, cpuset } => {
-            m.insert("cores_told".into(), json!(cores_told));
-            m.insert(
-                "active_processor_count".into(),
-                json!((active_processor_count > 0).then_some(active_processor_count)),
+        Event::Resources { cores_told, active_processor_count, affinity, cpu_quota_milli, mem_limit, ref cpuset } => {
+            m.push("cores_told", cores_told);
+            m.push(
+                "active_processor_count",
+                Field::from((active_processor_count > 0).then_some(active_processor_count)),
             );
-            m.insert("affinity".into(), json!(affinity));
-            m.insert("cpuset".into(), json!(cpuset.as_str()));
-            m.insert("cpu_quota_millicores".into(), json!((cpu_quota_milli >= 0).then_some(cpu_quota_milli)));
-            m.insert("memory_limit_bytes".into(), json!((mem_limit >= 0).then_some(mem_limit)));
+            m.push("affinity", affinity);
+            m.push("cpuset", cpuset.as_str());
+            m.push("cpu_quota_millicores", (cpu_quota_milli >= 0).then_some(cpu_quota_milli));
+            m.push("memory_limit_bytes", (mem_limit >= 0).then_some(mem_limit));
         }
         Event::VmInit | Event::VmDeath | Event::DataDump => {}
     }
-    Value::Object(m)
+    m
 }
 
 /// The latest host facts and their changes as JSON (`host_facts` of a report); `None` when
@@ -289,50 +421,113 @@ pub fn host_facts_json(f: &HostFacts) -> Option<Value> {
     Some(json!({ "processor": processor, "resources": resources, "changes": changes }))
 }
 
-/// The snapshot as JSON (unknown figures are `null`).
+/// The snapshot as JSON (unknown figures are `null`; the fields are [`SnapshotJson`]'s).
 pub fn snapshot_json(s: &Snapshot) -> Value {
-    let pools: Vec<Value> = s
-        .pools()
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name.as_str(),
-                "area": if p.heap { "heap" } else { "nonheap" },
-                "used_bytes": opt(p.used),
-                "committed_bytes": opt(p.committed),
-                "max_bytes": opt(p.max),
-                "used_after_gc_bytes": opt(p.used_after_gc),
+    serde_json::to_value(SnapshotJson::of(s)).unwrap_or(Value::Null)
+}
+
+/// A snapshot's JSON fields, serialized directly where thousands a second are written (the
+/// stream's snapshot messages) and through [`snapshot_json`] elsewhere.
+#[derive(Serialize)]
+pub struct SnapshotJson<'a> {
+    time: Time,
+    heap_used_bytes: u64,
+    heap_committed_bytes: u64,
+    heap_max_bytes: Option<u64>,
+    heap_used_after_gc_bytes: Option<u64>,
+    /// "collection": the whole heap right after the latest collection (GC notification);
+    /// "pools": the per-pool fallback (no notification yet, or monitor=off).
+    heap_after_gc_from: &'static str,
+    nonheap_used_bytes: u64,
+    nonheap_committed_bytes: u64,
+    pools: Vec<PoolJson<'a>>,
+    collectors: Vec<CollectorJson<'a>>,
+    gc_count: u64,
+    gc_time_ms: u64,
+    threads_live: u32,
+    threads_daemon: Option<u32>,
+    threads_by_state: ThreadStates,
+    cpu_time_ms: u64,
+    loaded_classes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PoolJson<'a> {
+    name: std::borrow::Cow<'a, str>,
+    area: &'static str,
+    used_bytes: Option<u64>,
+    committed_bytes: Option<u64>,
+    max_bytes: Option<u64>,
+    used_after_gc_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct CollectorJson<'a> {
+    name: std::borrow::Cow<'a, str>,
+    count: u64,
+    time_ms: u64,
+}
+
+/// Threads per state, as an object keyed by [`THREAD_STATES`].
+struct ThreadStates([u32; 6]);
+
+impl Serialize for ThreadStates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(THREAD_STATES.iter().zip(self.0))
+    }
+}
+
+impl<'a> SnapshotJson<'a> {
+    /// The fields of `s`.
+    pub fn of(s: &'a Snapshot) -> SnapshotJson<'a> {
+        let pools = s
+            .pools()
+            .iter()
+            .map(|p| PoolJson {
+                name: p.name.as_str(),
+                area: if p.heap { "heap" } else { "nonheap" },
+                used_bytes: opt(p.used),
+                committed_bytes: opt(p.committed),
+                max_bytes: opt(p.max),
+                used_after_gc_bytes: opt(p.used_after_gc),
             })
-        })
-        .collect();
-    let collectors: Vec<Value> = s
-        .collectors()
-        .iter()
-        .map(|c| json!({"name": c.name.as_str(), "count": c.count, "time_ms": c.time_ms}))
-        .collect();
-    let states: Map<String, Value> =
-        THREAD_STATES.iter().zip(s.thread_states).map(|(k, v)| (k.to_string(), json!(v))).collect();
-    json!({
-        "time": rfc3339(s.time_ns),
-        "heap_used_bytes": s.heap_used,
-        "heap_committed_bytes": s.heap_committed,
-        "heap_max_bytes": opt(s.heap_max),
-        "heap_used_after_gc_bytes": s.heap_used_after_gc(),
-        // "collection": the whole heap right after the latest collection (GC notification);
-        // "pools": the per-pool fallback (no notification yet, or monitor=off).
-        "heap_after_gc_from": if s.heap_after_gc != UNKNOWN { "collection" } else { "pools" },
-        "nonheap_used_bytes": s.nonheap_used,
-        "nonheap_committed_bytes": s.nonheap_committed,
-        "pools": pools,
-        "collectors": collectors,
-        "gc_count": s.gc_count(),
-        "gc_time_ms": s.gc_time_ms(),
-        "threads_live": s.threads_live,
-        "threads_daemon": (s.threads_daemon != u32::MAX).then_some(s.threads_daemon),
-        "threads_by_state": states,
-        "cpu_time_ms": s.cpu_time_ns / 1_000_000,
-        "loaded_classes": opt(s.loaded_classes),
-    })
+            .collect();
+        let collectors = (s.collectors().iter())
+            .map(|c| CollectorJson { name: c.name.as_str(), count: c.count, time_ms: c.time_ms })
+            .collect();
+        SnapshotJson {
+            time: Time(s.time_ns),
+            heap_used_bytes: s.heap_used,
+            heap_committed_bytes: s.heap_committed,
+            heap_max_bytes: opt(s.heap_max),
+            heap_used_after_gc_bytes: s.heap_used_after_gc(),
+            heap_after_gc_from: if s.heap_after_gc != UNKNOWN { "collection" } else { "pools" },
+            nonheap_used_bytes: s.nonheap_used,
+            nonheap_committed_bytes: s.nonheap_committed,
+            pools,
+            collectors,
+            gc_count: s.gc_count(),
+            gc_time_ms: s.gc_time_ms(),
+            threads_live: s.threads_live,
+            threads_daemon: (s.threads_daemon != u32::MAX).then_some(s.threads_daemon),
+            threads_by_state: ThreadStates(s.thread_states),
+            cpu_time_ms: s.cpu_time_ns / 1_000_000,
+            loaded_classes: opt(s.loaded_classes),
+        }
+    }
+}
+
+/// A time as JSON without building a `String` first: [`rfc3339`]'s text, `null` for 0.
+#[derive(Clone, Copy, Debug)]
+pub struct Time(pub u64);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            0 => s.serialize_unit(),
+            ns => s.collect_str(&humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns))),
+        }
+    }
 }
 
 /// Where the JVM's `hs_err_pid<PID>.log` may be: `-XX:ErrorFile=` (with `%p` = pid, relative
@@ -652,5 +847,87 @@ mod recent_tests {
         assert_eq!(recent.lost_events, 0, "only the newest {} events were read", super::RECENT);
         assert_eq!(recent.events_total, 70_000);
         assert!(recent.findings.contains(&"oom"), "what the service saw earlier is kept");
+    }
+}
+
+#[cfg(test)]
+mod event_text_tests {
+    use jvmwatch_ring::event::{OomKind, Text};
+    use jvmwatch_ring::{Collector, Event, Record};
+
+    /// The stream's direct text of every kind of event is the API's `Value` with `jvm` added,
+    /// byte for byte (key order, numbers, escapes, `null`s, string ids out of range).
+    #[test]
+    fn the_stream_text_of_every_event_is_the_api_json_with_its_jvm() {
+        let t = |s: &str| Text::new(s, 40);
+        let strings: Vec<String> =
+            ["G1 Young Generation", "Allocation Failure", "end of minor GC", "quote \" and \\ é"]
+                .map(String::from)
+                .to_vec();
+        let events = [
+            Event::VmInit,
+            Event::VmDeath,
+            Event::DataDump,
+            Event::GcPauseStart { gc_id: u64::MAX, collector: Collector::G1 },
+            Event::GcPauseEnd { gc_id: 7, collector: Collector::Z, duration_ns: 1_234_567 },
+            Event::GcPauseEnd { gc_id: 8, collector: Collector::Unknown, duration_ns: 0 },
+            Event::ThreadStart { tid: 12, name: t("worker \"1\"\n\ttab") },
+            Event::ThreadEnd { tid: u32::MAX, name: t("") },
+            Event::ResourceExhausted { kind: OomKind::Metaspace, flags: 3, detail: t("Metaspace") },
+            Event::AgentWarning { text: t("control \u{1} char") },
+            Event::GcCycle {
+                gc_number: 3,
+                duration_us: 1501,
+                collector: 0,
+                cause: 1,
+                action: 2,
+                concurrent: true,
+                before: u64::MAX,
+                after: 0,
+            },
+            Event::GcPool { gc_number: 3, pool: 3, before: 10, after: 5 },
+            Event::GcPool { gc_number: 4, pool: 999, before: 1, after: 1 },
+            Event::Deadlock { threads: 2, index: 1, text: t("\"a\" waits on \"b\"") },
+            Event::AppEvent { name: 3, detail: t("é ü 日本") },
+            Event::ControllerAction { stage: 2, text: t("restart") },
+            Event::ControllerAction { stage: 9, text: t("?") },
+            Event::Processor {
+                vendor: 0,
+                model_name: 1,
+                class: 2,
+                hypervisor: u16::MAX,
+                family: 6,
+                model: u32::MAX,
+                stepping: 0,
+                host_cores: 64,
+                hypervisor_flag: false,
+            },
+            Event::Resources {
+                cores_told: 2,
+                active_processor_count: 0,
+                affinity: 4,
+                cpu_quota_milli: -1,
+                mem_limit: 1 << 40,
+                cpuset: t("0-3"),
+            },
+            Event::Resources {
+                cores_told: 2,
+                active_processor_count: 3,
+                affinity: 4,
+                cpu_quota_milli: 1500,
+                mem_limit: -1,
+                cpuset: t(""),
+            },
+            Event::Unknown { kind: 0xfff },
+        ];
+        for (k, event) in events.into_iter().enumerate() {
+            for time_ns in [0, 1_795_732_072_223_109_882] {
+                let r = Record { seq: k as u64, time_ns, event };
+                let mut want = super::event_json(&r, &strings);
+                want["jvm"] = "1-2-ab\"c".into();
+                let got = super::event_json_text(&r, &strings, "1-2-ab\"c");
+                assert_eq!(got, want.to_string(), "{event:?}");
+            }
+        }
     }
 }

@@ -247,7 +247,7 @@ impl Controller {
             "app": d.app, "instance": d.instance, "actions": actions, "figures": figures, "reason": d.reason,
         });
         let jvm: Arc<str> = d.instance.clone().unwrap_or_else(|| d.app.clone()).into();
-        let _ = self.registry.tx.send(Arc::new(Msg { jvm, seq: None, kind: "decision", data: msg.to_string() }));
+        let _ = self.registry.tx.send(Arc::new(Msg::new(jvm, None, "decision", msg.to_string())));
         id
     }
 

@@ -417,12 +417,7 @@ impl Service {
             log.push_back(a.clone());
             drop(log);
             let data = serde_json::to_value(a).unwrap_or(Value::Null);
-            let _ = registry.tx.send(Arc::new(Msg {
-                jvm: a.id.as_str().into(),
-                seq: None,
-                kind: "retention",
-                data: data.to_string(),
-            }));
+            let _ = registry.tx.send(Arc::new(Msg::new(a.id.as_str().into(), None, "retention", data.to_string())));
         });
     }
 

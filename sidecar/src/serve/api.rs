@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -700,15 +700,6 @@ impl Drop for SseSlot {
     }
 }
 
-fn to_sse(m: &Msg, global: bool) -> SseEvent {
-    let e = SseEvent::default().event(m.kind).data(&m.data);
-    match m.seq {
-        Some(s) if global => e.id(format!("{}/{s}", m.jvm)),
-        Some(s) => e.id(s.to_string()),
-        None => e,
-    }
-}
-
 /// Resume point from `Last-Event-ID`: `SEQ` (one JVM's stream) or `JVM/SEQ` (global stream).
 fn last_event_id(h: &HeaderMap) -> Option<(Option<String>, u64)> {
     let v = h.get("last-event-id")?.to_str().ok()?.trim();
@@ -728,9 +719,73 @@ struct Resume {
     after: u64,
 }
 
+/// A stream response writes at most this much in one chunk: a tick's messages (about 40 at
+/// 1,000 rings) go out in one write instead of one each.
+const SSE_CHUNK: usize = 64 * 1024;
+/// An idle stream gets a comment line this often, so proxies keep it open.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One subscriber's side of a stream.
+struct Subscriber {
+    rx: broadcast::Receiver<Arc<Msg>>,
+    _slot: SseSlot,
+    /// `Some`: one JVM's stream.
+    filter: Option<Arc<str>>,
+    /// Per JVM: the highest sequence number the client has (from Last-Event-ID or replay).
+    seen: HashMap<Arc<str>, u64>,
+    /// The channel closed or the subscriber fell behind: end after what is pending.
+    ended: bool,
+}
+
+impl Subscriber {
+    /// Appends `m`'s frame to `out` unless it is for another JVM or the client has it.
+    fn push(&self, m: &Msg, out: &mut Vec<u8>) {
+        if self.filter.as_ref().is_some_and(|f| *f != m.jvm) {
+            return;
+        }
+        // Skip what the client or the replay already has.
+        if let (Some(s), Some(&last)) = (m.seq, self.seen.get(&m.jvm)) {
+            if s <= last {
+                return;
+            }
+        }
+        m.frame_to(self.filter.is_none(), out);
+    }
+
+    /// The next chunk: waits for a message (or sends a keep-alive comment), then takes what
+    /// else is queued, up to [`SSE_CHUNK`]. `None`: the stream ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout(SSE_KEEP_ALIVE, self.rx.recv()).await {
+                Ok(Ok(m)) => self.push(&m, &mut out),
+                Err(_elapsed) => return Some(Bytes::from_static(b":\n\n")),
+                // A subscriber more than the broadcast buffer behind is dropped (it can
+                // reconnect with Last-Event-ID).
+                Ok(Err(_lagged_or_closed)) => return None,
+            }
+            while out.len() < SSE_CHUNK {
+                match self.rx.try_recv() {
+                    Ok(m) => self.push(&m, &mut out),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(_lagged_or_closed) => {
+                        self.ended = true;
+                        break;
+                    }
+                }
+            }
+        }
+        Some(Bytes::from(out))
+    }
+}
+
 /// The stream: `initial` (replayed) messages first, then live ones from `rx`, which was
 /// subscribed BEFORE the replay was read, so nothing published in between is skipped; live
-/// messages the replay (or the client) already has are dropped by sequence number.
+/// messages the replay (or the client) already has are dropped by sequence number. Frames
+/// are written as the SSE format has them, several per chunk.
 fn sse_response(
     slot: SseSlot,
     rx: broadcast::Receiver<Arc<Msg>>,
@@ -739,7 +794,6 @@ fn sse_response(
     resumed: Vec<Resume>,
 ) -> Response {
     let global = filter.is_none();
-    // Per JVM: the highest sequence number the client has (from Last-Event-ID or replay).
     let mut seen: HashMap<Arc<str>, u64> = resumed.into_iter().map(|r| (r.jvm, r.after)).collect();
     for m in &initial {
         if let Some(s) = m.seq {
@@ -747,34 +801,25 @@ fn sse_response(
             *e = (*e).max(s);
         }
     }
-    let head = stream::iter(initial.into_iter().map(move |m| Ok::<_, Infallible>(to_sse(&m, global))));
-    let live = stream::unfold((rx, slot, seen), move |(mut rx, slot, seen)| {
-        let filter = filter.clone();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(m) => {
-                        if filter.as_ref().is_some_and(|f| *f != m.jvm) {
-                            continue;
-                        }
-                        // Skip what the client or the replay already has.
-                        if let (Some(s), Some(&last)) = (m.seq, seen.get(&m.jvm)) {
-                            if s <= last {
-                                continue;
-                            }
-                        }
-                        return Some((Ok(to_sse(&m, global)), (rx, slot, seen)));
-                    }
-                    // A subscriber more than the broadcast buffer behind is dropped (it can
-                    // reconnect with Last-Event-ID).
-                    Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => {
-                        return None
-                    }
-                }
-            }
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut out = Vec::new();
+    for m in &initial {
+        m.frame_to(global, &mut out);
+        if out.len() >= SSE_CHUNK {
+            head.push(Bytes::from(std::mem::take(&mut out)));
         }
-    });
-    Sse::new(head.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    }
+    if !out.is_empty() {
+        head.push(Bytes::from(out));
+    }
+    let sub = Subscriber { rx, _slot: slot, filter, seen, ended: false };
+    let live = stream::unfold(sub, |mut sub| async move { sub.next_chunk().await.map(|c| (c, sub)) });
+    let body = stream::iter(head).chain(live).map(Ok::<_, Infallible>);
+    (
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
 
 /// Takes an SSE client slot, or says there are too many.

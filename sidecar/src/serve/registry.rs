@@ -13,17 +13,18 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use jvmwatch_ring::metrics::Instrument;
-use jvmwatch_ring::watch::HeaderPage;
+use jvmwatch_ring::watch::{CursorWatch, HeaderPage};
 use jvmwatch_ring::{Event, Header, Live, Record, Ring, Snapshot};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::findings::{self, Verdict};
-use crate::report::{self, rfc3339};
+use crate::report;
 
 /// Events kept in memory per JVM at most (for findings and SSE resume; older ones are re-read
 /// from the ring file on demand).
@@ -86,6 +87,92 @@ pub struct Msg {
     pub kind: &'static str,
     /// JSON data.
     pub data: String,
+    /// The frame the all-JVM stream sends, rendered once by the first subscriber to send it
+    /// and shared by the others.
+    global_frame: OnceLock<String>,
+}
+
+impl Msg {
+    /// A message (its frames are rendered when a subscriber first sends it).
+    pub fn new(jvm: Arc<str>, seq: Option<u64>, kind: &'static str, data: String) -> Msg {
+        Msg { jvm, seq, kind, data, global_frame: OnceLock::new() }
+    }
+
+    /// Appends the message as one SSE frame: `event:`, one `data:` line per line of the data,
+    /// `id:` for events (`JVMID/SEQ` on the all-JVM stream, `SEQ` on one JVM's) and a blank
+    /// line.
+    pub fn frame_to(&self, global: bool, out: &mut Vec<u8>) {
+        if global {
+            out.extend_from_slice(self.global_frame.get_or_init(|| self.render(true)).as_bytes());
+        } else {
+            out.extend_from_slice(self.render(false).as_bytes());
+        }
+    }
+
+    fn render(&self, global: bool) -> String {
+        use std::fmt::Write;
+        let mut f = String::with_capacity(self.data.len() + self.kind.len() + self.jvm.len() + 48);
+        // Event names and JVM ids hold no line breaks (static names; ids are checked by
+        // `valid_id`); compact JSON holds none either, but a `\r` or `\n` in the data would end
+        // the line, so each line of it gets its own `data:` field, as the SSE format has it.
+        let _ = writeln!(f, "event: {}", self.kind);
+        for line in self.data.split(['\n', '\r']) {
+            let _ = writeln!(f, "data: {line}");
+        }
+        match self.seq {
+            Some(seq) if global => {
+                let _ = writeln!(f, "id: {}/{seq}", self.jvm);
+            }
+            Some(seq) => {
+                let _ = writeln!(f, "id: {seq}");
+            }
+            None => {}
+        }
+        f.push('\n');
+        f
+    }
+}
+
+/// A JVM's list entry (see [`Jvm::summary`]).
+#[derive(Serialize)]
+struct Summary<'a> {
+    id: &'a str,
+    pid: u32,
+    verdict: Verdict,
+    findings: &'a [&'static str],
+    started_at: report::Time,
+    last_heartbeat_at: report::Time,
+    app: Option<&'a str>,
+    hostname: &'a str,
+    attached: bool,
+    jvm_version: &'a str,
+    collector: &'static str,
+    /// Paths lossily as text: a directory name that is not UTF-8 shows with U+FFFD rather
+    /// than failing the whole entry.
+    crash_report: Option<std::borrow::Cow<'a, str>>,
+    file: std::borrow::Cow<'a, str>,
+    gone: Option<&'a str>,
+    exit: Option<&'a str>,
+    restart_requested: Option<&'a str>,
+}
+
+/// A stream's snapshot message (see [`Jvm::snapshot_msg`]).
+#[derive(Serialize)]
+struct SnapshotMsg<'a> {
+    #[serde(flatten)]
+    summary: Summary<'a>,
+    jvm: &'a str,
+    snapshot: Option<report::SnapshotJson<'a>>,
+    gc: GcTotals,
+    events_total: u64,
+    metrics: Value,
+}
+
+#[derive(Serialize)]
+struct GcTotals {
+    pauses: u64,
+    pause_total_ms: f64,
+    pause_max_ms: f64,
 }
 
 /// What the service knows of one JVM.
@@ -415,39 +502,47 @@ impl Jvm {
 
     /// The list entry: `id`, `pid`, `verdict`, `findings`, times, app, host, file.
     pub fn summary(&self) -> Value {
-        json!({
-            "id": &*self.id,
-            "pid": self.header.pid,
-            "verdict": self.verdict,
-            "findings": self.findings,
-            "started_at": rfc3339(self.header.start_ns),
-            "last_heartbeat_at": rfc3339(self.live.heartbeat_ns),
-            "app": (!self.live.app_name.is_empty()).then(|| self.live.app_name.clone()),
-            "hostname": self.header.hostname,
-            "attached": self.header.attached(),
-            "jvm_version": self.header.jvm_version,
-            "collector": self.live.collector.name(),
-            "crash_report": self.crash_report,
-            "file": self.path,
-            "gone": self.gone,
-            "exit": self.exit_status,
-            "restart_requested": self.restart_requested,
-        })
+        serde_json::to_value(self.summary_fields()).unwrap_or(Value::Null)
+    }
+
+    fn summary_fields(&self) -> Summary<'_> {
+        Summary {
+            id: &self.id,
+            pid: self.header.pid,
+            verdict: self.verdict,
+            findings: &self.findings,
+            started_at: report::Time(self.header.start_ns),
+            last_heartbeat_at: report::Time(self.live.heartbeat_ns),
+            app: (!self.live.app_name.is_empty()).then_some(self.live.app_name.as_str()),
+            hostname: &self.header.hostname,
+            attached: self.header.attached(),
+            jvm_version: &self.header.jvm_version,
+            collector: self.live.collector.name(),
+            crash_report: self.crash_report.as_deref().map(Path::to_string_lossy),
+            file: self.path.to_string_lossy(),
+            gone: self.gone.as_deref(),
+            exit: self.exit_status.as_deref(),
+            restart_requested: self.restart_requested.as_deref(),
+        }
     }
 
     /// The snapshot message for SSE: the summary plus the snapshot and GC pause totals.
+    /// Serialized directly (no `Value` tree): the stream sends one per JVM a second.
     pub fn snapshot_msg(&self) -> Msg {
-        let mut v = self.summary();
-        v["jvm"] = json!(&*self.id);
-        v["snapshot"] = self.snapshot.as_ref().map(report::snapshot_json).unwrap_or(Value::Null);
-        v["gc"] = json!({
-            "pauses": self.live.gc_pauses,
-            "pause_total_ms": self.live.gc_pause_total_ns as f64 / 1e6,
-            "pause_max_ms": self.live.gc_pause_max_ns as f64 / 1e6,
-        });
-        v["events_total"] = json!(self.live.cursor);
-        v["metrics"] = self.metrics_window(DEFAULT_WINDOW_S);
-        Msg { jvm: self.id.clone(), seq: None, kind: "snapshot", data: v.to_string() }
+        let gc = &self.live;
+        let m = SnapshotMsg {
+            summary: self.summary_fields(),
+            jvm: &self.id,
+            snapshot: self.snapshot.as_ref().map(report::SnapshotJson::of),
+            gc: GcTotals {
+                pauses: gc.gc_pauses,
+                pause_total_ms: gc.gc_pause_total_ns as f64 / 1e6,
+                pause_max_ms: gc.gc_pause_max_ns as f64 / 1e6,
+            },
+            events_total: self.live.cursor,
+            metrics: self.metrics_window(DEFAULT_WINDOW_S),
+        };
+        Msg::new(self.id.clone(), None, "snapshot", serde_json::to_string(&m).unwrap_or_default())
     }
 
     /// Live probe: the JVM process is alive, its sampler is not stuck, and no restart was
@@ -513,9 +608,8 @@ pub fn valid_id(id: &str) -> bool {
 
 /// One event record as an SSE message.
 pub fn event_msg(jvm: &Arc<str>, r: &Record, strings: &[String]) -> Msg {
-    let mut v = report::event_json(r, strings);
-    v["jvm"] = json!(&**jvm);
-    Msg { jvm: jvm.clone(), seq: Some(r.seq), kind: r.event.type_name(), data: v.to_string() }
+    let data = report::event_json_text(r, strings, jvm);
+    Msg::new(jvm.clone(), Some(r.seq), r.event.type_name(), data)
 }
 
 /// All followed JVMs.
@@ -561,7 +655,7 @@ struct Polls {
 struct Poll {
     id: Arc<str>,
     /// `None`: not mapped; its cursor is read with `pread`.
-    page: Option<Arc<HeaderPage>>,
+    page: Option<CursorWatch>,
     /// The JVM's next sequence number to read, as of its last read.
     next_seq: u64,
 }
@@ -733,8 +827,9 @@ impl Registry {
         let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
         let members = self.members.load(Ordering::Relaxed);
         if polls.members != members {
-            polls.list =
-                jvms.values().map(|j| Poll { id: j.id.clone(), page: j.page.clone(), next_seq: j.next_seq }).collect();
+            polls.list = (jvms.values())
+                .map(|j| Poll { id: j.id.clone(), page: j.page.clone().map(CursorWatch::new), next_seq: j.next_seq })
+                .collect();
             polls.due = jvms.values().map(|j| Reverse((j.push_due, j.id.clone()))).collect();
             polls.members = members;
         }
@@ -919,5 +1014,64 @@ mod tests {
         trim_window(&mut w);
         assert_eq!(w.len(), WINDOW);
         assert_eq!(w.back().map(|r| r.seq), Some(99_999));
+    }
+
+    /// The stream's directly serialized snapshot message holds what the API's `Value`s hold:
+    /// the list entry, the snapshot, the GC totals, the event count and the metrics window.
+    #[test]
+    fn the_snapshot_message_is_the_summary_plus_snapshot_gc_events_and_metrics() {
+        use jvmwatch_ring::metrics::Kind;
+        use jvmwatch_ring::{Collector, GcCollector, Identity, Name, Pool, Writer};
+        let d = tempfile::tempdir().unwrap();
+        let id =
+            Identity { pid: 42, start_ns: 1_700_000_000_000_000_000, interval_ns: 100_000_000, ..Identity::default() };
+        let w = Writer::create(&d.path().join("42-1-ab.ring"), 1024, &id).unwrap();
+        assert!(w.set_app_name("shop"));
+        w.set_collector(Collector::G1);
+        let mut snap = Snapshot::default();
+        (snap.time_ns, snap.heap_used, snap.heap_committed) = (1_700_000_001_000_000_000, 100, 200);
+        (snap.threads_live, snap.threads_daemon, snap.thread_states) = (12, 3, [0, 5, 1, 4, 2, 0]);
+        assert!(snap.push_pool(Pool {
+            name: Name::new("G1 Old Gen"),
+            heap: true,
+            used: 70,
+            committed: 150,
+            max: 400,
+            used_after_gc: 60
+        }));
+        assert!(snap.push_collector(GcCollector { name: Name::new("G1 Young Generation"), count: 7, time_ms: 12 }));
+        assert!(w.write_snapshot(&snap));
+        w.heartbeat(1_700_000_001_000_000_000);
+        let (c, t) = (w.register(Kind::Counter, "requests").unwrap(), w.register(Kind::Timer, "latency").unwrap());
+        w.counter_add(c, 0, 5);
+        w.timer_record(t, 0, 2_000_000);
+        w.gc_pause_begin(10);
+        w.gc_pause_end(1_500_010);
+        w.emit(&Event::GcPauseStart { gc_id: 1, collector: Collector::G1 });
+        let mut j = Jvm::open(w.path(), |_| {}).unwrap();
+        j.refresh(true);
+        j.sample_metrics();
+        j.exit_status = Some("exit 3".into());
+        let got: Value = serde_json::from_str(&j.snapshot_msg().data).unwrap();
+        let mut want = j.summary();
+        want["jvm"] = "42-1-ab".into();
+        want["snapshot"] = report::snapshot_json(j.snapshot.as_ref().unwrap());
+        want["gc"] = serde_json::json!({
+            "pauses": j.live.gc_pauses,
+            "pause_total_ms": j.live.gc_pause_total_ns as f64 / 1e6,
+            "pause_max_ms": j.live.gc_pause_max_ns as f64 / 1e6,
+        });
+        want["events_total"] = j.live.cursor.into();
+        want["metrics"] = j.metrics_window(DEFAULT_WINDOW_S);
+        assert_eq!(got, want);
+        // And the figures are the ones written, not nulls.
+        assert_eq!(got["app"], "shop");
+        assert_eq!(got["exit"], "exit 3");
+        assert_eq!(got["snapshot"]["pools"][0]["used_after_gc_bytes"], 60);
+        assert_eq!(got["snapshot"]["threads_by_state"]["waiting"], 4);
+        assert_eq!(got["gc"]["pauses"], 1);
+        assert_eq!(got["events_total"], 1);
+        assert_eq!(got["metrics"][0]["name"], "requests");
+        assert_eq!(got["started_at"], "2023-11-14T22:13:20.000Z");
     }
 }
