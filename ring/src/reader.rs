@@ -643,9 +643,19 @@ impl Ring {
         }
         let end = cursor.min(start.saturating_add(limit));
         const CHUNK: u64 = 4096;
-        // Buffers as large as this scan needs, up to a chunk (most scans read a few slots).
+        // Buffers as large as this scan needs, up to a chunk. Most scans read a few slots (a
+        // follower reads each ring every 5 ms): those use the stack, not two fresh zeroed
+        // allocations per scan.
+        const SMALL: usize = 16 * SLOT_SIZE;
         let chunk = (CHUNK.min(cap).min(end - start) as usize) * SLOT_SIZE;
-        let (mut first, mut second) = (vec![0u8; chunk], vec![0u8; chunk]);
+        let (mut small, mut large);
+        let (first, second): (&mut [u8], &mut [u8]) = if chunk <= SMALL {
+            small = ([0u8; SMALL], [0u8; SMALL]);
+            (&mut small.0[..chunk], &mut small.1[..chunk])
+        } else {
+            large = (vec![0u8; chunk], vec![0u8; chunk]);
+            (&mut large.0, &mut large.1)
+        };
         let mut s = start;
         'outer: while s < end {
             // Contiguous run of slots without wrapping past the end of the ring.

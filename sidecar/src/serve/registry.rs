@@ -650,6 +650,11 @@ struct Polls {
     /// without walking every ring, so the push work spreads over the ticks of the second
     /// instead of bunching on the refresh ticks (where it held back the next tick's events).
     due: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    /// A tick's rings whose cursor moved: (index in `list`, the cursor loaded), kept between
+    /// ticks for its allocation only.
+    moved: Vec<(usize, Option<u64>)>,
+    /// A tick's messages, kept between ticks for its allocation only (empty between ticks).
+    out: Vec<Arc<Msg>>,
 }
 
 struct Poll {
@@ -675,7 +680,7 @@ impl Registry {
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
             early_exits: Mutex::new(Default::default()),
             members: AtomicU64::new(0),
-            polls: Mutex::new(Polls { members: u64::MAX, list: Vec::new(), due: BinaryHeap::new() }),
+            polls: Mutex::new(Polls { members: u64::MAX, ..Polls::default() }),
         })
     }
 
@@ -823,8 +828,10 @@ impl Registry {
         // This tick's messages, sent together at its end: the HTTP side then finds them all
         // queued and writes them to each subscriber in one go. (The push work that precedes
         // the sending is a few rings' worth per tick, see below.)
-        let mut out: Vec<Arc<Msg>> = Vec::new();
         let mut polls = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        // The tick's lists reuse the last tick's allocations (200 ticks a second).
+        let mut out = std::mem::take(&mut polls.out);
+        let mut moved = std::mem::take(&mut polls.moved);
         let members = self.members.load(Ordering::Relaxed);
         if polls.members != members {
             polls.list = (jvms.values())
@@ -836,12 +843,14 @@ impl Registry {
         // New events: first every mapped cursor (independent loads in a tight loop), then the
         // rings whose cursor moved, and the unmapped ones.
         // (index, the mapped cursor as loaded here, handed on so the page is not touched again)
-        let moved: Vec<(usize, Option<u64>)> = (polls.list.iter().enumerate())
-            .map(|(k, p)| (k, p.next_seq, p.page.as_ref().map(|page| page.cursor())))
-            .filter(|&(_, next, cursor)| cursor != Some(next))
-            .map(|(k, _, cursor)| (k, cursor))
-            .collect();
-        for (k, cursor) in moved {
+        moved.clear();
+        moved.extend(
+            (polls.list.iter().enumerate())
+                .map(|(k, p)| (k, p.next_seq, p.page.as_ref().map(|page| page.cursor())))
+                .filter(|&(_, next, cursor)| cursor != Some(next))
+                .map(|(k, _, cursor)| (k, cursor)),
+        );
+        for &(k, cursor) in &moved {
             let p = &mut polls.list[k];
             let Some(j) = jvms.get_mut(&p.id) else { continue };
             if j.settled {
@@ -882,6 +891,7 @@ impl Registry {
                 out.push(Arc::new(j.snapshot_msg()));
             }
         }
+        polls.moved = moved;
         drop(polls);
         // Every REFRESH: the live header and findings of rings whose state moved or whose
         // heartbeat stopped. Only on refresh ticks: walking every JVM on each 5 ms tick was
@@ -905,9 +915,10 @@ impl Registry {
                 }
             }
         }
-        for m in out {
+        for m in out.drain(..) {
             let _ = tx.send(m);
         }
+        self.polls.lock().unwrap_or_else(|e| e.into_inner()).out = out;
         // JVMs that just died without a clean exit: look for their crash reports outside
         // the lock (a hung filesystem then stalls only this thread, never the API), then judge
         // them again.
