@@ -728,7 +728,6 @@ const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// One subscriber's side of a stream.
 struct Subscriber {
     rx: broadcast::Receiver<Arc<Msg>>,
-    _slot: SseSlot,
     /// `Some`: one JVM's stream.
     filter: Option<Arc<str>>,
     /// Per JVM: the highest sequence number the client has (from Last-Event-ID or replay).
@@ -812,8 +811,10 @@ fn sse_response(
     if !out.is_empty() {
         head.push(Bytes::from(out));
     }
-    let sub = Subscriber { rx, _slot: slot, filter, seen, ended: false };
-    let live = stream::unfold(sub, |mut sub| async move { sub.next_chunk().await.map(|c| (c, sub)) });
+    let sub = Subscriber { rx, filter, seen, ended: false };
+    // The slot goes with the stream: dropped (and counted free) when the stream ends.
+    let live =
+        stream::unfold((sub, slot), |(mut sub, slot)| async move { sub.next_chunk().await.map(|c| (c, (sub, slot))) });
     let body = stream::iter(head).chain(live).map(Ok::<_, Infallible>);
     (
         [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
@@ -925,5 +926,49 @@ mod tests {
         for bad in ["evil.example:7457", "127.0.0.1:80", "attacker.com", "10.0.0.1:7457", "", "::1:7457x"] {
             assert!(!local_authority(bad, listen), "{bad}");
         }
+    }
+
+    fn msg(jvm: &str, seq: Option<u64>, kind: &'static str, data: &str) -> Arc<Msg> {
+        Arc::new(Msg::new(jvm.into(), seq, kind, data.into()))
+    }
+
+    /// One JVM's stream: what is queued leaves in one chunk, without other JVMs' messages and
+    /// without events the client already has; frames are as the SSE format has them.
+    #[tokio::test]
+    async fn a_subscriber_takes_what_is_queued_in_one_chunk_without_others_or_what_it_has() {
+        let (tx, rx) = broadcast::channel(16);
+        let a: Arc<str> = "1-a".into();
+        let mut sub = Subscriber { rx, filter: Some(a.clone()), seen: [(a, 5)].into(), ended: false };
+        for m in [
+            msg("1-a", Some(5), "gc_pause_end", r#"{"seq":5}"#),
+            msg("2-b", Some(9), "gc_pause_end", r#"{"seq":9}"#),
+            msg("1-a", Some(6), "gc_pause_end", r#"{"seq":6}"#),
+            msg("1-a", None, "snapshot", "{\"s\":1}\n{\"s\":2}"),
+        ] {
+            tx.send(m).unwrap();
+        }
+        let chunk = sub.next_chunk().await.expect("a chunk");
+        assert_eq!(
+            std::str::from_utf8(&chunk).unwrap(),
+            "event: gc_pause_end\ndata: {\"seq\":6}\nid: 6\n\nevent: snapshot\ndata: {\"s\":1}\ndata: {\"s\":2}\n\n"
+        );
+        // The all-JVM stream's frame names the JVM in its id.
+        let mut out = Vec::new();
+        msg("2-b", Some(9), "gc_cycle", "{}").frame_to(true, &mut out);
+        assert_eq!(out, b"event: gc_cycle\ndata: {}\nid: 2-b/9\n\n");
+        // A closed channel (the service stopping) ends the stream.
+        drop(tx);
+        assert!(sub.next_chunk().await.is_none());
+    }
+
+    /// A subscriber more than the buffer behind is dropped, not handed a stream with a hole.
+    #[tokio::test]
+    async fn a_subscriber_that_fell_behind_the_buffer_is_ended() {
+        let (tx, rx) = broadcast::channel(2);
+        let mut sub = Subscriber { rx, filter: None, seen: HashMap::new(), ended: false };
+        for seq in 0..3 {
+            tx.send(msg("1-a", Some(seq), "gc_pause_end", "{}")).unwrap();
+        }
+        assert!(sub.next_chunk().await.is_none());
     }
 }
