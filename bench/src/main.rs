@@ -147,6 +147,11 @@ enum Cmd {
         /// Also measure this `jvmwatch` binary at every size, against the same writers.
         #[arg(long, value_name = "BIN")]
         before: Option<PathBuf>,
+        /// With --before: run the two sidecars in the order before, current, current, before at
+        /// every size (twice the time), so that the run order, which weighs on the figures at
+        /// 1,000 rings, weighs on both alike; growth is then taken from each one's mean.
+        #[arg(long, requires = "before")]
+        abba: bool,
         /// Ring counts (default 10,50,100,1000; quick 10,100,1000).
         #[arg(long, value_delimiter = ',', value_name = "N")]
         sizes: Option<Vec<usize>>,
@@ -380,13 +385,13 @@ fn run(cli: &Cli) -> Result<()> {
         _ => None,
     };
     let scale = match &cli.cmd {
-        Cmd::Scale { quick, before, sizes } => {
+        Cmd::Scale { quick, before, sizes, abba } => {
             if let Err(why) = &serve {
                 anyhow::bail!("the scale section needs jvmwatch serve: {why}");
             }
             let default: &[usize] = if *quick { &[10, 100, 1000] } else { &[10, 50, 100, 1000] };
             let sizes = sizes.as_deref().unwrap_or(default);
-            Some(scale::run(&tools, &scratch, *quick, sizes, before.as_deref())?)
+            Some(scale::run(&tools, &scratch, *quick, sizes, before.as_deref(), *abba)?)
         }
         _ => None,
     };

@@ -214,15 +214,16 @@ fn scale(s: &mut String, v: &Value) {
     );
     let _ = writeln!(
         s,
-        "| sidecar | rings | events/s | CPU % of a core (SSE client / none) | RSS MiB | GC→SSE p50 / p99 / max ms | `/metrics` p50 / p99 ms | `/metrics` bytes | found all in s |\n|---|---:|---:|---|---:|---|---|---:|---:|"
+        "| sidecar | rings | ran | events/s | CPU % of a core (SSE client / none) | RSS MiB | GC→SSE p50 / p99 / max ms | `/metrics` p50 / p99 ms | `/metrics` bytes | found all in s |\n|---|---:|---:|---:|---|---:|---|---|---:|---:|"
     );
     for p in v["points"].as_array().into_iter().flatten() {
         let l = &p["gc_to_sse_ms"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} / {} | {} | {} / {} / {}{} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} | {} | {} / {} / {}{} | {} / {} | {} | {} |",
             p["sidecar"].as_str().unwrap_or("?"),
             p["rings"],
+            p["ran"].as_u64().map_or("–".into(), |r| r.to_string()),
             f(&p["events_per_s"], 0),
             f(&p["cpu_pct"], 2),
             f(&p["cpu_pct_no_client"], 2),
@@ -239,7 +240,7 @@ fn scale(s: &mut String, v: &Value) {
     }
     let _ = writeln!(
         s,
-        "\nGrowth per 10× rings (10 = linear):\n\n| sidecar | rings | CPU | RSS | GC→SSE p99 | `/metrics` p50 | `/metrics` bytes |\n|---|---|---:|---:|---:|---:|---:|"
+        "\nGrowth per 10× rings (10 = linear; of each sidecar's mean where it ran twice):\n\n| sidecar | rings | CPU | RSS | GC→SSE p99 | `/metrics` p50 | `/metrics` bytes |\n|---|---|---:|---:|---:|---:|---:|"
     );
     for g in v["growth"].as_array().into_iter().flatten() {
         let _ = writeln!(

@@ -258,6 +258,9 @@ pub struct Point {
     pub sidecar: String,
     /// Rings followed.
     pub rings: usize,
+    /// Its place in this size's run order (1: first). The sidecar run second has paid more in
+    /// every run at 1,000 rings so far (`--abba` runs each in both places).
+    pub ran: usize,
     /// Events the writers produce per second, together (from the mix).
     pub events_per_s: f64,
     /// From start until `/api/v1/jvms` lists every ring running, s.
@@ -320,7 +323,14 @@ pub struct Scale {
 }
 
 /// Runs the section: `sizes` rings, windows of `measure` with the SSE client.
-pub fn run(tools: &Tools, scratch: &Scratch, quick: bool, sizes: &[usize], before: Option<&Path>) -> Result<Scale> {
+pub fn run(
+    tools: &Tools,
+    scratch: &Scratch,
+    quick: bool,
+    sizes: &[usize],
+    before: Option<&Path>,
+    abba: bool,
+) -> Result<Scale> {
     let measure = Duration::from_secs(if quick { 10 } else { 60 });
     let mut sidecars: Vec<(String, PathBuf)> = Vec::new();
     if let Some(b) = before {
@@ -333,7 +343,10 @@ pub fn run(tools: &Tools, scratch: &Scratch, quick: bool, sizes: &[usize], befor
         let dir = scratch.shm_dir(&format!("scale-{rings}"))?;
         let logs = scratch.disk_dir(&format!("scale-{rings}-logs"))?;
         eprintln!("  scale: {rings} rings ({:.0} events/s)", events_per_s(rings));
-        let max = Duration::from_secs(600) + measure * 4 * sidecars.len() as u32;
+        // Which sidecar runs when: each once, or before, current, current, before.
+        let order: Vec<usize> =
+            if abba && sidecars.len() == 2 { vec![0, 1, 1, 0] } else { (0..sidecars.len()).collect() };
+        let max = Duration::from_secs(600) + measure * 4 * order.len() as u32;
         let mut writers = Vec::new();
         for (k, first) in (0..rings).step_by(RINGS_PER_WRITER).enumerate() {
             let n = RINGS_PER_WRITER.min(rings - first);
@@ -344,19 +357,22 @@ pub fn run(tools: &Tools, scratch: &Scratch, quick: bool, sizes: &[usize], befor
             p.expect_line("ready", Duration::from_secs(120))?;
             writers.push(p);
         }
-        for (name, bin) in &sidecars {
+        for (k, &i) in order.iter().enumerate() {
+            let (name, bin) = &sidecars[i];
             let t = Tools { jvmwatch: bin.clone(), ..tools.clone() };
-            points.push(measure_one(&t, name, &dir, &logs, rings, measure)?);
+            let mut p = measure_one(&t, name, &dir, &logs, rings, measure)?;
+            p.ran = k + 1;
+            points.push(p);
         }
         drop(writers);
         let _ = std::fs::remove_dir_all(&dir);
     }
     let mut growth = Vec::new();
     for (name, _) in &sidecars {
-        let mine: Vec<&Point> = points.iter().filter(|p| &p.sidecar == name).collect();
-        let mut pairs: Vec<(&Point, &Point)> = mine.windows(2).map(|w| (w[0], w[1])).collect();
+        let mine = means(points.iter().filter(|p| &p.sidecar == name));
+        let mut pairs: Vec<(&Mean, &Mean)> = mine.windows(2).map(|w| (&w[0], &w[1])).collect();
         if mine.len() > 2 {
-            pairs.push((mine[0], mine[mine.len() - 1]));
+            pairs.push((&mine[0], &mine[mine.len() - 1]));
         }
         for (a, b) in pairs {
             let per10 = |x: f64, y: f64| round((y / x).powf(1.0 / (b.rings as f64 / a.rings as f64).log10()), 3);
@@ -366,9 +382,9 @@ pub fn run(tools: &Tools, scratch: &Scratch, quick: bool, sizes: &[usize], befor
                 to: b.rings,
                 cpu: per10(a.cpu_pct, b.cpu_pct),
                 rss: per10(a.rss_mib, b.rss_mib),
-                gc_to_sse_p99: a.gc_to_sse_ms.zip(b.gc_to_sse_ms).map(|(x, y)| per10(x.p99, y.p99)),
-                metrics_p50: per10(a.metrics_ms.p50, b.metrics_ms.p50),
-                metrics_bytes: per10(a.metrics_bytes as f64, b.metrics_bytes as f64),
+                gc_to_sse_p99: a.p99.zip(b.p99).map(|(x, y)| per10(x, y)),
+                metrics_p50: per10(a.metrics_p50, b.metrics_p50),
+                metrics_bytes: per10(a.metrics_bytes, b.metrics_bytes),
             });
         }
     }
@@ -379,6 +395,42 @@ pub fn run(tools: &Tools, scratch: &Scratch, quick: bool, sizes: &[usize], befor
         points,
         growth,
     })
+}
+
+/// One sidecar's figures at one size: the mean of its runs there (one, or two with `--abba`).
+struct Mean {
+    rings: usize,
+    cpu_pct: f64,
+    rss_mib: f64,
+    /// `None` when a run saw no GC on the stream.
+    p99: Option<f64>,
+    metrics_p50: f64,
+    metrics_bytes: f64,
+}
+
+/// The mean per size of one sidecar's points, in the order the sizes ran.
+fn means<'a>(points: impl Iterator<Item = &'a Point>) -> Vec<Mean> {
+    let mut by_size: Vec<(usize, Vec<&Point>)> = Vec::new();
+    for p in points {
+        match by_size.iter_mut().find(|(r, _)| *r == p.rings) {
+            Some((_, v)) => v.push(p),
+            None => by_size.push((p.rings, vec![p])),
+        }
+    }
+    (by_size.into_iter())
+        .map(|(rings, ps)| {
+            let mean = |f: &dyn Fn(&Point) -> f64| ps.iter().map(|p| f(p)).sum::<f64>() / ps.len() as f64;
+            let p99s: Option<Vec<f64>> = ps.iter().map(|p| p.gc_to_sse_ms.as_ref().map(|l| l.p99)).collect();
+            Mean {
+                rings,
+                cpu_pct: mean(&|p| p.cpu_pct),
+                rss_mib: mean(&|p| p.rss_mib),
+                p99: p99s.map(|v| v.iter().sum::<f64>() / v.len() as f64),
+                metrics_p50: mean(&|p| p.metrics_ms.p50),
+                metrics_bytes: mean(&|p| p.metrics_bytes as f64),
+            }
+        })
+        .collect()
 }
 
 /// Starts one sidecar on `dir`, measures it, stops it.
@@ -435,6 +487,7 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
     let p = Point {
         sidecar: name.to_string(),
         rings,
+        ran: 1, // set by the caller
         events_per_s: events_per_s(rings),
         discover_s: round(discover_s, 2),
         measured_s: round(measured_s, 1),
