@@ -13,7 +13,12 @@ use crate::findings::{self, Facts, Verdict};
 
 /// RFC 3339 time (UTC, milliseconds) for ns since the Unix epoch; `None` for 0 (never).
 pub fn rfc3339(ns: u64) -> Option<String> {
-    (ns != 0).then(|| humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string())
+    (ns != 0).then(|| rfc3339_display(ns).to_string())
+}
+
+/// [`rfc3339`]'s text, to format without a `String` first.
+fn rfc3339_display(ns: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
 fn opt(v: u64) -> Option<u64> {
@@ -152,8 +157,7 @@ pub struct Report {
 /// One event as JSON: `seq`, `type`, `time` and its fields. `strings` is the ring's string
 /// table, which compact events refer to.
 pub fn event_json(r: &Record, strings: &[String]) -> Value {
-    let fields = event_fields(r, strings);
-    Value::Object(fields.as_slice().iter().map(|(k, v)| ((*k).to_string(), v.to_value())).collect())
+    serde_json::to_value(event_fields(r, strings)).unwrap_or(Value::Null)
 }
 
 /// One event as JSON with a `jvm` field, serialized directly (no [`Value`] tree): the same
@@ -214,20 +218,6 @@ impl<'a, T: Into<Field<'a>>> From<Option<T>> for Field<'a> {
     }
 }
 
-impl Field<'_> {
-    fn to_value(&self) -> Value {
-        match self {
-            Field::U(v) => json!(v),
-            Field::I(v) => json!(v),
-            Field::F(v) => json!(v),
-            Field::B(v) => json!(v),
-            Field::Str(v) => json!(v),
-            Field::Time(ns) => json!(rfc3339(*ns)),
-            Field::Null => Value::Null,
-        }
-    }
-}
-
 impl Serialize for Field<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -284,7 +274,7 @@ impl Serialize for Fields<'_> {
 }
 
 fn event_fields<'a>(r: &'a Record, strings: &'a [String]) -> Fields<'a> {
-    let s = |id: u16| Field::Str(strings.get(id as usize).map_or("?", String::as_str).into());
+    let s = |id: u16| strings.get(id as usize).map_or("?", String::as_str);
     let mut m = Fields::default();
     m.push("seq", r.seq);
     m.push("type", r.event.type_name());
@@ -374,10 +364,7 @@ fn event_fields<'a>(r: &'a Record, strings: &'a [String]) -> Fields<'a> {
         }
         Event::Resources { cores_told, active_processor_count, affinity, cpu_quota_milli, mem_limit, ref cpuset } => {
             m.push("cores_told", cores_told);
-            m.push(
-                "active_processor_count",
-                Field::from((active_processor_count > 0).then_some(active_processor_count)),
-            );
+            m.push("active_processor_count", (active_processor_count > 0).then_some(active_processor_count));
             m.push("affinity", affinity);
             m.push("cpuset", cpuset.as_str());
             m.push("cpu_quota_millicores", (cpu_quota_milli >= 0).then_some(cpu_quota_milli));
@@ -525,7 +512,7 @@ impl Serialize for Time {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
             0 => s.serialize_unit(),
-            ns => s.collect_str(&humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns))),
+            ns => s.collect_str(&rfc3339_display(ns)),
         }
     }
 }

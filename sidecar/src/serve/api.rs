@@ -728,6 +728,9 @@ const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// One subscriber's side of a stream.
 struct Subscriber {
     rx: broadcast::Receiver<Arc<Msg>>,
+    /// How long a stream may go without a frame before it gets a keep-alive comment
+    /// ([`SSE_KEEP_ALIVE`]).
+    keep_alive: Duration,
     /// `Some`: one JVM's stream.
     filter: Option<Arc<str>>,
     /// Per JVM: the highest sequence number the client has (from Last-Event-ID or replay).
@@ -755,11 +758,14 @@ impl Subscriber {
     /// else is queued, up to [`SSE_CHUNK`]. `None`: the stream ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         let mut out = Vec::new();
+        // From the last frame sent, not from the last message received: one JVM's stream
+        // skips every other JVM's messages and still gets its keep-alive.
+        let keep_alive_at = tokio::time::Instant::now() + self.keep_alive;
         while out.is_empty() {
             if self.ended {
                 return None;
             }
-            match tokio::time::timeout(SSE_KEEP_ALIVE, self.rx.recv()).await {
+            match tokio::time::timeout_at(keep_alive_at, self.rx.recv()).await {
                 Ok(Ok(m)) => self.push(&m, &mut out),
                 Err(_elapsed) => return Some(Bytes::from_static(b":\n\n")),
                 // A subscriber more than the broadcast buffer behind is dropped (it can
@@ -811,7 +817,7 @@ fn sse_response(
     if !out.is_empty() {
         head.push(Bytes::from(out));
     }
-    let sub = Subscriber { rx, filter, seen, ended: false };
+    let sub = Subscriber { rx, keep_alive: SSE_KEEP_ALIVE, filter, seen, ended: false };
     // The slot goes with the stream: dropped (and counted free) when the stream ends.
     let live =
         stream::unfold((sub, slot), |(mut sub, slot)| async move { sub.next_chunk().await.map(|c| (c, (sub, slot))) });
@@ -938,19 +944,20 @@ mod tests {
     async fn a_subscriber_takes_what_is_queued_in_one_chunk_without_others_or_what_it_has() {
         let (tx, rx) = broadcast::channel(16);
         let a: Arc<str> = "1-a".into();
-        let mut sub = Subscriber { rx, filter: Some(a.clone()), seen: [(a, 5)].into(), ended: false };
+        let mut sub =
+            Subscriber { rx, keep_alive: SSE_KEEP_ALIVE, filter: Some(a.clone()), seen: [(a, 5)].into(), ended: false };
         for m in [
             msg("1-a", Some(5), "gc_pause_end", r#"{"seq":5}"#),
             msg("2-b", Some(9), "gc_pause_end", r#"{"seq":9}"#),
             msg("1-a", Some(6), "gc_pause_end", r#"{"seq":6}"#),
-            msg("1-a", None, "snapshot", "{\"s\":1}\n{\"s\":2}"),
+            msg("1-a", None, "snapshot", "{\"s\":1}\n{\"s\":2}\r\n{\"s\":3}\r{\"s\":4}"),
         ] {
             tx.send(m).unwrap();
         }
         let chunk = sub.next_chunk().await.expect("a chunk");
         assert_eq!(
             std::str::from_utf8(&chunk).unwrap(),
-            "event: gc_pause_end\ndata: {\"seq\":6}\nid: 6\n\nevent: snapshot\ndata: {\"s\":1}\ndata: {\"s\":2}\n\n"
+            "event: gc_pause_end\ndata: {\"seq\":6}\nid: 6\n\nevent: snapshot\ndata: {\"s\":1}\ndata: {\"s\":2}\ndata: {\"s\":3}\ndata: {\"s\":4}\n\n"
         );
         // The all-JVM stream's frame names the JVM in its id.
         let mut out = Vec::new();
@@ -965,10 +972,28 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_fell_behind_the_buffer_is_ended() {
         let (tx, rx) = broadcast::channel(2);
-        let mut sub = Subscriber { rx, filter: None, seen: HashMap::new(), ended: false };
+        let mut sub = Subscriber { rx, keep_alive: SSE_KEEP_ALIVE, filter: None, seen: HashMap::new(), ended: false };
         for seq in 0..3 {
             tx.send(msg("1-a", Some(seq), "gc_pause_end", "{}")).unwrap();
         }
         assert!(sub.next_chunk().await.is_none());
+    }
+
+    /// One JVM's stream gets its keep-alive comment while other JVMs' messages keep coming
+    /// (they are skipped, and do not hold the comment back).
+    #[tokio::test]
+    async fn a_filtered_stream_gets_its_keep_alive_while_other_jvms_are_busy() {
+        let (tx, rx) = broadcast::channel(64);
+        let keep_alive = Duration::from_millis(50);
+        let mut sub = Subscriber { rx, keep_alive, filter: Some("1-a".into()), seen: HashMap::new(), ended: false };
+        // Another JVM's messages every 5 ms, for far longer than the keep-alive period.
+        let busy = tokio::spawn(async move {
+            for seq in 0..400 {
+                let _ = tx.send(msg("2-b", Some(seq), "gc_pause_end", "{}"));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert_eq!(sub.next_chunk().await.as_deref(), Some(&b":\n\n"[..]));
+        busy.abort();
     }
 }

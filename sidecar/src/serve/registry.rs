@@ -113,10 +113,12 @@ impl Msg {
         use std::fmt::Write;
         let mut f = String::with_capacity(self.data.len() + self.kind.len() + self.jvm.len() + 48);
         // Event names and JVM ids hold no line breaks (static names; ids are checked by
-        // `valid_id`); compact JSON holds none either, but a `\r` or `\n` in the data would end
-        // the line, so each line of it gets its own `data:` field, as the SSE format has it.
+        // `valid_id`); compact JSON holds none either, but a line break in the data (`\r\n`,
+        // `\n` or `\r`, as the SSE format counts them) would end the line, so each line of it
+        // gets its own `data:` field.
         let _ = writeln!(f, "event: {}", self.kind);
-        for line in self.data.split(['\n', '\r']) {
+        let lines = self.data.split('\n').flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r'));
+        for line in lines {
             let _ = writeln!(f, "data: {line}");
         }
         match self.seq {
