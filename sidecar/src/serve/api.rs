@@ -19,7 +19,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::registry::{event_msg, Msg, Registry};
+use super::registry::{event_msg, Msg, Registry, Subscription};
 use crate::report;
 
 /// Largest `limit` / `events` a client may ask for.
@@ -793,7 +793,7 @@ impl Subscriber {
 /// are written as the SSE format has them, several per chunk.
 fn sse_response(
     slot: SseSlot,
-    rx: broadcast::Receiver<Arc<Msg>>,
+    subscription: Subscription,
     filter: Option<Arc<str>>,
     initial: Vec<Arc<Msg>>,
     resumed: Vec<Resume>,
@@ -817,10 +817,13 @@ fn sse_response(
     if !out.is_empty() {
         head.push(Bytes::from(out));
     }
+    let Subscription { rx, interest } = subscription;
     let sub = Subscriber { rx, keep_alive: SSE_KEEP_ALIVE, filter, seen, ended: false };
-    // The slot goes with the stream: dropped (and counted free) when the stream ends.
-    let live =
-        stream::unfold((sub, slot), |(mut sub, slot)| async move { sub.next_chunk().await.map(|c| (c, (sub, slot))) });
+    // The slot and the interest go with the stream: dropped (the slot counted free, the
+    // interest withdrawn) when the stream ends.
+    let live = stream::unfold((sub, (slot, interest)), |(mut sub, held)| async move {
+        sub.next_chunk().await.map(|c| (c, (sub, held)))
+    });
     let body = stream::iter(head).chain(live).map(Ok::<_, Infallible>);
     (
         [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
@@ -871,12 +874,12 @@ async fn stream_one(State(app): State<Shared>, Path(id): Path<String>, headers: 
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let rx = app.registry.tx.subscribe();
+    let key: Arc<str> =
+        app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.as_str().into());
+    let sub = app.registry.subscribe(Some(key.clone()));
     let after = last_event_id(&headers).and_then(|(j, s)| (j.is_none() || j.as_deref() == Some(&id)).then_some(s));
     let (initial, resume) = replay(&app, &id, after).await;
-    let key: Arc<str> =
-        app.registry.lock().get_key_value(id.as_str()).map(|(k, _)| k.clone()).unwrap_or_else(|| id.into());
-    sse_response(slot, rx, Some(key), initial, resume.into_iter().collect())
+    sse_response(slot, sub, Some(key), initial, resume.into_iter().collect())
 }
 
 async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
@@ -884,7 +887,7 @@ async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let rx = app.registry.tx.subscribe();
+    let sub = app.registry.subscribe(None);
     let ids: Vec<Arc<str>> = app.registry.lock().keys().cloned().collect();
     let resume = last_event_id(&headers);
     let mut initial = Vec::new();
@@ -898,7 +901,7 @@ async fn stream_all(State(app): State<Shared>, headers: HeaderMap) -> Response {
         initial.extend(msgs);
         resumed.extend(r);
     }
-    sse_response(slot, rx, None, initial, resumed)
+    sse_response(slot, sub, None, initial, resumed)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! an error rather than a SIGBUS. A ring that cannot be mapped is polled with `pread` instead.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -40,6 +40,9 @@ pub const TICK: Duration = Duration::from_millis(5);
 /// seconds), so events are read in larger batches and the follower wakes 10 times a second,
 /// not 200. A new subscriber is served from the next tick on.
 pub const IDLE_TICK: Duration = Duration::from_millis(100);
+/// While someone streams (the 5 ms tick), the events of a ring whose messages nobody
+/// subscribed to are read this often: about the idle tick's pace.
+pub const UNWATCHED_EVERY: Duration = Duration::from_millis(95);
 /// A ring without events for a second is polled every this many ticks (20 ms).
 pub const QUIET_EVERY: u64 = 4;
 /// How often a ring's snapshot is re-read at most (the sampler writes one per interval,
@@ -638,6 +641,61 @@ pub struct Registry {
     members: AtomicU64,
     /// The follower's poll list (only the follower thread uses it).
     polls: Mutex<Polls>,
+    /// Which JVMs' messages some subscriber reads ([`Registry::subscribe`]).
+    interest: Arc<Mutex<Interest>>,
+}
+
+/// What the stream's subscribers read: the follower builds a JVM's event and snapshot
+/// messages only when some subscriber takes them. A console shows one JVM's stream; at 1,000
+/// rings, building every ring's messages for it cost as much as a client that reads them all.
+#[derive(Debug, Default)]
+struct Interest {
+    /// Subscribers to every JVM's messages.
+    all: usize,
+    /// Subscribers to one JVM's messages, per JVM (no zero counts kept).
+    jvms: HashMap<Arc<str>, usize>,
+    /// Counts changes (the follower's poll list caches [`Interest::wants`] per ring).
+    changes: u64,
+}
+
+impl Interest {
+    /// Whether some subscriber reads JVM `id`'s messages.
+    fn wants(&self, id: &str) -> bool {
+        self.all > 0 || self.jvms.contains_key(id)
+    }
+}
+
+/// A subscription to the stream: its receiver, and its interest, which it withdraws when
+/// dropped.
+pub struct Subscription {
+    /// The messages (every JVM's that anyone subscribed to; a one-JVM subscriber filters).
+    pub rx: broadcast::Receiver<Arc<Msg>>,
+    /// Withdraws the interest when the stream ends.
+    pub interest: InterestGuard,
+}
+
+/// Counts a subscriber in [`Interest`] while it lives.
+pub struct InterestGuard {
+    interest: Arc<Mutex<Interest>>,
+    jvm: Option<Arc<str>>,
+}
+
+impl Drop for InterestGuard {
+    fn drop(&mut self) {
+        let mut i = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        i.changes += 1;
+        match &self.jvm {
+            None => i.all = i.all.saturating_sub(1),
+            Some(id) => {
+                if let Some(n) = i.jvms.get_mut(id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        i.jvms.remove(id);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The follower's compact list of what to poll each tick: the mapped pages side by side, so
@@ -647,6 +705,8 @@ pub struct Registry {
 struct Polls {
     /// The [`Registry::members`] count it was built at (`u64::MAX`: never built).
     members: u64,
+    /// The [`Interest::changes`] count its `wanted` flags show (`u64::MAX`: none yet).
+    interest: u64,
     list: Vec<Poll>,
     /// Each ring's next once-a-second push, soonest first: the due ones are found on any tick
     /// without walking every ring, so the push work spreads over the ticks of the second
@@ -665,6 +725,10 @@ struct Poll {
     page: Option<CursorWatch>,
     /// The JVM's next sequence number to read, as of its last read.
     next_seq: u64,
+    /// When its events were last read (`None`: not since the list was built).
+    read_at: Option<Instant>,
+    /// Whether someone streams its messages, as of [`Polls::interest`].
+    wanted: bool,
 }
 
 impl Registry {
@@ -682,8 +746,25 @@ impl Registry {
             metrics_text: Mutex::new((0, Arc::new(String::new()))),
             early_exits: Mutex::new(Default::default()),
             members: AtomicU64::new(0),
-            polls: Mutex::new(Polls { members: u64::MAX, ..Polls::default() }),
+            polls: Mutex::new(Polls { members: u64::MAX, interest: u64::MAX, ..Polls::default() }),
+            interest: Arc::default(),
         })
+    }
+
+    /// Subscribes to the stream: every JVM's messages (`jvm` `None`) or one JVM's. The
+    /// follower builds a JVM's messages only while someone subscribed to them, from its next
+    /// tick on; so subscribe before reading what to replay (under the map lock): a tick that
+    /// ran without this interest finished before that read and is in it.
+    pub fn subscribe(&self, jvm: Option<Arc<str>>) -> Subscription {
+        let rx = self.tx.subscribe();
+        let mut i = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        i.changes += 1;
+        match &jvm {
+            None => i.all += 1,
+            Some(id) => *i.jvms.entry(id.clone()).or_insert(0) += 1,
+        }
+        drop(i);
+        Subscription { rx, interest: InterestGuard { interest: self.interest.clone(), jvm } }
     }
 
     /// Locks the map (a poisoned lock is taken over: the data is plain state).
@@ -818,9 +899,10 @@ impl Registry {
             Vec::new()
         };
         let mut jvms = self.lock();
-        // Messages are only built when someone listens. Counted under the map lock: a
-        // subscriber that comes later replays the window under this lock, after this tick.
-        let listeners = tx.receiver_count() > 0;
+        // Messages are only built for the JVMs someone subscribed to. Read under the map lock
+        // (and held through the tick, after it: the lock order is map, then interest): a
+        // subscriber that comes later replays under the map lock, after this tick.
+        let interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
         for id in &removed {
             if let Some(j) = jvms.get_mut(id) {
                 j.fail("ring file removed".into());
@@ -837,10 +919,23 @@ impl Registry {
         let members = self.members.load(Ordering::Relaxed);
         if polls.members != members {
             polls.list = (jvms.values())
-                .map(|j| Poll { id: j.id.clone(), page: j.page.clone().map(CursorWatch::new), next_seq: j.next_seq })
+                .map(|j| Poll {
+                    id: j.id.clone(),
+                    page: j.page.clone().map(CursorWatch::new),
+                    next_seq: j.next_seq,
+                    read_at: None,
+                    wanted: false,
+                })
                 .collect();
             polls.due = jvms.values().map(|j| Reverse((j.push_due, j.id.clone()))).collect();
             polls.members = members;
+            polls.interest = u64::MAX;
+        }
+        if polls.interest != interest.changes {
+            for p in &mut polls.list {
+                p.wanted = interest.wants(&p.id);
+            }
+            polls.interest = interest.changes;
         }
         // New events: first every mapped cursor (independent loads in a tight loop), then the
         // rings whose cursor moved, and the unmapped ones.
@@ -854,6 +949,13 @@ impl Registry {
         );
         for &(k, cursor) in &moved {
             let p = &mut polls.list[k];
+            let wanted = p.wanted;
+            // A ring nobody streams is read at the idle tick's pace even while others are
+            // streamed: its events reach the window, findings and rules as when no one
+            // streams, in a twentieth of the scans.
+            if !wanted && p.read_at.is_some_and(|t| now.saturating_duration_since(t) < UNWATCHED_EVERY) {
+                continue;
+            }
             let Some(j) = jvms.get_mut(&p.id) else { continue };
             if j.settled {
                 continue;
@@ -863,10 +965,10 @@ impl Registry {
             if j.page.is_none() && quiet && !refresh && !n.is_multiple_of(QUIET_EVERY) {
                 continue;
             }
+            p.read_at = Some(now);
             let jvm = j.id.clone();
             j.read_events_to(cursor, |r, strings| {
-                // Messages are only built when someone listens.
-                if listeners {
+                if wanted {
                     out.push(Arc::new(event_msg(&jvm, r, strings)));
                 }
             });
@@ -889,12 +991,13 @@ impl Registry {
             refreshed = true;
             j.sample_metrics();
             j.judge();
-            if listeners && j.gone.is_none() {
+            if j.gone.is_none() && interest.wants(&j.id) {
                 out.push(Arc::new(j.snapshot_msg()));
             }
         }
         polls.moved = moved;
         drop(polls);
+        drop(interest);
         // Every REFRESH: the live header and findings of rings whose state moved or whose
         // heartbeat stopped. Only on refresh ticks: walking every JVM on each 5 ms tick was
         // most of an idle sidecar's CPU at 1,000 rings (cache misses on each ring's state).
@@ -1086,5 +1189,70 @@ mod tests {
         assert_eq!(got["events_total"], 1);
         assert_eq!(got["metrics"][0]["name"], "requests");
         assert_eq!(got["started_at"], "2023-11-14T22:13:20.000Z");
+    }
+
+    /// A one-JVM subscription makes the follower build that JVM's messages only; the other
+    /// rings' events still reach their windows, at the idle pace; withdrawing the interest
+    /// (dropping the subscription) stops the messages, and a subscriber to all gets every JVM's.
+    #[test]
+    fn messages_are_built_only_for_the_jvms_someone_streams() {
+        use jvmwatch_ring::{Identity, Writer};
+        let d = tempfile::tempdir().unwrap();
+        let id = Identity {
+            pid: std::process::id(),
+            start_ns: jvmwatch_ring::now_ns(),
+            interval_ns: 100_000_000,
+            ..Identity::default()
+        };
+        let wa = Writer::create(&d.path().join("1-1-aa.ring"), 1024, &id).unwrap();
+        let wb = Writer::create(&d.path().join("1-1-bb.ring"), 1024, &id).unwrap();
+        let reg = Registry::new(d.path().to_path_buf(), false);
+        reg.discover();
+        assert_eq!(reg.lock().len(), 2);
+        let events = |rx: &mut broadcast::Receiver<Arc<Msg>>| {
+            let mut got = Vec::new();
+            while let Ok(m) = rx.try_recv() {
+                if m.seq.is_some() {
+                    got.push(m.jvm.to_string());
+                }
+            }
+            got
+        };
+        let window_len = |id: &str| reg.lock().get(id).map_or(0, |j| j.window.len());
+        // Ticks until `done` holds (the unwatched ring is read every UNWATCHED_EVERY).
+        let mut n = 0;
+        let mut tick_until = |done: &dyn Fn() -> bool| {
+            let end = Instant::now() + Duration::from_secs(30);
+            while !done() {
+                assert!(Instant::now() < end, "condition not reached in 30 s of ticks");
+                n += 1;
+                reg.tick(n, false, false);
+                std::thread::sleep(TICK);
+            }
+        };
+
+        let one = reg.subscribe(Some("1-1-bb".into()));
+        let mut rx = one.rx.resubscribe();
+        let (a0, b0) = (window_len("1-1-aa"), window_len("1-1-bb"));
+        wa.emit(&Event::VmDeath);
+        wb.emit(&Event::VmDeath);
+        tick_until(&|| window_len("1-1-aa") > a0 && window_len("1-1-bb") > b0);
+        assert_eq!(events(&mut rx), ["1-1-bb"], "only the streamed JVM's event is a message");
+
+        drop(one);
+        let a1 = window_len("1-1-aa");
+        wa.emit(&Event::VmDeath);
+        tick_until(&|| window_len("1-1-aa") > a1);
+        assert!(events(&mut rx).is_empty(), "no messages once the subscription is gone");
+
+        let all = reg.subscribe(None);
+        let (a2, b2) = (window_len("1-1-aa"), window_len("1-1-bb"));
+        wa.emit(&Event::VmDeath);
+        wb.emit(&Event::VmDeath);
+        tick_until(&|| window_len("1-1-aa") > a2 && window_len("1-1-bb") > b2);
+        let mut got = events(&mut rx);
+        got.sort();
+        assert_eq!(got, ["1-1-aa", "1-1-bb"]);
+        drop(all);
     }
 }
