@@ -214,24 +214,27 @@ fn scale(s: &mut String, v: &Value) {
     );
     let _ = writeln!(
         s,
-        "| sidecar | rings | ran | events/s | CPU % of a core (SSE client / none) | RSS MiB | GC→SSE p50 / p99 / max ms | `/metrics` p50 / p99 ms | `/metrics` bytes | found all in s |\n|---|---:|---:|---:|---|---:|---|---|---:|---:|"
+        "| sidecar | rings | ran | events/s | CPU % of a core (SSE client / none / one JVM's stream) | RSS MiB | GC→SSE p50 / p99 / max ms | one JVM's stream: events/s, GC→SSE p99 ms | `/metrics` p50 / p99 ms | `/metrics` bytes | found all in s |\n|---|---:|---:|---:|---|---:|---|---|---|---:|---:|"
     );
     for p in v["points"].as_array().into_iter().flatten() {
         let l = &p["gc_to_sse_ms"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} / {} | {} | {} / {} / {}{} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {}{} | {}, {} | {} / {} | {} | {} |",
             p["sidecar"].as_str().unwrap_or("?"),
             p["rings"],
             p["ran"].as_u64().map_or("–".into(), |r| r.to_string()),
             f(&p["events_per_s"], 0),
             f(&p["cpu_pct"], 2),
             f(&p["cpu_pct_no_client"], 2),
+            f(&p["cpu_pct_one_jvm"], 2),
             f(&p["rss_mib"], 1),
             f(&l["p50"], 2),
             f(&l["p99"], 2),
             f(&l["max"], 2),
             p["sse_error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
+            f(&p["one_jvm_events_per_s"], 1),
+            f(&p["one_jvm_gc_to_sse_ms"]["p99"], 2),
             f(&p["metrics_ms"]["p50"], 3),
             f(&p["metrics_ms"]["p99"], 3),
             p["metrics_bytes"],

@@ -41,6 +41,9 @@ pub const MIX: &str = "per ring: GC events at 1/s (80 % of rings), 10/s (15 %) o
      every 10 s (the agent's default history geometry); 16,384 event slots";
 
 /// GC events per second of ring `i` (the mix above).
+/// The command line a synthetic ring carries, before its number.
+const WRITER_COMMAND: &str = "ScaleWriter ring ";
+
 fn gc_events_per_s(i: usize) -> f64 {
     match i % 20 {
         0 => 100.0,
@@ -87,7 +90,7 @@ pub fn writer_main(dir: &Path, rings: usize, first: usize, max: Duration) -> Res
             jvm_version: "17.0.0".into(),
             jvm_vendor: "synthetic".into(),
             cwd: "/nonexistent".into(),
-            command: format!("ScaleWriter ring {i}"),
+            command: format!("{WRITER_COMMAND}{i}"),
             geometry,
             ..Identity::default()
         };
@@ -271,6 +274,13 @@ pub struct Point {
     pub cpu_pct: f64,
     /// Sidecar CPU over a window without any SSE client (a third as long), % of one core.
     pub cpu_pct_no_client: f64,
+    /// Sidecar CPU over a window (a third as long) with one client on one JVM's stream
+    /// (`/api/v1/jvms/{id}/stream`, as the console has it), % of one core.
+    pub cpu_pct_one_jvm: f64,
+    /// Events that client received per second (its JVM's share of the mix).
+    pub one_jvm_events_per_s: f64,
+    /// Its JVM's `gc_pause_end` time → arrival on that stream, ms.
+    pub one_jvm_gc_to_sse_ms: Option<Percentiles>,
     /// Resident memory at the end of the window, MiB.
     pub rss_mib: f64,
     /// Events the SSE client received per second.
@@ -471,6 +481,23 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
     let seen = sub.finish();
     let measured_s = w0.elapsed().as_secs_f64();
     let lat: Vec<f64> = seen.gc_ends.iter().map(|&(t, r)| r.saturating_sub(t) as f64 / 1e6).collect();
+    // One JVM's stream: ring 0's, the busiest (100 collections a second), found by the
+    // command line its writer gave it.
+    let id = (std::fs::read_dir(dir)?.flatten())
+        .map(|e| e.path())
+        .find(|p| jvmwatch_ring::Ring::open(p).is_ok_and(|r| r.header().command == format!("{WRITER_COMMAND}0")))
+        .and_then(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .context("no ring 0 among the rings")?;
+    eprintln!("  scale: {name} sidecar, {rings} rings: {:.0} s with one JVM's stream", measure.as_secs_f64() / 3.0);
+    let one = Subscriber::connect_to(serve.addr, &format!("/api/v1/jvms/{id}/stream"))?;
+    let w1 = Instant::now();
+    let cpu_pct_one_jvm = cpu_window(measure / 3)?;
+    let one_seen = one.finish();
+    let one_s = w1.elapsed().as_secs_f64();
+    let one_lat: Vec<f64> = one_seen.gc_ends.iter().map(|&(t, r)| r.saturating_sub(t) as f64 / 1e6).collect();
+    if let Some(e) = one_seen.error {
+        bail!("the one-JVM stream of the {name} sidecar failed: {e}");
+    }
     let mut conn = Conn::connect(serve.addr, "/metrics", Duration::from_secs(30))?;
     let (mut times, mut metrics_bytes) = (Vec::new(), 0);
     for _ in 0..200 {
@@ -493,6 +520,9 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
         measured_s: round(measured_s, 1),
         cpu_pct: round(cpu_pct, 3),
         cpu_pct_no_client: round(cpu_pct_no_client, 3),
+        cpu_pct_one_jvm: round(cpu_pct_one_jvm, 3),
+        one_jvm_events_per_s: round(one_seen.events as f64 / one_s, 1),
+        one_jvm_gc_to_sse_ms: percentiles(&one_lat),
         rss_mib: round(rss_mib, 1),
         sse_events_per_s: round(seen.events as f64 / measured_s, 1),
         gc_to_sse_ms: percentiles(&lat),
@@ -501,9 +531,10 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
         metrics_bytes,
     };
     eprintln!(
-        "  scale: {name} {rings} rings: CPU {:.2} % ({:.2} % without client), RSS {:.1} MiB, GC→SSE p99 {} ms, /metrics p50 {:.3} ms, {} B",
+        "  scale: {name} {rings} rings: CPU {:.2} % ({:.2} % without client, {:.2} % with one JVM's stream), RSS {:.1} MiB, GC→SSE p99 {} ms, /metrics p50 {:.3} ms, {} B",
         p.cpu_pct,
         p.cpu_pct_no_client,
+        p.cpu_pct_one_jvm,
         p.rss_mib,
         p.gc_to_sse_ms.map_or("-".into(), |l| format!("{:.2}", l.p99)),
         p.metrics_ms.p50,

@@ -92,12 +92,17 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Connects and starts reading.
+    /// Connects to every JVM's stream and starts reading.
     pub fn connect(addr: SocketAddr) -> Result<Subscriber> {
-        let stream = http::open_stream(addr, "/api/v1/stream", Duration::from_millis(100))
-            .with_context(|| format!("cannot open http://{addr}/api/v1/stream"))?;
+        Subscriber::connect_to(addr, "/api/v1/stream")
+    }
+
+    /// Connects to the stream at `path` (every JVM's, or one JVM's) and starts reading.
+    pub fn connect_to(addr: SocketAddr, path: &str) -> Result<Subscriber> {
+        let stream = http::open_stream(addr, path, Duration::from_millis(100))
+            .with_context(|| format!("cannot open http://{addr}{path}"))?;
         if stream.head.status != 200 {
-            bail!("GET /api/v1/stream answered {}", stream.head.status);
+            bail!("GET {path} answered {}", stream.head.status);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
