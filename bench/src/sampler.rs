@@ -4,10 +4,11 @@
 //! a window, from /proc/<pid>/task/<tid>/schedstat, divided by the samples the window holds at
 //! the default 100 ms interval. 40, 400 and 4,000 threads, interleaved.
 //!
-//! Beside it, in the same JVM and window, the floor: the CPU per wake-up of a Java thread
-//! (`floor-wakeups`, in Threads.java) that wakes every 100 ms and does nothing else, which is
-//! what any periodic sampler pays on this machine before doing any work (on this 2-core VM a
-//! wake-up and the sleep after it cost tens of µs of the thread's own CPU).
+//! Beside it, over the same window, two floors: the CPU per wake-up of a Java thread
+//! (`floor-wakeups`, in Threads.java, in the same JVM) that wakes every 100 ms and does nothing
+//! else, and the same of a native thread (in this harness) that only sleeps 100 ms at a time
+//! (`clock_nanosleep`, as the agent's sampler sleeps). The native one is what the sampler pays
+//! before doing any work; a Java thread's `Thread.sleep` costs several times more.
 
 use std::time::Duration;
 
@@ -44,8 +45,13 @@ pub struct SamplerRow {
     pub pct_of_core: Option<f64>,
     /// µs of CPU per wake-up of the do-nothing thread in the same JVM and window, per JVM.
     pub floor_runs_us: Vec<f64>,
-    /// min/median/max of those: the floor under any 100 ms sampler here.
+    /// min/median/max of those: the floor under a Java thread that sleeps 100 ms at a time.
     pub floor_us: Option<Summary>,
+    /// µs of CPU per wake-up of a native thread that only sleeps 100 ms at a time, over the
+    /// same window, per JVM.
+    pub native_floor_runs_us: Vec<f64>,
+    /// min/median/max of those: the floor under the agent's sampler (a native sleeper).
+    pub native_floor_us: Option<Summary>,
 }
 
 /// The section's results.
@@ -73,6 +79,8 @@ struct One {
     us: f64,
     /// µs of CPU per wake-up of the do-nothing thread.
     floor_us: f64,
+    /// µs of CPU per wake-up of the native sleeper.
+    native_floor_us: f64,
     /// Live threads.
     live: usize,
 }
@@ -93,35 +101,59 @@ fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> R
     ensure!(!t0.is_empty(), "no {SAMPLER_THREAD:?} thread in the JVM: did the agent load?{}", p.stderr_tail());
     ensure!(!f0.is_empty(), "no {FLOOR_THREAD:?} thread in the JVM{}", p.stderr_tail());
     let w0 = std::time::Instant::now();
-    std::thread::sleep(plan.sampler_window);
+    let native = native_floor(plan.sampler_window);
     let t1 = process::threads_cpu_ns(p.pid(), &[SAMPLER_THREAD]);
     let f1 = process::threads_cpu_ns(p.pid(), &[FLOOR_THREAD]);
     let wall = w0.elapsed().as_secs_f64();
+    let native_floor_us = native?;
     let live = std::fs::read_dir(format!("/proc/{}/task", p.pid())).map_or(0, |d| d.count());
     let _ = p.kill();
     let _ = std::fs::remove_dir_all(&ring_dir);
     let _ = std::fs::remove_dir_all(&disk_dir);
     let samples = wall * 1000.0 / INTERVAL_MS;
     let per = |before, after| process::threads_cpu_delta(before, after) as f64 / 1000.0 / samples;
-    Ok(One { us: per(&t0, &t1), floor_us: per(&f0, &f1), live })
+    Ok(One { us: per(&t0, &t1), floor_us: per(&f0, &f1), native_floor_us, live })
+}
+
+/// Sleeps 100 ms at a time on this thread for `window`, and gives its own CPU per wake-up, µs
+/// (`/proc/thread-self/schedstat`: run time in ns).
+fn native_floor(window: Duration) -> Result<f64> {
+    let run_ns = || -> Result<u64> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+        let first = text.split_whitespace().next().unwrap_or_default();
+        first.parse().map_err(|e| anyhow::anyhow!("schedstat {first:?}: {e}"))
+    };
+    let interval = Duration::from_secs_f64(INTERVAL_MS / 1000.0);
+    let end = std::time::Instant::now() + window;
+    let c0 = run_ns()?;
+    let mut wakeups = 0u64;
+    while std::time::Instant::now() < end {
+        std::thread::sleep(interval);
+        wakeups += 1;
+    }
+    let c1 = run_ns()?;
+    Ok(c1.saturating_sub(c0) as f64 / 1000.0 / wakeups.max(1) as f64)
 }
 
 /// Runs the section.
 pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench> {
     let counts = &plan.sampler_threads;
-    let mut runs: Vec<(Vec<f64>, Vec<f64>, usize)> = counts.iter().map(|_| (Vec::new(), Vec::new(), 0)).collect();
+    #[allow(clippy::type_complexity)]
+    let mut runs: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, usize)> =
+        counts.iter().map(|_| (Vec::new(), Vec::new(), Vec::new(), 0)).collect();
     let mut errors = Vec::new();
     for rep in 0..plan.sampler_reps {
         for (i, &n) in counts.iter().enumerate() {
             match one(plan, tools, scratch, n, rep) {
                 Ok(o) => {
                     eprintln!(
-                        "[sampler] {n:>5} threads: {:.1} µs per sample, floor {:.1} µs per wake-up ({} threads in the JVM)",
-                        o.us, o.floor_us, o.live
+                        "[sampler] {n:>5} threads: {:.1} µs per sample, floor {:.1} µs per wake-up (Java), {:.1} (native) ({} threads in the JVM)",
+                        o.us, o.floor_us, o.native_floor_us, o.live
                     );
                     runs[i].0.push(round(o.us, 2));
                     runs[i].1.push(round(o.floor_us, 2));
-                    runs[i].2 = o.live;
+                    runs[i].2.push(round(o.native_floor_us, 2));
+                    runs[i].3 = o.live;
                 }
                 Err(e) => {
                     eprintln!("[sampler] {n:>5} threads FAILED: {e:#}");
@@ -133,7 +165,7 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
     let rows: Vec<SamplerRow> = counts
         .iter()
         .zip(runs)
-        .map(|(&threads, (runs_us, floor_runs_us, jvm_threads))| {
+        .map(|(&threads, (runs_us, floor_runs_us, native_floor_runs_us, jvm_threads))| {
             let s = summarize(&runs_us);
             SamplerRow {
                 threads,
@@ -143,6 +175,8 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
                 runs_us,
                 floor_us: summarize(&floor_runs_us),
                 floor_runs_us,
+                native_floor_us: summarize(&native_floor_runs_us),
+                native_floor_runs_us,
             }
         })
         .collect();
