@@ -203,11 +203,15 @@ pub fn threads_cpu_ns(pid: u32, names: &[&str]) -> Vec<(u32, String, u64)> {
             if !names.contains(&comm.as_str()) {
                 return None;
             }
-            let ns =
-                std::fs::read_to_string(e.path().join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()?;
-            Some((tid, comm, ns))
+            Some((tid, comm, schedstat_run_ns(&e.path().join("schedstat"))?))
         })
         .collect()
+}
+
+/// A thread's on-CPU time so far, ns: the first field of a `schedstat` file
+/// (`/proc/<pid>/task/<tid>/schedstat`, `/proc/thread-self/schedstat`).
+pub fn schedstat_run_ns(path: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// CPU the threads in `after` used since `before` (both from [`threads_cpu_ns`]), ns. A thread

@@ -223,7 +223,7 @@ fn scale(s: &mut String, v: &Value) {
         let l = &p["gc_to_sse_ms"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {}{} | {}, {} | {} / {} | {} | {} |",
+            "| {} | {} | {} | {} | {} / {} / {} | {} | {} / {} / {}{} | {}, {}{} | {} / {} | {} | {} |",
             p["sidecar"].as_str().unwrap_or("?"),
             p["rings"],
             p["ran"].as_u64().map_or("–".into(), |r| r.to_string()),
@@ -238,6 +238,7 @@ fn scale(s: &mut String, v: &Value) {
             p["sse_error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
             f(&p["one_jvm_events_per_s"], 1),
             f(&p["one_jvm_gc_to_sse_ms"]["p99"], 2),
+            p["one_jvm_sse_error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
             f(&p["metrics_ms"]["p50"], 3),
             f(&p["metrics_ms"]["p99"], 3),
             p["metrics_bytes"],

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde::Serialize;
 
 use crate::jvm;
@@ -118,10 +118,9 @@ fn one(plan: &Plan, tools: &Tools, scratch: &Scratch, n: usize, rep: usize) -> R
 /// Sleeps 100 ms at a time on this thread for `window`, and gives its own CPU per wake-up, µs
 /// (`/proc/thread-self/schedstat`: run time in ns).
 fn native_floor(window: Duration) -> Result<f64> {
-    let run_ns = || -> Result<u64> {
-        let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
-        let first = text.split_whitespace().next().unwrap_or_default();
-        first.parse().map_err(|e| anyhow::anyhow!("schedstat {first:?}: {e}"))
+    let run_ns = || {
+        process::schedstat_run_ns(std::path::Path::new("/proc/thread-self/schedstat"))
+            .context("cannot read /proc/thread-self/schedstat")
     };
     let interval = Duration::from_secs_f64(INTERVAL_MS / 1000.0);
     let end = std::time::Instant::now() + window;
@@ -135,12 +134,20 @@ fn native_floor(window: Duration) -> Result<f64> {
     Ok(c1.saturating_sub(c0) as f64 / 1000.0 / wakeups.max(1) as f64)
 }
 
+/// One thread count's figures over the repetitions.
+#[derive(Default)]
+struct Runs {
+    us: Vec<f64>,
+    floor_us: Vec<f64>,
+    native_floor_us: Vec<f64>,
+    /// Live threads in the JVM (the last run's).
+    live: usize,
+}
+
 /// Runs the section.
 pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench> {
     let counts = &plan.sampler_threads;
-    #[allow(clippy::type_complexity)]
-    let mut runs: Vec<(Vec<f64>, Vec<f64>, Vec<f64>, usize)> =
-        counts.iter().map(|_| (Vec::new(), Vec::new(), Vec::new(), 0)).collect();
+    let mut runs: Vec<Runs> = counts.iter().map(|_| Runs::default()).collect();
     let mut errors = Vec::new();
     for rep in 0..plan.sampler_reps {
         for (i, &n) in counts.iter().enumerate() {
@@ -150,10 +157,11 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
                         "[sampler] {n:>5} threads: {:.1} µs per sample, floor {:.1} µs per wake-up (Java), {:.1} (native) ({} threads in the JVM)",
                         o.us, o.floor_us, o.native_floor_us, o.live
                     );
-                    runs[i].0.push(round(o.us, 2));
-                    runs[i].1.push(round(o.floor_us, 2));
-                    runs[i].2.push(round(o.native_floor_us, 2));
-                    runs[i].3 = o.live;
+                    let r = &mut runs[i];
+                    r.us.push(round(o.us, 2));
+                    r.floor_us.push(round(o.floor_us, 2));
+                    r.native_floor_us.push(round(o.native_floor_us, 2));
+                    r.live = o.live;
                 }
                 Err(e) => {
                     eprintln!("[sampler] {n:>5} threads FAILED: {e:#}");
@@ -165,18 +173,18 @@ pub fn run(plan: &Plan, tools: &Tools, scratch: &Scratch) -> Result<SamplerBench
     let rows: Vec<SamplerRow> = counts
         .iter()
         .zip(runs)
-        .map(|(&threads, (runs_us, floor_runs_us, native_floor_runs_us, jvm_threads))| {
-            let s = summarize(&runs_us);
+        .map(|(&threads, r)| {
+            let s = summarize(&r.us);
             SamplerRow {
                 threads,
-                jvm_threads,
+                jvm_threads: r.live,
                 pct_of_core: s.map(|s| round(s.median / (INTERVAL_MS * 1000.0) * 100.0, 4)),
                 us_per_sample: s,
-                runs_us,
-                floor_us: summarize(&floor_runs_us),
-                floor_runs_us,
-                native_floor_us: summarize(&native_floor_runs_us),
-                native_floor_runs_us,
+                runs_us: r.us,
+                floor_us: summarize(&r.floor_us),
+                floor_runs_us: r.floor_us,
+                native_floor_us: summarize(&r.native_floor_us),
+                native_floor_runs_us: r.native_floor_us,
             }
         })
         .collect();

@@ -40,10 +40,10 @@ pub const MIX: &str = "per ring: GC events at 1/s (80 % of rings), 10/s (15 %) o
      gauge and a timer updated every 100 ms; snapshot, heartbeat and fine history every 100 ms, coarse history \
      every 10 s (the agent's default history geometry); 16,384 event slots";
 
-/// GC events per second of ring `i` (the mix above).
 /// The command line a synthetic ring carries, before its number.
 const WRITER_COMMAND: &str = "ScaleWriter ring ";
 
+/// GC events per second of ring `i` (the mix above).
 fn gc_events_per_s(i: usize) -> f64 {
     match i % 20 {
         0 => 100.0,
@@ -281,6 +281,8 @@ pub struct Point {
     pub one_jvm_events_per_s: f64,
     /// Its JVM's `gc_pause_end` time → arrival on that stream, ms.
     pub one_jvm_gc_to_sse_ms: Option<Percentiles>,
+    /// Why that stream ended early, if it did.
+    pub one_jvm_sse_error: Option<String>,
     /// Resident memory at the end of the window, MiB.
     pub rss_mib: f64,
     /// Events the SSE client received per second.
@@ -367,10 +369,17 @@ pub fn run(
             p.expect_line("ready", Duration::from_secs(120))?;
             writers.push(p);
         }
+        // The JVM of the one-JVM stream: ring 0, the busiest (100 collections a second),
+        // found by the command line its writer gave it.
+        let ring0 = (std::fs::read_dir(&dir)?.flatten())
+            .map(|e| e.path())
+            .find(|p| jvmwatch_ring::Ring::open(p).is_ok_and(|r| r.header().command == format!("{WRITER_COMMAND}0")))
+            .and_then(|p| Some(p.file_stem()?.to_str()?.to_string()))
+            .context("no ring 0 among the rings")?;
         for (k, &i) in order.iter().enumerate() {
             let (name, bin) = &sidecars[i];
             let t = Tools { jvmwatch: bin.clone(), ..tools.clone() };
-            let mut p = measure_one(&t, name, &dir, &logs, rings, measure)?;
+            let mut p = measure_one(&t, name, &dir, &logs, rings, &ring0, measure)?;
             p.ran = k + 1;
             points.push(p);
         }
@@ -443,8 +452,17 @@ fn means<'a>(points: impl Iterator<Item = &'a Point>) -> Vec<Mean> {
         .collect()
 }
 
-/// Starts one sidecar on `dir`, measures it, stops it.
-fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize, measure: Duration) -> Result<Point> {
+/// Starts one sidecar on `dir`, measures it (without a client, with one on every JVM's
+/// stream, with one on JVM `one_jvm`'s), stops it.
+fn measure_one(
+    tools: &Tools,
+    name: &str,
+    dir: &Path,
+    logs: &Path,
+    rings: usize,
+    one_jvm: &str,
+    measure: Duration,
+) -> Result<Point> {
     let t0 = Instant::now();
     let serve = Serve::start(tools, dir, &logs.join(format!("serve-{name}.err")))?;
     let end = Instant::now() + Duration::from_secs(300);
@@ -480,24 +498,12 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
     let rss_mib = serve.proc.rss_kib().unwrap_or(0) as f64 / 1024.0;
     let seen = sub.finish();
     let measured_s = w0.elapsed().as_secs_f64();
-    let lat: Vec<f64> = seen.gc_ends.iter().map(|&(t, r)| r.saturating_sub(t) as f64 / 1e6).collect();
-    // One JVM's stream: ring 0's, the busiest (100 collections a second), found by the
-    // command line its writer gave it.
-    let id = (std::fs::read_dir(dir)?.flatten())
-        .map(|e| e.path())
-        .find(|p| jvmwatch_ring::Ring::open(p).is_ok_and(|r| r.header().command == format!("{WRITER_COMMAND}0")))
-        .and_then(|p| Some(p.file_stem()?.to_str()?.to_string()))
-        .context("no ring 0 among the rings")?;
     eprintln!("  scale: {name} sidecar, {rings} rings: {:.0} s with one JVM's stream", measure.as_secs_f64() / 3.0);
-    let one = Subscriber::connect_to(serve.addr, &format!("/api/v1/jvms/{id}/stream"))?;
+    let one = Subscriber::connect_to(serve.addr, &format!("/api/v1/jvms/{one_jvm}/stream"))?;
     let w1 = Instant::now();
     let cpu_pct_one_jvm = cpu_window(measure / 3)?;
     let one_seen = one.finish();
     let one_s = w1.elapsed().as_secs_f64();
-    let one_lat: Vec<f64> = one_seen.gc_ends.iter().map(|&(t, r)| r.saturating_sub(t) as f64 / 1e6).collect();
-    if let Some(e) = one_seen.error {
-        bail!("the one-JVM stream of the {name} sidecar failed: {e}");
-    }
     let mut conn = Conn::connect(serve.addr, "/metrics", Duration::from_secs(30))?;
     let (mut times, mut metrics_bytes) = (Vec::new(), 0);
     for _ in 0..200 {
@@ -522,10 +528,11 @@ fn measure_one(tools: &Tools, name: &str, dir: &Path, logs: &Path, rings: usize,
         cpu_pct_no_client: round(cpu_pct_no_client, 3),
         cpu_pct_one_jvm: round(cpu_pct_one_jvm, 3),
         one_jvm_events_per_s: round(one_seen.events as f64 / one_s, 1),
-        one_jvm_gc_to_sse_ms: percentiles(&one_lat),
+        one_jvm_gc_to_sse_ms: percentiles(&one_seen.gc_to_sse_ms()),
+        one_jvm_sse_error: one_seen.error,
         rss_mib: round(rss_mib, 1),
         sse_events_per_s: round(seen.events as f64 / measured_s, 1),
-        gc_to_sse_ms: percentiles(&lat),
+        gc_to_sse_ms: percentiles(&seen.gc_to_sse_ms()),
         sse_error: seen.error,
         metrics_ms: percentiles(&times).context("no /metrics requests")?,
         metrics_bytes,

@@ -85,7 +85,14 @@ pub struct Seen {
     pub error: Option<String>,
 }
 
-/// An SSE client reading `/api/v1/stream` on its own thread.
+impl Seen {
+    /// `gc_pause_end` event time → arrival on the stream, ms, for each one seen.
+    pub fn gc_to_sse_ms(&self) -> Vec<f64> {
+        self.gc_ends.iter().map(|&(t, r)| r.saturating_sub(t) as f64 / 1e6).collect()
+    }
+}
+
+/// An SSE client reading a stream (`/api/v1/stream`, or one JVM's) on its own thread.
 pub struct Subscriber {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Seen>,

@@ -635,7 +635,7 @@ pub struct Registry {
     /// The rendered `/metrics` text and the generation it shows.
     metrics_text: Mutex<(u64, Arc<String>)>,
     /// Exit statuses reported for JVMs not discovered yet (applied when they are).
-    early_exits: Mutex<std::collections::HashMap<String, String>>,
+    early_exits: Mutex<HashMap<String, String>>,
     /// Counts insertions into and removals from the map (the follower's poll list is rebuilt
     /// when it moves; Relaxed: read and written under the map lock).
     members: AtomicU64,
