@@ -74,6 +74,12 @@ struct Cli {
     /// Throughput: longest warm-up per run, seconds (default 30; quick 8).
     #[arg(long, global = true, value_name = "SECONDS")]
     warmup_max: Option<f64>,
+    /// Throughput: GcWork's allocating threads (default 8).
+    #[arg(long, global = true, value_name = "N")]
+    gc_threads: Option<usize>,
+    /// Throughput: HttpWork's handler threads (default 4).
+    #[arg(long, global = true, value_name = "N")]
+    http_pool: Option<usize>,
     /// Tomcat rounds (default 8, in AB/BA pairs; quick 2).
     #[arg(long, global = true, value_name = "N")]
     tomcat_rounds: Option<usize>,
@@ -81,6 +87,9 @@ struct Cli {
     /// always runs; Tomcat's default is none,jvmwatch,jfr-default).
     #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
     configs: Option<Vec<String>>,
+    /// Throughput: only these workloads (comma-separated: gc-alloc, http-server; default both).
+    #[arg(long, global = true, value_delimiter = ',', value_name = "NAMES")]
+    workloads: Option<Vec<String>>,
     /// Latency rounds (default 5; smoke 1).
     #[arg(long, global = true, value_name = "N")]
     latency_rounds: Option<usize>,
@@ -245,6 +254,12 @@ fn plan_of(cli: &Cli) -> Plan {
         p.warmup_max = secs(s);
     }
     p.warmup_max = p.warmup_max.max(p.warmup);
+    if let Some(n) = cli.gc_threads {
+        p.gc_threads = n.max(1);
+    }
+    if let Some(n) = cli.http_pool {
+        p.http_pool = n.max(1);
+    }
     if let Some(n) = cli.tomcat_rounds {
         p.tomcat_rounds = n.max(1);
     }
@@ -318,7 +333,8 @@ fn run(cli: &Cli) -> Result<()> {
         Some(names) => 1 + names.iter().filter(|n| *n != "none").count(),
         None => tomcat::DEFAULT_CONFIGS.len(),
     };
-    let estimate = plan.estimate(tp_configs, tc_configs);
+    let tp_workloads = cli.workloads.as_ref().map_or(throughput::Workload::ALL.len(), Vec::len);
+    let estimate = plan.estimate(tp_configs, tp_workloads, tc_configs);
     eprintln!(
         "jvmwatch-bench {}: {} on {} ({} cores); agent {}, sidecar {}; jvmwatch serve: {}",
         mode(&plan),
@@ -350,7 +366,7 @@ fn run(cli: &Cli) -> Result<()> {
         notes.push(format!("jvmwatch+sidecar and jvmwatch-sse were skipped: {why}."));
     }
     let throughput = wants(Cmd::Throughput)
-        .then(|| throughput::run(&plan, &tools, &scratch, &serve, cli.configs.as_deref()))
+        .then(|| throughput::run(&plan, &tools, &scratch, &serve, cli.configs.as_deref(), cli.workloads.as_deref()))
         .transpose()?;
     let micro = wants(Cmd::Micro).then(|| micro::run(&plan, &tools, &scratch)).transpose()?;
     let latency = wants(Cmd::Latency).then(|| latency::run(&plan, &tools, &scratch, &serve)).transpose()?;

@@ -213,11 +213,11 @@ impl Plan {
         self
     }
 
-    /// The timed sections' length for `configs` throughput configurations (per workload) and
-    /// `tomcat_configs` Tomcat configurations.
-    pub fn estimate(&self, configs: usize, tomcat_configs: usize) -> Estimate {
+    /// The timed sections' length for `configs` throughput configurations of `workloads`
+    /// workloads and `tomcat_configs` Tomcat configurations.
+    pub fn estimate(&self, configs: usize, workloads: usize, tomcat_configs: usize) -> Estimate {
         let (w0, w1, m) = (self.warmup.as_secs_f64(), self.warmup_max.as_secs_f64(), self.measure.as_secs_f64());
-        let runs = (self.rounds * configs * 2) as f64;
+        let runs = (self.rounds * configs * workloads) as f64;
         let tomcat_run = TOMCAT_START_S + self.tomcat_warmup.as_secs_f64() + self.tomcat_measure.as_secs_f64();
         let sampler_run = JVM_START_S + self.sampler_settle.as_secs_f64() + self.sampler_window.as_secs_f64();
         Estimate {

@@ -429,13 +429,15 @@ struct Ctx<'a> {
     split: Option<(usize, usize)>,
 }
 
-/// Runs the section. `only`: configuration names to run (the baseline always runs).
+/// Runs the section. `only`: configuration names to run (the baseline always runs);
+/// `workloads`: workload names to run (default both).
 pub fn run(
     plan: &Plan,
     tools: &Tools,
     scratch: &Scratch,
     serve: &std::result::Result<(), String>,
     only: Option<&[String]>,
+    workloads: Option<&[String]>,
 ) -> Result<Throughput> {
     let mut monitors: Vec<Monitor> = Monitor::ALL.to_vec();
     if let Some(names) = only {
@@ -444,19 +446,27 @@ pub fn run(
         }
         monitors.retain(|m| *m == Monitor::None || names.iter().any(|n| n == m.name()));
     }
+    // Each workload keeps its index in `Workload::ALL`: the bootstrap seeds derive from it.
+    let mut chosen: Vec<(usize, Workload)> = Workload::ALL.into_iter().enumerate().collect();
+    if let Some(names) = workloads {
+        for n in names {
+            ensure!(Workload::ALL.iter().any(|w| w.name() == n), "unknown workload {n:?} (gc-alloc, http-server)");
+        }
+        chosen.retain(|(_, w)| names.iter().any(|n| n == w.name()));
+    }
     let split = cpu_split();
     let ctx = Ctx { plan, tools, scratch, split };
     let mut results: Vec<Vec<Outcomes>> =
-        Workload::ALL.iter().map(|_| monitors.iter().map(|_| Outcomes::default()).collect()).collect();
+        chosen.iter().map(|_| monitors.iter().map(|_| Outcomes::default()).collect()).collect();
     let mut repeated_runs = 0;
     let mut orders = Vec::new();
     let runnable = monitors.iter().filter(|m| **m != Monitor::JvmwatchSidecar || serve.is_ok()).count();
-    let total = plan.rounds * Workload::ALL.len() * runnable;
+    let total = plan.rounds * chosen.len() * runnable;
     let mut done = 0;
     for round in 0..plan.rounds {
         let order = round_order(plan.seed, 0x7468_726f_7567_6800, round, monitors.len());
         orders.push(order.iter().map(|&i| monitors[i].name()).collect());
-        for (wi, w) in Workload::ALL.into_iter().enumerate() {
+        for (wi, &(_, w)) in chosen.iter().enumerate() {
             for &mi in &order {
                 let m = monitors[mi];
                 if m == Monitor::JvmwatchSidecar && serve.is_err() {
@@ -494,11 +504,10 @@ pub fn run(
         }
     }
     let foreign: Vec<f64> = results.iter().flatten().flat_map(|o| o.runs.iter().map(|r| r.foreign_cpu_pct)).collect();
-    let workloads = Workload::ALL
+    let workloads = chosen
         .into_iter()
         .zip(results)
-        .enumerate()
-        .map(|(wi, (w, per_monitor))| summarize_workload(plan, wi, w, &monitors, per_monitor, serve))
+        .map(|((wi, w), per_monitor)| summarize_workload(plan, wi, w, &monitors, per_monitor, serve))
         .collect();
     Ok(Throughput {
         pinning: match split {
