@@ -32,6 +32,7 @@ mod timefmt;
 mod tomcat;
 mod tools;
 mod usage;
+mod waker;
 mod window;
 
 use std::path::{Path, PathBuf};

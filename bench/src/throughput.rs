@@ -21,6 +21,7 @@ use crate::rng::Rng;
 use crate::sidecar::{Serve, Subscriber};
 use crate::stats::{bootstrap_mean, round, summarize, Ci, Summary, RESAMPLES};
 use crate::tools::{Scratch, Tools};
+use crate::waker::Waker;
 use crate::window::{self, Mark, Warmup};
 
 /// The threads whose CPU is the in-VM monitor's cost per GC: the agent's monitor thread, the
@@ -58,6 +59,9 @@ pub enum Monitor {
     GcLog,
     /// An in-process MXBean poller at 10 Hz (what Prometheus JVM exporters read per scrape).
     MxBean,
+    /// The baseline plus [`Waker`] threads on the JVM's CPUs: no tool, only wake-ups, to show
+    /// what waking the VM's idle cores alone does to a figure (see `waker.rs`).
+    Waker,
 }
 
 impl Monitor {
@@ -70,7 +74,7 @@ impl Monitor {
     }
 
     /// Every configuration, baseline first.
-    pub const ALL: [Monitor; 10] = [
+    pub const ALL: [Monitor; 11] = [
         Monitor::None,
         Monitor::Hsperfdata,
         Monitor::Jvmwatch,
@@ -81,6 +85,7 @@ impl Monitor {
         Monitor::JfrProfile,
         Monitor::GcLog,
         Monitor::MxBean,
+        Monitor::Waker,
     ];
 
     /// Name in the results.
@@ -96,6 +101,7 @@ impl Monitor {
             Monitor::JfrProfile => "jfr-profile",
             Monitor::GcLog => "gc-log",
             Monitor::MxBean => "mxbean-10hz",
+            Monitor::Waker => "none+waker",
         }
     }
 
@@ -114,6 +120,10 @@ impl Monitor {
             Monitor::JfrProfile => "-XX:-UsePerfData -XX:StartFlightRecording=settings=profile,filename=<tmp>/rec.jfr",
             Monitor::GcLog => "-XX:-UsePerfData -Xlog:gc*:file=<tmp>/gc.log",
             Monitor::MxBean => "-XX:-UsePerfData -Dbench.mxpoll=100 (in-process MXBean poller, 10 Hz)",
+            Monitor::Waker => {
+                "-XX:-UsePerfData; a harness thread pinned to each CPU the JVM runs on sleeps 5 ms at a time (no tool: \
+                 the wake-ups alone)"
+            }
         }
     }
 
@@ -132,7 +142,7 @@ impl Monitor {
             format!("-XX:StartFlightRecording=settings={settings},filename={}", disk_dir.join("rec.jfr").display())
         };
         match self {
-            Monitor::None | Monitor::Hsperfdata => {}
+            Monitor::None | Monitor::Hsperfdata | Monitor::Waker => {}
             Monitor::Jvmwatch | Monitor::JvmwatchSidecar => {
                 f.push(jvm::agent_flag(tools, &format!("dir={}", ring_dir.display())));
             }
@@ -658,6 +668,12 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         sidecar: None,
         foreign_cpu_pct: 0.0,
     };
+    // The JVM's CPUs: the one it is pinned to (http-server) or all (gc-alloc).
+    let jvm_cpus = match (w, ctx.split) {
+        (Workload::Http, Some((jvm_cpu, _))) => vec![jvm_cpu],
+        _ => process::allowed_cpus(),
+    };
+    let _waker = (m == Monitor::Waker).then(|| Waker::start(&jvm_cpus));
     let win = match w {
         Workload::Gc => {
             // Not pinned: the JVM has both cores (see `Throughput::pinning`).

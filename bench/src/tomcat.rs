@@ -31,7 +31,7 @@ pub const PACKAGES: [&str; 2] = ["tomcat10-common", "wrk"];
 pub const DEFAULT_CONFIGS: [Monitor; 3] = [Monitor::None, Monitor::Jvmwatch, Monitor::JfrDefault];
 /// Configurations that make sense for Tomcat (mxbean-10hz needs the bench's own classes, the
 /// sidecar is measured in section 1).
-const ALLOWED: [Monitor; 8] = [
+const ALLOWED: [Monitor; 9] = [
     Monitor::None,
     Monitor::Hsperfdata,
     Monitor::Jvmwatch,
@@ -40,6 +40,7 @@ const ALLOWED: [Monitor; 8] = [
     Monitor::JfrDefault,
     Monitor::JfrProfile,
     Monitor::GcLog,
+    Monitor::Waker,
 ];
 
 const SERVLET: &str = include_str!("../../java/benchservlet/WorkServlet.java");
@@ -470,6 +471,8 @@ fn run_one(ctx: &Ctx<'_>, m: Monitor, round_no: usize) -> Result<TomcatRun> {
     if let Some((jvm_cpu, _)) = ctx.split {
         process::pin(&mut cmd, jvm_cpu);
     }
+    let jvm_cpus = ctx.split.map_or_else(process::allowed_cpus, |(jvm_cpu, _)| vec![jvm_cpu]);
+    let _waker = (m == Monitor::Waker).then(|| crate::waker::Waker::start(&jvm_cpus));
     let mut p = Proc::spawn(cmd, "Tomcat", &disk_dir.join("tomcat.stderr"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let end = Instant::now() + Duration::from_secs(90);

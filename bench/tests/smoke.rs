@@ -42,7 +42,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
     assert_eq!(r["mode"], "smoke");
     positive(&r["machine"]["cpus"], "machine.cpus");
 
-    // 1. Throughput: two workloads, ten configurations, baseline ratio 1.
+    // 1. Throughput: two workloads, eleven configurations, baseline ratio 1.
     let workloads = r["throughput"]["workloads"].as_array().expect("throughput.workloads");
     assert_eq!(workloads.len(), 2);
     for w in workloads {
@@ -60,7 +60,8 @@ fn all_smoke_produces_every_section_with_sane_values() {
                 "jfr-default",
                 "jfr-profile",
                 "gc-log",
-                "mxbean-10hz"
+                "mxbean-10hz",
+                "none+waker"
             ]
         );
         assert_eq!(f(&configs[0]["ratio"], "baseline ratio"), 1.0);
