@@ -668,12 +668,9 @@ fn run_one(ctx: &Ctx<'_>, w: Workload, m: Monitor, round_no: usize) -> Result<Ru
         sidecar: None,
         foreign_cpu_pct: 0.0,
     };
-    // The JVM's CPUs: the one it is pinned to (http-server) or all (gc-alloc).
-    let jvm_cpus = match (w, ctx.split) {
-        (Workload::Http, Some((jvm_cpu, _))) => vec![jvm_cpu],
-        _ => process::allowed_cpus(),
-    };
-    let _waker = (m == Monitor::Waker).then(|| Waker::start(&jvm_cpus));
+    // http-server's JVM is pinned to one CPU; gc-alloc's runs on all.
+    let pinned = ctx.split.filter(|_| w == Workload::Http).map(|(jvm_cpu, _)| jvm_cpu);
+    let _waker = (m == Monitor::Waker).then(|| Waker::on_jvm_cpus(pinned)).transpose()?;
     let win = match w {
         Workload::Gc => {
             // Not pinned: the JVM has both cores (see `Throughput::pinning`).

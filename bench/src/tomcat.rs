@@ -471,8 +471,8 @@ fn run_one(ctx: &Ctx<'_>, m: Monitor, round_no: usize) -> Result<TomcatRun> {
     if let Some((jvm_cpu, _)) = ctx.split {
         process::pin(&mut cmd, jvm_cpu);
     }
-    let jvm_cpus = ctx.split.map_or_else(process::allowed_cpus, |(jvm_cpu, _)| vec![jvm_cpu]);
-    let _waker = (m == Monitor::Waker).then(|| crate::waker::Waker::start(&jvm_cpus));
+    let pinned = ctx.split.map(|(jvm_cpu, _)| jvm_cpu);
+    let _waker = (m == Monitor::Waker).then(|| crate::waker::Waker::on_jvm_cpus(pinned)).transpose()?;
     let mut p = Proc::spawn(cmd, "Tomcat", &disk_dir.join("tomcat.stderr"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let end = Instant::now() + Duration::from_secs(90);
