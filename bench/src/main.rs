@@ -286,6 +286,29 @@ fn default_results_path(date: &str, suffix: &str) -> PathBuf {
         .expect("some free name")
 }
 
+/// Runs one section when it is `wanted`. Under `all` a failure is told, added to `failed` and
+/// read as "no result", so the run goes on; otherwise it is returned.
+fn section<T>(
+    all: bool,
+    failed: &mut Vec<String>,
+    name: &str,
+    wanted: bool,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<Option<T>> {
+    if !wanted {
+        return Ok(None);
+    }
+    match f() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if all => {
+            eprintln!("[{name}] the section failed; the run goes on without it: {e:#}");
+            failed.push(format!("{name} failed: {e:#}"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn save(path: &Path, json: &str) -> Result<()> {
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
@@ -366,41 +389,42 @@ fn run(cli: &Cli) -> Result<()> {
     if let Err(why) = &serve {
         notes.push(format!("jvmwatch+sidecar and jvmwatch-sse were skipped: {why}."));
     }
-    let throughput = wants(Cmd::Throughput)
-        .then(|| throughput::run(&plan, &tools, &scratch, &serve, cli.configs.as_deref(), cli.workloads.as_deref()))
-        .transpose()?;
-    let micro = wants(Cmd::Micro).then(|| micro::run(&plan, &tools, &scratch)).transpose()?;
-    let latency = wants(Cmd::Latency).then(|| latency::run(&plan, &tools, &scratch, &serve)).transpose()?;
-    let crash = wants(Cmd::Crash).then(|| crash::run(&plan, &tools, &scratch)).transpose()?;
-    let serve_load = match (&serve, wants(Cmd::Serve)) {
-        (Ok(()), true) => {
-            let (jvms, measure, requests) = if plan.smoke { (3, 2.0, 50) } else { (50, 30.0, 1000) };
-            Some(serve_load::run(&tools, &scratch, jvms, secs(measure), requests)?)
-        }
-        _ => None,
-    };
-    let api_cost = wants(Cmd::Api)
-        .then(|| {
-            let (forks, seconds) = if plan.smoke { (1, 0.1) } else { (3, 1.0) };
-            api_cost::run(&tools, &scratch, machine.cpus, forks, seconds)
-        })
-        .transpose()?;
-    let controller = wants(Cmd::Controller)
-        .then(|| {
-            let (deaths, jvms, ticks) = if plan.smoke { (3, 50, 10) } else { (60, 1000, 200) };
-            let deaths = cli.deaths.unwrap_or(deaths);
-            controller::run(&tools, &scratch, deaths, jvms, ticks)
-        })
-        .transpose()?;
-    let history = wants(Cmd::History).then(|| history::run(&tools, &scratch, plan.smoke)).transpose()?;
-    let sampler = wants(Cmd::Sampler).then(|| sampler::run(&plan, &tools, &scratch)).transpose()?;
-    let tomcat =
-        wants(Cmd::Tomcat).then(|| tomcat::run(&plan, &tools, &scratch, cli.configs.as_deref())).transpose()?;
-    let usage = match &cli.cmd {
-        Cmd::Usage { jvms, minutes } => Some(usage::run(&tools, &scratch, *jvms, *minutes as f64 / 1440.0)?),
-        Cmd::All => Some(usage::run(&tools, &scratch, 100, if plan.smoke { 0.1 } else { 30.0 })?),
-        _ => None,
-    };
+    // Under `all`, a section that fails is told and recorded, the others still run, and what
+    // ran is saved: a long run must not lose its finished sections to a later one. The command
+    // still fails at the end. A single section's command fails at once.
+    let all = cli.cmd == Cmd::All;
+    let mut failed: Vec<String> = Vec::new();
+    let throughput = section(all, &mut failed, "throughput", wants(Cmd::Throughput), || {
+        throughput::run(&plan, &tools, &scratch, &serve, cli.configs.as_deref(), cli.workloads.as_deref())
+    })?;
+    let micro = section(all, &mut failed, "micro", wants(Cmd::Micro), || micro::run(&plan, &tools, &scratch))?;
+    let latency =
+        section(all, &mut failed, "latency", wants(Cmd::Latency), || latency::run(&plan, &tools, &scratch, &serve))?;
+    let crash = section(all, &mut failed, "crash", wants(Cmd::Crash), || crash::run(&plan, &tools, &scratch))?;
+    let serve_load = section(all, &mut failed, "serve", serve.is_ok() && wants(Cmd::Serve), || {
+        let (jvms, measure, requests) = if plan.smoke { (3, 2.0, 50) } else { (50, 30.0, 1000) };
+        serve_load::run(&tools, &scratch, jvms, secs(measure), requests)
+    })?;
+    let api_cost = section(all, &mut failed, "api", wants(Cmd::Api), || {
+        let (forks, seconds) = if plan.smoke { (1, 0.1) } else { (3, 1.0) };
+        api_cost::run(&tools, &scratch, machine.cpus, forks, seconds)
+    })?;
+    let controller = section(all, &mut failed, "controller", wants(Cmd::Controller), || {
+        let (deaths, jvms, ticks) = if plan.smoke { (3, 50, 10) } else { (60, 1000, 200) };
+        let deaths = cli.deaths.unwrap_or(deaths);
+        controller::run(&tools, &scratch, deaths, jvms, ticks)
+    })?;
+    let history =
+        section(all, &mut failed, "history", wants(Cmd::History), || history::run(&tools, &scratch, plan.smoke))?;
+    let sampler = section(all, &mut failed, "sampler", wants(Cmd::Sampler), || sampler::run(&plan, &tools, &scratch))?;
+    let tomcat = section(all, &mut failed, "tomcat", wants(Cmd::Tomcat), || {
+        tomcat::run(&plan, &tools, &scratch, cli.configs.as_deref())
+    })?;
+    let usage = section(all, &mut failed, "usage", all || matches!(cli.cmd, Cmd::Usage { .. }), || match &cli.cmd {
+        Cmd::Usage { jvms, minutes } => usage::run(&tools, &scratch, *jvms, *minutes as f64 / 1440.0),
+        _ => usage::run(&tools, &scratch, 100, if plan.smoke { 0.1 } else { 30.0 }),
+    })?;
+    notes.extend(failed.iter().map(|f| format!("Section {f} (the run went on without it).")));
     let scale = match &cli.cmd {
         Cmd::Scale { quick, before, sizes, abba } => {
             if let Err(why) = &serve {
@@ -466,6 +490,9 @@ fn run(cli: &Cli) -> Result<()> {
         println!("{json}");
     } else {
         print!("{md}");
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} section(s) failed: {}", failed.len(), failed.join("; "));
     }
     Ok(())
 }
