@@ -18,6 +18,7 @@ mod loadgen;
 mod micro;
 mod noise;
 mod plan;
+mod pool;
 mod process;
 mod report;
 mod rng;
@@ -187,6 +188,15 @@ enum Cmd {
         /// A results JSON file.
         file: PathBuf,
     },
+    /// One interval over the throughput rounds of several saved runs of the same build: each
+    /// file's rounds are paired within it, then one bootstrap over all pairs. The files must
+    /// describe the workloads, flags and warm-up rule identically; the build is not recorded in
+    /// them, so the caller vouches that it was the same.
+    Pool {
+        /// Two or more results JSON files.
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Everything one invocation measured.
@@ -337,6 +347,19 @@ fn run(cli: &Cli) -> Result<()> {
             report::update_readme(&bench_dir().join("README.md"), &md)?;
         }
         print!("{md}");
+        return Ok(());
+    }
+    if let Cmd::Pool { files } = &cli.cmd {
+        let runs = files
+            .iter()
+            .map(|f| {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let v = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not a results JSON file", f.display()))?;
+                Ok((f.clone(), v))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        print!("{}", pool::markdown(files, &pool::pool(&runs)?));
         return Ok(());
     }
     if let Cmd::ScaleWriter { dir, rings, first, max_s } = &cli.cmd {
@@ -505,5 +528,34 @@ fn main() -> std::process::ExitCode {
             eprintln!("jvmwatch-bench: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::section;
+
+    #[test]
+    fn under_all_a_failing_section_is_recorded_and_the_run_goes_on() {
+        let mut failed = Vec::new();
+        let r: anyhow::Result<Option<u32>> =
+            section(true, &mut failed, "micro", true, || Err(anyhow::anyhow!("no java")));
+        assert_eq!(r.unwrap(), None);
+        assert_eq!(failed, ["micro failed: no java"]);
+        let ok = section(true, &mut failed, "crash", true, || Ok(7));
+        assert_eq!(ok.unwrap(), Some(7));
+        assert_eq!(failed.len(), 1, "a section that worked is not recorded");
+    }
+
+    #[test]
+    fn a_section_run_alone_fails_at_once_and_one_not_wanted_does_not_run() {
+        let mut failed = Vec::new();
+        let r: anyhow::Result<Option<u32>> =
+            section(false, &mut failed, "micro", true, || Err(anyhow::anyhow!("no java")));
+        assert_eq!(r.unwrap_err().to_string(), "no java");
+        assert!(failed.is_empty());
+        let skipped: anyhow::Result<Option<u32>> =
+            section(true, &mut failed, "tomcat", false, || panic!("a section not wanted must not run"));
+        assert_eq!(skipped.unwrap(), None);
     }
 }
