@@ -45,7 +45,7 @@ use jvmwatch_ring::now_ns;
 use serde::Serialize;
 
 use crate::plan::Plan;
-use crate::tools::{Machine, Scratch, Tools};
+use crate::tools::{Build, Machine, Scratch, Tools};
 
 /// Measures jvmwatch's overhead and latency against the tools users would pick instead.
 #[derive(Parser, Debug)]
@@ -210,6 +210,8 @@ struct Results {
     mode: &'static str,
     command: String,
     machine: Machine,
+    /// The agent and sidecar measured.
+    build: Build,
     loadavg_end: String,
     plan: Plan,
     /// How long the timed sections take by the plan, seconds.
@@ -359,7 +361,8 @@ fn run(cli: &Cli) -> Result<()> {
                 Ok((f.clone(), v))
             })
             .collect::<Result<Vec<_>>>()?;
-        print!("{}", pool::markdown(files, &pool::pool(&runs)?));
+        let pooled = pool::pool(&runs)?;
+        print!("{}", pool::markdown(files, &pool::same_build(&runs)?, &pooled));
         return Ok(());
     }
     if let Cmd::ScaleWriter { dir, rings, first, max_s } = &cli.cmd {
@@ -476,6 +479,7 @@ fn run(cli: &Cli) -> Result<()> {
         mode: mode(&plan),
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         machine,
+        build: Build::of(&tools),
         loadavg_end: tools::loadavg(),
         plan,
         estimate,

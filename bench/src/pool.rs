@@ -4,8 +4,10 @@
 //! from different runs are independent pairs and their paired differences can be pooled: each
 //! file's rounds are paired within that file, then one bootstrap runs over all the pairs. That
 //! is only sound when the runs measured the same thing, so every file must describe each
-//! workload, each configuration's flags and the warm-up rule identically; the build itself is
-//! not recorded in a results file, so the caller vouches that the agent was the same.
+//! workload, each configuration's flags and the warm-up rule identically, and every file that
+//! records its agent build (`build.agent`, a CRC-32 of `libjvmwatch.so`; files from before
+//! 2026-11-27 07:50 UTC lack it) must record the same one. For files without it, the caller
+//! vouches that the agent was the same, and the output says so.
 
 use std::path::PathBuf;
 
@@ -32,9 +34,41 @@ pub struct Pooled {
     pub baseline_spread_pct: f64,
 }
 
+/// Checks that the files that record their agent build record the same one, and says how the
+/// build is known: one sentence for the output.
+pub fn same_build(runs: &[(PathBuf, Value)]) -> Result<String> {
+    let mut known: Option<(&PathBuf, &str)> = None;
+    let mut unrecorded = Vec::new();
+    for (path, v) in runs {
+        match v["build"]["agent"].as_str().filter(|a| a.starts_with("crc32 ")) {
+            None => unrecorded.push(format!("`{}`", path.display())),
+            Some(agent) => match known {
+                Some((first, id)) if id != agent => {
+                    bail!(
+                        "{} measured another agent ({agent}) than {} ({id}): not the same build",
+                        path.display(),
+                        first.display()
+                    )
+                }
+                Some(_) => {}
+                None => known = Some((path, agent)),
+            },
+        }
+    }
+    Ok(match (known, unrecorded.is_empty()) {
+        (Some((_, id)), true) => format!("Every file measured the same agent ({id})."),
+        (Some((_, id)), false) => format!(
+            "The agent ({id}) is recorded in some files; {} do(es) not record it: the caller vouches it was the same.",
+            unrecorded.join(", ")
+        ),
+        (None, _) => "No file records its agent build: the caller vouches it was the same.".to_string(),
+    })
+}
+
 /// Pools the throughput sections of `runs` (parsed results files, named for errors).
 pub fn pool(runs: &[(PathBuf, Value)]) -> Result<Vec<Pooled>> {
     ensure!(runs.len() >= 2, "pool needs at least two results files");
+    same_build(runs)?;
     let first = section(&runs[0])?;
     let rule = &first["warmup_rule"];
     for r in &runs[1..] {
@@ -126,12 +160,12 @@ fn runs_of(config: &Value) -> Vec<(u64, f64, Option<f64>)> {
         .collect()
 }
 
-/// The pooled figures as a Markdown table.
-pub fn markdown(files: &[PathBuf], pooled: &[Pooled]) -> String {
+/// The pooled figures as a Markdown table, after `build` (from [`same_build`]).
+pub fn markdown(files: &[PathBuf], build: &str, pooled: &[Pooled]) -> String {
     let ci = |c: &Ci| format!("{:+.2} % [{:+.2}, {:+.2}]", c.mean, c.lo, c.hi);
     let names: Vec<String> = files.iter().map(|p| format!("`{}`", p.display())).collect();
     let mut s = format!(
-        "Pooled over {} (each file's rounds paired within it; one bootstrap, {RESAMPLES} resamples, over all pairs).\n\n\
+        "Pooled over {} (each file's rounds paired within it; one bootstrap, {RESAMPLES} resamples, over all pairs). {build}\n\n\
          | workload | configuration | paired rounds per file | loss, paired (95 % CI) | half-width | CPU added per op (95 % CI) | baseline spread, all runs |\n\
          |---|---|---|---|---:|---|---:|\n",
         names.join(", ")
@@ -186,7 +220,7 @@ mod tests {
         assert!(p[0].loss.lo >= 0.0 && p[0].loss.hi <= 20.0);
         assert_eq!(p[0].baseline_spread_pct, 150.0); // (200 − 50) / 100
         assert!(p[0].cpu_added.unwrap().mean > 0.0, "fewer ops for the same CPU is more CPU per op");
-        let md = markdown(&["a".into(), "b".into()], &p);
+        let md = markdown(&["a".into(), "b".into()], "vouched", &p);
         assert!(md.contains("| gc-alloc | jvmwatch | 2 + 1 | +10.00 % ["), "{md}");
     }
 
@@ -201,5 +235,25 @@ mod tests {
         assert!(e.to_string().contains("other flags"), "{e}");
         let e = pool(&[("a".into(), a)]).unwrap_err();
         assert!(e.to_string().contains("at least two"), "{e}");
+    }
+
+    #[test]
+    fn builds_must_match_where_recorded() {
+        let with = |agent: &str| {
+            let mut v = file("r", "-agentpath", &[(100.0, 90.0)]);
+            v["build"] = json!({"agent": agent, "sidecar": "crc32 1, 1 bytes"});
+            v
+        };
+        let (a, b) = (with("crc32 0000abcd, 10 bytes"), with("crc32 0000abcd, 10 bytes"));
+        let old = file("r", "-agentpath", &[(100.0, 90.0)]);
+        let said = same_build(&[("a".into(), a.clone()), ("b".into(), b)]).unwrap();
+        assert_eq!(said, "Every file measured the same agent (crc32 0000abcd, 10 bytes).");
+        let said = same_build(&[("a".into(), a.clone()), ("old".into(), old.clone())]).unwrap();
+        assert!(said.contains("`old` do(es) not record it"), "{said}");
+        let said = same_build(&[("old".into(), old.clone()), ("old2".into(), old)]).unwrap();
+        assert!(said.starts_with("No file records"), "{said}");
+        let other = with("crc32 00001234, 10 bytes");
+        let e = pool(&[("a".into(), a), ("c".into(), other)]).unwrap_err();
+        assert!(e.to_string().contains("not the same build"), "{e}");
     }
 }

@@ -139,6 +139,31 @@ pub struct Machine {
     pub loadavg_start: String,
 }
 
+/// Which agent and sidecar a run measured: CRC-32 and size of each file, so that runs can be
+/// told apart (or pooled) later. An identity check, not a security one.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Build {
+    /// `libjvmwatch.so`: "crc32 <hex>, <bytes> bytes", or why it could not be read.
+    pub agent: String,
+    /// The `jvmwatch` binary, likewise.
+    pub sidecar: String,
+}
+
+impl Build {
+    /// Reads both files.
+    pub fn of(tools: &Tools) -> Build {
+        Build { agent: file_id(&tools.agent), sidecar: file_id(&tools.jvmwatch) }
+    }
+}
+
+/// "crc32 <hex>, <bytes> bytes" of a file, or "unreadable: <why>".
+pub fn file_id(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => format!("crc32 {:08x}, {} bytes", crc32fast::hash(&bytes), bytes.len()),
+        Err(e) => format!("unreadable: {e}"),
+    }
+}
+
 fn read_trim(p: &str) -> String {
     std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
 }

@@ -41,6 +41,10 @@ fn all_smoke_produces_every_section_with_sane_values() {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(r["mode"], "smoke");
     positive(&r["machine"]["cpus"], "machine.cpus");
+    for part in ["agent", "sidecar"] {
+        let id = r["build"][part].as_str().unwrap_or("");
+        assert!(id.starts_with("crc32 ") && id.ends_with(" bytes"), "build.{part} is {id:?}");
+    }
 
     // 1. Throughput: two workloads, eleven configurations, baseline ratio 1.
     let workloads = r["throughput"]["workloads"].as_array().expect("throughput.workloads");
