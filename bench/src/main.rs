@@ -190,8 +190,8 @@ enum Cmd {
     },
     /// One interval over the throughput rounds of several saved runs of the same build: each
     /// file's rounds are paired within it, then one bootstrap over all pairs. The files must
-    /// describe the workloads, flags and warm-up rule identically; the build is not recorded in
-    /// them, so the caller vouches that it was the same.
+    /// describe the workloads, flags and warm-up rule identically, and those that record their
+    /// agent build must record the same one (for files that do not, the caller vouches).
     Pool {
         /// Two or more results JSON files.
         #[arg(required = true, num_args = 2..)]
@@ -361,8 +361,7 @@ fn run(cli: &Cli) -> Result<()> {
                 Ok((f.clone(), v))
             })
             .collect::<Result<Vec<_>>>()?;
-        let pooled = pool::pool(&runs)?;
-        print!("{}", pool::markdown(files, &pool::same_build(&runs)?, &pooled));
+        print!("{}", pool::markdown(files, &pool::pool(&runs)?));
         return Ok(());
     }
     if let Cmd::ScaleWriter { dir, rings, first, max_s } = &cli.cmd {
@@ -374,6 +373,8 @@ fn run(cli: &Cli) -> Result<()> {
     let scratch = Scratch::new()?;
     let tools = Tools::find(&scratch)?;
     let machine = Machine::describe(&tools);
+    // Read before the sections run: the files measured, even if they are rebuilt meanwhile.
+    let build = Build::of(&tools);
     let serve = sidecar::available(&tools);
     let tp_configs = match &cli.configs {
         Some(names) => 1 + names.iter().filter(|n| *n != "none").count(),
@@ -479,7 +480,7 @@ fn run(cli: &Cli) -> Result<()> {
         mode: mode(&plan),
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         machine,
-        build: Build::of(&tools),
+        build,
         loadavg_end: tools::loadavg(),
         plan,
         estimate,

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::stats::{bootstrap_mean, round, Ci, RESAMPLES};
+use crate::stats::{bootstrap_mean, summarize, Ci, RESAMPLES};
+use crate::throughput::{gain_pct, loss_pct};
 
 /// Seed of the pooled bootstraps (fixed, so the output is reproducible).
 const SEED: u64 = 0x9001;
@@ -34,9 +35,17 @@ pub struct Pooled {
     pub baseline_spread_pct: f64,
 }
 
+/// The pooled figures of every configuration, and how the build is known.
+#[derive(Debug)]
+pub struct Pool {
+    /// One sentence: whether the files record the same agent, or the caller vouches.
+    pub build: String,
+    pub rows: Vec<Pooled>,
+}
+
 /// Checks that the files that record their agent build record the same one, and says how the
 /// build is known: one sentence for the output.
-pub fn same_build(runs: &[(PathBuf, Value)]) -> Result<String> {
+fn same_build(runs: &[(PathBuf, Value)]) -> Result<String> {
     let mut known: Option<(&PathBuf, &str)> = None;
     let mut unrecorded = Vec::new();
     for (path, v) in runs {
@@ -66,9 +75,9 @@ pub fn same_build(runs: &[(PathBuf, Value)]) -> Result<String> {
 }
 
 /// Pools the throughput sections of `runs` (parsed results files, named for errors).
-pub fn pool(runs: &[(PathBuf, Value)]) -> Result<Vec<Pooled>> {
+pub fn pool(runs: &[(PathBuf, Value)]) -> Result<Pool> {
     ensure!(runs.len() >= 2, "pool needs at least two results files");
-    same_build(runs)?;
+    let build = same_build(runs)?;
     let first = section(&runs[0])?;
     let rule = &first["warmup_rule"];
     for r in &runs[1..] {
@@ -116,29 +125,29 @@ pub fn pool(runs: &[(PathBuf, Value)]) -> Result<Vec<Pooled>> {
                     if bv <= 0.0 {
                         continue;
                     }
-                    losses.push((1.0 - value / bv) * 100.0);
+                    losses.push(loss_pct(value, bv));
                     if let (Some(x), Some(y)) = (cpu_op, bcpu.filter(|y| *y > 0.0)) {
-                        cpu.push((x / y - 1.0) * 100.0);
+                        cpu.push(gain_pct(x, y));
                     }
                     n += 1;
                 }
                 rounds.push(n);
             }
-            let Some(loss) = bootstrap_mean(&losses, SEED, RESAMPLES) else { continue };
-            bases.sort_by(f64::total_cmp);
-            let median = crate::stats::rank(&bases, 50.0);
+            let (Some(loss), Some(base_summary)) = (bootstrap_mean(&losses, SEED, RESAMPLES), summarize(&bases)) else {
+                continue;
+            };
             out.push(Pooled {
                 workload: wname.to_string(),
                 config: cname.to_string(),
                 rounds,
                 loss: loss.rounded(3),
                 cpu_added: bootstrap_mean(&cpu, SEED ^ 1, RESAMPLES).map(|c| c.rounded(3)),
-                baseline_spread_pct: round((bases[bases.len() - 1] - bases[0]) / median * 100.0, 2),
+                baseline_spread_pct: base_summary.spread_pct(),
             });
         }
     }
     ensure!(!out.is_empty(), "no configuration has paired rounds in every file");
-    Ok(out)
+    Ok(Pool { build, rows: out })
 }
 
 fn find<'a>(items: Option<&'a Vec<Value>>, name: &str) -> Option<&'a Value> {
@@ -160,8 +169,9 @@ fn runs_of(config: &Value) -> Vec<(u64, f64, Option<f64>)> {
         .collect()
 }
 
-/// The pooled figures as a Markdown table, after `build` (from [`same_build`]).
-pub fn markdown(files: &[PathBuf], build: &str, pooled: &[Pooled]) -> String {
+/// The pooled figures as a Markdown table, after the sentence on the build.
+pub fn markdown(files: &[PathBuf], pool: &Pool) -> String {
+    let build = &pool.build;
     let ci = |c: &Ci| format!("{:+.2} % [{:+.2}, {:+.2}]", c.mean, c.lo, c.hi);
     let names: Vec<String> = files.iter().map(|p| format!("`{}`", p.display())).collect();
     let mut s = format!(
@@ -170,7 +180,7 @@ pub fn markdown(files: &[PathBuf], build: &str, pooled: &[Pooled]) -> String {
          |---|---|---|---|---:|---|---:|\n",
         names.join(", ")
     );
-    for p in pooled {
+    for p in &pool.rows {
         let rounds: Vec<String> = p.rounds.iter().map(ToString::to_string).collect();
         s += &format!(
             "| {} | {} | {} | {} | {:.2} % | {} | {:.2} % |\n",
@@ -213,14 +223,16 @@ mod tests {
         // a's baseline of round 0 with b's run of round 0.
         let a = file("r", "-agentpath", &[(100.0, 90.0), (200.0, 200.0)]);
         let b = file("r", "-agentpath", &[(50.0, 40.0)]);
-        let p = pool(&[("a".into(), a), ("b".into(), b)]).unwrap();
+        let pooled = pool(&[("a".into(), a), ("b".into(), b)]).unwrap();
+        let p = &pooled.rows;
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].rounds, [2, 1]);
         assert!((p[0].loss.mean - 10.0).abs() < 1e-9, "{:?}", p[0].loss);
         assert!(p[0].loss.lo >= 0.0 && p[0].loss.hi <= 20.0);
         assert_eq!(p[0].baseline_spread_pct, 150.0); // (200 − 50) / 100
         assert!(p[0].cpu_added.unwrap().mean > 0.0, "fewer ops for the same CPU is more CPU per op");
-        let md = markdown(&["a".into(), "b".into()], "vouched", &p);
+        let md = markdown(&["a".into(), "b".into()], &pooled);
+        assert!(md.contains("No file records its agent build"), "{md}");
         assert!(md.contains("| gc-alloc | jvmwatch | 2 + 1 | +10.00 % ["), "{md}");
     }
 

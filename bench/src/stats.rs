@@ -15,6 +15,13 @@ pub struct Summary {
     pub max: f64,
 }
 
+impl Summary {
+    /// (max − min) / median × 100, rounded to 2 decimals: a baseline's spread.
+    pub fn spread_pct(&self) -> f64 {
+        round((self.max - self.min) / self.median * 100.0, 2)
+    }
+}
+
 /// Summarises `values`; `None` when there are none.
 pub fn summarize(values: &[f64]) -> Option<Summary> {
     if values.is_empty() {

@@ -404,7 +404,17 @@ fn paired<R>(runs: &[R], base: &[R], round_of: impl Fn(&R) -> usize, f: impl Fn(
     runs.iter().filter_map(|r| base.iter().find(|b| round_of(b) == round_of(r)).and_then(|b| f(r, b))).collect()
 }
 
-/// (1 − x / base) × 100 per round, mean and 95 % interval: what a configuration loses.
+/// (1 − x / base) × 100: what a run lost against its baseline run, %.
+pub fn loss_pct(x: f64, base: f64) -> f64 {
+    (1.0 - x / base) * 100.0
+}
+
+/// (x / base − 1) × 100: what a run added over its baseline run, %.
+pub fn gain_pct(x: f64, base: f64) -> f64 {
+    (x / base - 1.0) * 100.0
+}
+
+/// [`loss_pct`] per round, mean and 95 % interval: what a configuration loses.
 pub fn paired_loss<R>(
     runs: &[R],
     base: &[R],
@@ -412,13 +422,12 @@ pub fn paired_loss<R>(
     round_of: impl Fn(&R) -> usize,
     value: impl Fn(&R) -> Option<f64>,
 ) -> Option<Ci> {
-    let v = paired(runs, base, round_of, |r, b| {
-        value(r).zip(value(b).filter(|x| *x > 0.0)).map(|(x, y)| (1.0 - x / y) * 100.0)
-    });
+    let v =
+        paired(runs, base, round_of, |r, b| value(r).zip(value(b).filter(|x| *x > 0.0)).map(|(x, y)| loss_pct(x, y)));
     bootstrap_mean(&v, seed, RESAMPLES).map(|c| c.rounded(3))
 }
 
-/// (x / base − 1) × 100 per round, mean and 95 % interval: what a configuration adds.
+/// [`gain_pct`] per round, mean and 95 % interval: what a configuration adds.
 pub fn paired_gain<R>(
     runs: &[R],
     base: &[R],
@@ -426,9 +435,8 @@ pub fn paired_gain<R>(
     round_of: impl Fn(&R) -> usize,
     value: impl Fn(&R) -> Option<f64>,
 ) -> Option<Ci> {
-    let v = paired(runs, base, round_of, |r, b| {
-        value(r).zip(value(b).filter(|x| *x > 0.0)).map(|(x, y)| (x / y - 1.0) * 100.0)
-    });
+    let v =
+        paired(runs, base, round_of, |r, b| value(r).zip(value(b).filter(|x| *x > 0.0)).map(|(x, y)| gain_pct(x, y)));
     bootstrap_mean(&v, seed, RESAMPLES).map(|c| c.rounded(3))
 }
 
@@ -614,7 +622,7 @@ fn summarize_workload(
     let (jw, jfr) = (overhead(Monitor::Jvmwatch.name()), overhead(Monitor::JfrDefault.name()));
     let jwc = configs.iter().find(|c| c.name == Monitor::Jvmwatch.name());
     let headline = jwc.and_then(|c| c.paired_overhead_pct);
-    let spread = base.map(|b| round((b.max - b.min) / b.median * 100.0, 2));
+    let spread = base.map(|b| b.spread_pct());
     let half = headline.map(|c| round(c.half_width(), 3));
     let goal = Goal {
         jvmwatch_paired_overhead_pct: headline,

@@ -157,7 +157,7 @@ impl Build {
 }
 
 /// "crc32 <hex>, <bytes> bytes" of a file, or "unreadable: <why>".
-pub fn file_id(path: &Path) -> String {
+fn file_id(path: &Path) -> String {
     match std::fs::read(path) {
         Ok(bytes) => format!("crc32 {:08x}, {} bytes", crc32fast::hash(&bytes), bytes.len()),
         Err(e) => format!("unreadable: {e}"),
