@@ -49,6 +49,8 @@ pub enum Monitor {
     /// The agent with `gc=notify`: a JMX GC notification per collection (the default before
     /// `gc=poll`), to show what polling saves.
     JvmwatchGcNotify,
+    /// The agent with `gc-poll=100ms`: the monitor reads collections at most every 100 ms.
+    JvmwatchGcPoll100,
     /// The agent plus `jvmwatch serve` on its directory with one SSE client.
     JvmwatchSidecar,
     /// JFR, `settings=default`.
@@ -69,17 +71,22 @@ impl Monitor {
     pub fn is_jvmwatch(self) -> bool {
         matches!(
             self,
-            Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchGcNotify | Monitor::JvmwatchSidecar
+            Monitor::Jvmwatch
+                | Monitor::JvmwatchMonitorOff
+                | Monitor::JvmwatchGcNotify
+                | Monitor::JvmwatchGcPoll100
+                | Monitor::JvmwatchSidecar
         )
     }
 
     /// Every configuration, baseline first.
-    pub const ALL: [Monitor; 11] = [
+    pub const ALL: [Monitor; 12] = [
         Monitor::None,
         Monitor::Hsperfdata,
         Monitor::Jvmwatch,
         Monitor::JvmwatchMonitorOff,
         Monitor::JvmwatchGcNotify,
+        Monitor::JvmwatchGcPoll100,
         Monitor::JvmwatchSidecar,
         Monitor::JfrDefault,
         Monitor::JfrProfile,
@@ -96,6 +103,7 @@ impl Monitor {
             Monitor::Jvmwatch => "jvmwatch",
             Monitor::JvmwatchMonitorOff => "jvmwatch-monitor-off",
             Monitor::JvmwatchGcNotify => "jvmwatch-gc-notify",
+            Monitor::JvmwatchGcPoll100 => "jvmwatch-gc-poll-100ms",
             Monitor::JvmwatchSidecar => "jvmwatch+sidecar",
             Monitor::JfrDefault => "jfr-default",
             Monitor::JfrProfile => "jfr-profile",
@@ -113,6 +121,7 @@ impl Monitor {
             Monitor::Jvmwatch => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir> (default size and interval)",
             Monitor::JvmwatchMonitorOff => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,monitor=off",
             Monitor::JvmwatchGcNotify => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,gc=notify",
+            Monitor::JvmwatchGcPoll100 => "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>,gc-poll=100ms",
             Monitor::JvmwatchSidecar => {
                 "-XX:-UsePerfData -agentpath:libjvmwatch.so=dir=<tmpfs dir>; jvmwatch serve --dir <that dir> with one SSE client"
             }
@@ -151,6 +160,9 @@ impl Monitor {
             }
             Monitor::JvmwatchGcNotify => {
                 f.push(jvm::agent_flag(tools, &format!("dir={},gc=notify", ring_dir.display())));
+            }
+            Monitor::JvmwatchGcPoll100 => {
+                f.push(jvm::agent_flag(tools, &format!("dir={},gc-poll=100ms", ring_dir.display())));
             }
             Monitor::JfrDefault => f.push(jfr("default")),
             Monitor::JfrProfile => f.push(jfr("profile")),

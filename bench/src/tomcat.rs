@@ -31,12 +31,13 @@ pub const PACKAGES: [&str; 2] = ["tomcat10-common", "wrk"];
 pub const DEFAULT_CONFIGS: [Monitor; 3] = [Monitor::None, Monitor::Jvmwatch, Monitor::JfrDefault];
 /// Configurations that make sense for Tomcat (mxbean-10hz needs the bench's own classes, the
 /// sidecar is measured in section 1).
-const ALLOWED: [Monitor; 9] = [
+const ALLOWED: [Monitor; 10] = [
     Monitor::None,
     Monitor::Hsperfdata,
     Monitor::Jvmwatch,
     Monitor::JvmwatchMonitorOff,
     Monitor::JvmwatchGcNotify,
+    Monitor::JvmwatchGcPoll100,
     Monitor::JfrDefault,
     Monitor::JfrProfile,
     Monitor::GcLog,
@@ -504,7 +505,7 @@ fn run_one(ctx: &Ctx<'_>, m: Monitor, round_no: usize) -> Result<TomcatRun> {
         foreign_cpu_pct: 0.0,
     };
     match m {
-        Monitor::Jvmwatch | Monitor::JvmwatchMonitorOff | Monitor::JvmwatchGcNotify => {
+        m if m.is_jvmwatch() => {
             let a = jvm::agent_stats(&ring_dir)?;
             ensure!(a.events > 0, "the agent's ring has no events: did the agent load?");
             run.agent = Some(a);

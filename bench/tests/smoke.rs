@@ -46,7 +46,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
         assert!(id.starts_with("crc32 ") && id.ends_with(" bytes"), "build.{part} is {id:?}");
     }
 
-    // 1. Throughput: two workloads, eleven configurations, baseline ratio 1.
+    // 1. Throughput: two workloads, twelve configurations, baseline ratio 1.
     let workloads = r["throughput"]["workloads"].as_array().expect("throughput.workloads");
     assert_eq!(workloads.len(), 2);
     for w in workloads {
@@ -60,6 +60,7 @@ fn all_smoke_produces_every_section_with_sane_values() {
                 "jvmwatch",
                 "jvmwatch-monitor-off",
                 "jvmwatch-gc-notify",
+                "jvmwatch-gc-poll-100ms",
                 "jvmwatch+sidecar",
                 "jfr-default",
                 "jfr-profile",

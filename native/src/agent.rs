@@ -197,7 +197,7 @@ unsafe fn attach_live(vm: *mut sys::JavaVM, a: &'static Agent) {
         return;
     }
     if a.config.monitor && a.config.gc == crate::options::GcSource::Poll {
-        crate::bridge::map_gc_causes(a);
+        crate::bridge::prepare_gc_poll(a);
     }
     // SAFETY: `jni` is this thread's JNIEnv, inside the frame pushed above.
     if let Err(e) = unsafe { crate::bridge::install(jni, a.config.monitor) } {

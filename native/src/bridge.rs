@@ -361,10 +361,12 @@ extern "system" fn gc_mode(_jni: *mut sys::JNIEnv, _cls: sys::jclass) -> sys::ji
     })
 }
 
-/// For `gc=poll`: maps hsperfdata's `sun.gc.cause` and `sun.gc.lastCause` for the GC-finish
-/// callback (at VM init, so the first collection already has its cause). Without hsperfdata
-/// causes stay unknown, and one agent warning says so.
-pub fn map_gc_causes(a: &Agent) {
+/// For `gc=poll`, before the monitor starts: sets the monitor's nap (`gc-poll=`) and maps
+/// hsperfdata's `sun.gc.cause` and `sun.gc.lastCause` for the GC-finish callback (at VM init,
+/// so the first collection already has its cause). Without hsperfdata causes stay unknown, and
+/// one agent warning says so.
+pub fn prepare_gc_poll(a: &Agent) {
+    crate::gcwake::set_fixed_nap(a.config.gc_poll);
     if let Some([cause, last]) = crate::perfdata::map_own(["sun.gc.cause", "sun.gc.lastCause"]) {
         // SAFETY: map_own's mappings are never unmapped.
         unsafe { crate::gcwake::set_cause_source(cause, last) };

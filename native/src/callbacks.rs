@@ -127,7 +127,7 @@ unsafe extern "C" fn vm_init(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv, 
         a.writer.emit_at(now, &Event::VmInit);
         a.writer.set_state(State::Running);
         if a.config.monitor && a.config.gc == crate::options::GcSource::Poll {
-            crate::bridge::map_gc_causes(a);
+            crate::bridge::prepare_gc_poll(a);
         }
         // SAFETY: `jni` is the VMInit thread's JNIEnv, valid for this callback.
         if let Err(e) = unsafe { crate::bridge::install(jni, a.config.monitor) } {

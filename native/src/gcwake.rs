@@ -88,6 +88,17 @@ pub const NAP_MAX: Duration = Duration::from_millis(50);
 /// Naps without a collection before the monitor sleeps until woken.
 pub const QUIET_NAPS: u32 = 20;
 
+/// A fixed nap (`gc-poll=DURATION`), in ms; 0: [`nap_for`] the mean interval (`gc-poll=auto`).
+static FIXED_NAP_MS: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the nap for `gc-poll=` (once, at VM init, before the monitor starts): `None` for
+/// `auto`.
+pub fn set_fixed_nap(nap: Option<Duration>) {
+    let ms = nap.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
+    // Relaxed: a setting read by the monitor thread, which the agent starts after this.
+    FIXED_NAP_MS.store(ms, Ordering::Relaxed);
+}
+
 /// The monitor thread's pacing. Only [`wait`] (the monitor thread) touches it, never while
 /// asleep: the mutex is not contended and never taken in a GC callback.
 struct Pace {
@@ -227,7 +238,9 @@ fn nap(seen: u32, timeout: Duration) -> u32 {
     let lock_pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
     let (napping, length) = {
         let p = lock_pace();
-        (p.quiet < QUIET_NAPS, nap_for(p.interval))
+        let fixed = FIXED_NAP_MS.load(Ordering::Relaxed);
+        let length = if fixed > 0 { Duration::from_millis(fixed.into()) } else { nap_for(p.interval) };
+        (p.quiet < QUIET_NAPS, length)
     };
     let timeout = if napping { timeout.min(length) } else { timeout };
     if !napping {

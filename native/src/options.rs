@@ -22,6 +22,9 @@ pub struct Config {
     pub monitor: bool,
     /// How the monitor learns each stop-the-world collection's details (`gc=`).
     pub gc: GcSource,
+    /// With `gc=poll`: the monitor's fixed nap between reads (`gc-poll=DURATION`); `None`
+    /// (`gc-poll=auto`): half the mean interval between collections, see `crate::gcwake`.
+    pub gc_poll: Option<Duration>,
     /// How long the fine history tier lasts (`history=`); zero: no history region.
     pub history: Duration,
     /// Period of the stacks capture (`stacks=`); `None`: no stacks region, no captures.
@@ -40,6 +43,11 @@ pub enum GcSource {
     /// a notification object per collection: two to three times the CPU of `poll`, `bench/`).
     Notify,
 }
+
+/// Shortest `gc-poll=` period.
+pub const MIN_GC_POLL: Duration = Duration::from_millis(5);
+/// Longest `gc-poll=` period (the monitor reads at least once a second anyway).
+pub const MAX_GC_POLL: Duration = Duration::from_secs(1);
 
 /// Default `history=`: 15 minutes at the sampler interval.
 pub const DEFAULT_HISTORY: Duration = Duration::from_secs(15 * 60);
@@ -84,6 +92,7 @@ impl Default for Config {
             strict: false,
             monitor: true,
             gc: GcSource::Poll,
+            gc_poll: None,
             history: DEFAULT_HISTORY,
             stacks: Some(DEFAULT_STACKS),
         }
@@ -167,6 +176,19 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
                     v => return Err(format!("gc={v}: expected poll or notify")),
                 };
             }
+            "gc-poll" => {
+                let v = value("auto, or a period such as 100ms")?;
+                c.gc_poll = if v == "auto" {
+                    None
+                } else {
+                    let d = parse_duration(v)
+                        .ok_or_else(|| format!("gc-poll={v}: expected auto or a period such as 100ms"))?;
+                    if d < MIN_GC_POLL || d > MAX_GC_POLL {
+                        return Err(format!("gc-poll={v}: must be between 5ms and 1s"));
+                    }
+                    Some(d)
+                };
+            }
             "history" => {
                 let v = value("a duration such as 15m, or off")?;
                 c.history = if parse_bool(v) == Ok(false) {
@@ -195,13 +217,16 @@ pub fn parse(raw: &[RawOption<'_>]) -> Result<Config, String> {
             }
             k => {
                 return Err(format!(
-                    "unknown option '{k}' (known: dir, path, size, interval, strict, monitor, gc, history, stacks)"
+                    "unknown option '{k}' (known: dir, path, size, interval, strict, monitor, gc, gc-poll, history, stacks)"
                 ))
             }
         }
     }
     if c.dir.is_some() && c.path.is_some() {
         return Err("give either dir= or path=, not both".into());
+    }
+    if c.gc_poll.is_some() && c.gc == GcSource::Notify {
+        return Err("gc-poll= paces gc=poll; it has no meaning with gc=notify".into());
     }
     let slots = c.history.as_nanos() / c.interval.as_nanos().max(1);
     if slots > jvmwatch_ring::layout::MAX_HISTORY_SLOTS as u128 {
@@ -297,6 +322,20 @@ mod tests {
         assert!(p("monitor=sometimes").unwrap_err().contains("monitor=sometimes"));
         assert!(!p("monitor=off").unwrap().monitor);
         assert!(p("").unwrap().monitor);
+    }
+
+    #[test]
+    fn gc_poll_is_auto_or_a_bounded_period() {
+        assert_eq!(p("").unwrap().gc_poll, None);
+        assert_eq!(p("gc-poll=auto").unwrap().gc_poll, None);
+        assert_eq!(p("gc-poll=100ms").unwrap().gc_poll, Some(Duration::from_millis(100)));
+        assert_eq!(p("gc=poll,gc-poll=1s").unwrap().gc_poll, Some(Duration::from_secs(1)));
+        assert!(p("gc-poll=2ms").unwrap_err().contains("between 5ms and 1s"));
+        assert!(p("gc-poll=2s").unwrap_err().contains("between 5ms and 1s"));
+        assert!(p("gc-poll=often").unwrap_err().contains("gc-poll=often"));
+        assert!(p("gc-poll=").unwrap_err().contains("needs a value"));
+        assert!(p("gc=notify,gc-poll=100ms").unwrap_err().contains("gc=notify"));
+        assert!(p("gc=notify,gc-poll=auto").is_ok());
     }
 
     #[test]

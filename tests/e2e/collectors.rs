@@ -127,3 +127,70 @@ fn gc_poll_and_notify_tell_the_same_collection_details() {
         }
     }
 }
+
+/// `gc-poll=DURATION` paces the monitor: it reads at most once a nap (and at its 1 s tick), so
+/// under a collection storm it tells few collections; every other one is counted in
+/// `jvm.gc.coalesced`, none vanishes. `auto` (the default) reads far more often.
+#[test]
+fn gc_poll_period_tells_fewer_collections_and_counts_the_rest() {
+    let jdk = &jdks()[0];
+    let mut told_by_mode = Vec::new();
+    for mode in ["auto", "1s"] {
+        let label = format!("JDK {} gc-poll={mode}", jdk.label);
+        let dir = tempdir();
+        let ring = dir.path().join("poll.ring");
+        // Serial with a small heap collects about a thousand times a second under GcChurn; it
+        // has no concurrent cycles, so every collection is a polled stop-the-world one.
+        let cmd = java_cmd(
+            jdk,
+            &format!("path={},gc-poll={mode}", ring.display()),
+            &["-XX:+UseSerialGC", "-Xmx64m"],
+            "GcChurn",
+            &["3000", "3"],
+            dir.path(),
+        );
+        let started = std::time::Instant::now();
+        let out = run(cmd);
+        let secs = started.elapsed().as_secs_f64();
+        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        let r = inspect(&ring, 1_000_000);
+        let events = r["events"].as_array().unwrap();
+        let seq = |e: &Value| e["seq"].as_u64().unwrap();
+        let cycles: Vec<&Value> = events.iter().filter(|e| e["type"] == "gc_cycle").collect();
+        let told = cycles.len() as u64;
+        let coalesced = r["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "jvm.gc.coalesced")
+            .and_then(|m| m["value"].as_u64())
+            .unwrap_or(0);
+        let total: u64 =
+            r["snapshot"]["collectors"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
+        let first = cycles.iter().map(|e| seq(e)).min().unwrap_or_else(|| panic!("{label}: no gc_cycle"));
+        // Every pause that ended after the first collection told is told or counted (a pause
+        // holds one collection or more: Serial's full collections may scavenge first).
+        let pauses_after = events.iter().filter(|e| e["type"] == "gc_pause_end" && seq(e) > first).count() as u64;
+        assert!(
+            told + coalesced >= pauses_after,
+            "{label}: told {told} + coalesced {coalesced} < {pauses_after} pauses"
+        );
+        // ... and none twice: the collectors' own counts bound the sum.
+        assert!(told + coalesced <= total, "{label}: told {told} + coalesced {coalesced} > {total} collections");
+        assert!(pauses_after > 1000, "{label}: only {pauses_after} pauses: no collection storm");
+        if mode == "1s" {
+            // A read a second at most from the naps and one from the tick, plus the one at VM
+            // death; each tells at most the two collectors' last collections.
+            let reads = 2 * (secs.ceil() as u64 + 1) + 1;
+            assert!(told <= 2 * reads, "{label}: {told} collections told in {secs:.1} s");
+            assert!(coalesced > 0, "{label}: nothing coalesced");
+        }
+        told_by_mode.push(told);
+    }
+    assert!(
+        told_by_mode[0] > told_by_mode[1],
+        "auto told {} collections, 1s told {}",
+        told_by_mode[0],
+        told_by_mode[1]
+    );
+}
