@@ -1,7 +1,7 @@
 //! `jvmwatch-bench`: what jvmwatch costs a Java service, measured side by side with the tools
 //! users would pick instead, in one run on one machine. See bench/README.md.
 //!
-//! Sections: `throughput` (overhead on two workloads under nine configurations), `micro` (ring
+//! Sections: `throughput` (overhead on two workloads under twelve configurations), `micro` (ring
 //! writes, snapshot, full scan, leak check, GC callback), `latency` (GC end → consumer),
 //! `crash` (SIGKILL survival), `serve`, `api`, `controller`, `history`, `sampler` (the agent's
 //! sampler thread per sample), `tomcat` (a real servlet server under wrk), `usage`. `all` runs

@@ -15,7 +15,9 @@
 //! more. After [`QUIET_NAPS`] naps with no collection it sleeps until its next tick and asks to
 //! be woken: the first collection after a quiet spell then pays one `FUTEX_WAKE` (non-blocking:
 //! no lock, no allocation), and the naps start again from [`NAP_MIN`], so a burst after a quiet
-//! spell is read collection by collection.
+//! spell is read collection by collection. `gc-poll=DURATION` replaces the adaptive nap with a
+//! fixed one ([`set_fixed_nap`]): fewer wake-ups, and the collections in between are only
+//! counted (`jvm.gc.coalesced`).
 //!
 //! The callback also copies the collection's cause from hsperfdata (`sun.gc.cause`, still set
 //! when the finish event is posted) into a small seqlock ring keyed by the finish count, so the
@@ -49,7 +51,8 @@ static CAUSE_LEN: AtomicUsize = AtomicUsize::new(0);
 static LAST_CAUSE_AT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 static LAST_CAUSE_LEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Sets where the callback reads the cause from (once, by the monitor thread at its start):
+/// Sets where the callback reads the cause from (once, at VM init or attach, before the monitor
+/// starts):
 /// `sun.gc.cause` and `sun.gc.lastCause`. G1 posts the finish event while the collection's
 /// cause is still set; Serial and Parallel post it after HotSpot restored `No GC`, when the
 /// collection's cause has moved to `lastCause`.
@@ -208,8 +211,9 @@ pub fn count() -> u32 {
 }
 
 /// Sleeps until the count differs from `seen` or `timeout` passes (naps of [`nap_for`] the
-/// mean interval while collections come often; see the module docs); returns the count. A
-/// zero `timeout` just reads the count. For one waiter (the monitor thread).
+/// mean interval while collections come often, or of the fixed `gc-poll=` period; see the
+/// module docs); returns the count. A zero `timeout` just reads the count. For one waiter (the
+/// monitor thread).
 ///
 /// A nap that ends with no collection naps again here, in native code, rather than returning
 /// to Java, which costs the monitor thread a JNI transition and a turn of its loop — unless a
@@ -236,9 +240,9 @@ fn nap(seen: u32, timeout: Duration) -> u32 {
         return FINISHED.load(Ordering::SeqCst);
     }
     let lock_pace = || PACE.lock().unwrap_or_else(|e| e.into_inner());
+    let fixed = FIXED_NAP_MS.load(Ordering::Relaxed);
     let (napping, length) = {
         let p = lock_pace();
-        let fixed = FIXED_NAP_MS.load(Ordering::Relaxed);
         let length = if fixed > 0 { Duration::from_millis(fixed.into()) } else { nap_for(p.interval) };
         (p.quiet < QUIET_NAPS, length)
     };
@@ -246,20 +250,24 @@ fn nap(seen: u32, timeout: Duration) -> u32 {
     if !napping {
         WAITING.store(1, Ordering::SeqCst);
     }
-    if FINISHED.load(Ordering::SeqCst) == seen {
+    // A fixed nap (`gc-poll=`) is never cut short: it waits on the count as it is now, so a
+    // collection that finished while the monitor read does not end it at once (the count is
+    // compared with `seen` after it). Otherwise a nap ends at once when the count moved.
+    let word = if napping && fixed > 0 { FINISHED.load(Ordering::SeqCst) } else { seen };
+    if FINISHED.load(Ordering::SeqCst) == word {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
         // SAFETY: FUTEX_WAIT on a valid static u32 with a valid relative timeout; the kernel
-        // returns at once (EAGAIN) when the word no longer equals `seen`. EINTR and ETIMEDOUT
+        // returns at once (EAGAIN) when the word no longer equals `word`. EINTR and ETIMEDOUT
         // just return: the caller re-reads the count.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 FINISHED.as_ptr(),
                 libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                seen,
+                word,
                 &ts as *const libc::timespec,
             );
         }

@@ -317,9 +317,10 @@ public final class Monitor implements Runnable {
      * Writes the latest collection of every polled collector whose count moved. {@code now} is
      * the agent's count of finished stop-the-world collections; the cause of finish number f
      * is {@code Bridge.gcCause(f)}. When the collectors' counts account for exactly the
-     * finishes since the last poll, the newest collection is finish {@code after}, the one
-     * before it {@code after - delta}, and so on; when one pause finished, every collection
-     * read belongs to it. Otherwise only the newest collection's cause is known (when none
+     * finishes since the last poll, the newest collection is finish {@code after}, and the
+     * next collector's last one is {@code after - 1} when the newest collector had one
+     * collection (with more, it is unknown: it may have come between them); when one pause
+     * finished, every collection read belongs to it. Otherwise only the newest collection's cause is known (when none
      * finished while we read); the others are unknown rather than guessed.
      */
     private static synchronized void pollGc(int now) {
@@ -359,9 +360,16 @@ public final class Monitor implements Runnable {
         boolean onePause = finishes == 1;
         boolean consistent = finishes == sum || onePause;
         // No collection finished while we read: the newest collection read is the newest
-        // finish, whatever happened before it.
+        // finish, whatever happened before it. The newest finish may also be a pause no polled
+        // collector counts (G1's remark and cleanup, VM_G1PauseConcurrent): those set no cause,
+        // so the callback kept hsperfdata's last cause for them, which is the cause of the
+        // newest collection that set one, a polled one: the collection read here.
         boolean newestKnown = before == after;
         int finish = after;
+        // Counting down stays exact past a collector with one collection since the last poll;
+        // past one with more, the next collector's last collection may have come between
+        // them (young, full, young, young), so its finish is not known.
+        boolean exact = consistent;
         // Newest first: finish numbers count down from `after`.
         for (int left = n; left > 0; left--) {
             int newest = -1;
@@ -374,11 +382,12 @@ public final class Monitor implements Runnable {
                 break;
             }
             if (fresh[newest]) {
-                boolean known = consistent || (newestKnown && finish == after);
+                boolean known = exact || (newestKnown && finish == after);
                 write(newest, known ? Bridge.gcCause(finish) : -1);
             }
             if (!onePause) {
                 finish -= (int) deltas[newest];
+                exact &= deltas[newest] == 1;
             }
             deltas[newest] = 0;
         }
@@ -511,11 +520,14 @@ public final class Monitor implements Runnable {
                     tick(threads, classes, buffers, loaded, unloaded, buf, reported, tick++);
                     nextTick = System.nanoTime() + 1_000_000_000L;
                     if (polling) {
-                        // Catches collections that post no JVMTI event.
+                        // Catches collections that post no JVMTI event. Reads what finished
+                        // so far, so the wait below does not return at once to read it again.
+                        seen = Bridge.awaitGc(seen, 0);
                         pollGc(seen);
                     }
                 }
-                int waitMs = (int) Math.max(1, (nextTick - System.nanoTime()) / 1_000_000);
+                // Rounded up: a wait that ends just short of the tick would be one more wake-up.
+                int waitMs = (int) Math.max(1, (nextTick - System.nanoTime() + 999_999) / 1_000_000);
                 if (!polling) {
                     Thread.sleep(waitMs);
                 } else {
