@@ -217,7 +217,7 @@ pub fn count() -> u32 {
 ///
 /// A nap that ends with no collection naps again here, in native code, rather than returning
 /// to Java, which costs the monitor thread a JNI transition and a turn of its loop — unless a
-/// pause is on: then it returns, and the return blocks until the pause's safepoint ends, so the
+/// pause is on (and the nap is not fixed): then it returns, and the return blocks until the pause's safepoint ends, so the
 /// collection is read right after it (another nap here would read it up to a nap later, and
 /// let more collections be told only as the later of two).
 pub fn wait(seen: u32, timeout: Duration) -> u32 {
@@ -227,7 +227,10 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
     let deadline = Instant::now() + timeout;
     loop {
         let now = nap(seen, deadline.saturating_duration_since(Instant::now()));
-        if now != seen || IN_PAUSE.load(Ordering::Relaxed) || Instant::now() >= deadline {
+        // With a fixed nap the next nap lasts its full length anyway: returning to Java during
+        // a pause would only block the thread at the safepoint.
+        let pause = IN_PAUSE.load(Ordering::Relaxed) && FIXED_NAP_MS.load(Ordering::Relaxed) == 0;
+        if now != seen || pause || Instant::now() >= deadline {
             return now;
         }
     }

@@ -289,6 +289,13 @@ public final class Monitor implements Runnable {
     /** The stop-the-world finish count covered by the collections written so far. */
     private static int processed;
 
+    /**
+     * False after a read during which a collection finished: that collection may be counted in
+     * {@link #processed} but not yet in the collectors' counts, so the next read's finishes
+     * and collections need not match even when they add up.
+     */
+    private static boolean synced = true;
+
     /** Called by the agent at VM death: writes what finished since the last poll. */
     public static synchronized void flush() {
         try {
@@ -303,6 +310,7 @@ public final class Monitor implements Runnable {
                 }
                 poll(stw);
                 processed = 0;
+                synced = true;
                 Arrays.fill(polledCount, 0);
             }
             if (polled.length > 0) {
@@ -355,16 +363,24 @@ public final class Monitor implements Runnable {
         int after = Bridge.awaitGc(now, 0);
         int finishes = after - processed;
         processed = after;
+        boolean wasSynced = synced;
+        synced = before == after;
+        // A collector whose count moved but whose last collection was not read may hold the
+        // newest collection: then no finish number is known.
+        boolean allRead = true;
+        for (int i = 0; i < n; i++) {
+            allRead &= deltas[i] == 0 || fresh[i];
+        }
         // Several collections in one pause (Parallel and Serial scavenge before a full
         // collection; G1 upgrades a young pause to a full one) share the pause's cause.
         boolean onePause = finishes == 1;
-        boolean consistent = finishes == sum || onePause;
+        boolean consistent = wasSynced && allRead && (finishes == sum || onePause);
         // No collection finished while we read: the newest collection read is the newest
         // finish, whatever happened before it. The newest finish may also be a pause no polled
         // collector counts (G1's remark and cleanup, VM_G1PauseConcurrent): those set no cause,
         // so the callback kept hsperfdata's last cause for them, which is the cause of the
         // newest collection that set one, a polled one: the collection read here.
-        boolean newestKnown = before == after;
+        boolean newestKnown = before == after && allRead;
         int finish = after;
         // Counting down stays exact past a collector with one collection since the last poll;
         // past one with more, the next collector's last collection may have come between
@@ -380,6 +396,16 @@ public final class Monitor implements Runnable {
             }
             if (newest < 0) {
                 break;
+            }
+            // Two collections that ended in the same millisecond: which came last is not known
+            // (unless they shared one pause).
+            boolean tied = false;
+            for (int i = 0; i < n; i++) {
+                tied |= i != newest && deltas[i] > 0 && endTime(fresh, i) == endTime(fresh, newest);
+            }
+            if (tied && !onePause) {
+                exact = false;
+                newestKnown = false;
             }
             if (fresh[newest]) {
                 boolean known = exact || (newestKnown && finish == after);
