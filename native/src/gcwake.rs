@@ -94,8 +94,8 @@ pub const QUIET_NAPS: u32 = 20;
 /// A fixed nap (`gc-poll=DURATION`), in ms; 0: [`nap_for`] the mean interval (`gc-poll=auto`).
 static FIXED_NAP_MS: AtomicU32 = AtomicU32::new(0);
 
-/// Sets the nap for `gc-poll=` (once, at VM init, before the monitor starts): `None` for
-/// `auto`.
+/// Sets the nap for `gc-poll=` (once, at VM init or attach, before the monitor starts): `None`
+/// for `auto`.
 pub fn set_fixed_nap(nap: Option<Duration>) {
     let ms = nap.map_or(0, |d| d.as_millis().clamp(1, u32::MAX as u128) as u32);
     // Relaxed: a setting read by the monitor thread, which the agent starts after this.
@@ -217,8 +217,8 @@ pub fn count() -> u32 {
 ///
 /// A nap that ends with no collection naps again here, in native code, rather than returning
 /// to Java, which costs the monitor thread a JNI transition and a turn of its loop — unless a
-/// pause is on (and the nap is not fixed): then it returns, and the return blocks until the pause's safepoint ends, so the
-/// collection is read right after it (another nap here would read it up to a nap later, and
+/// pause is on (and the nap is not fixed): then it returns, and the return blocks until the
+/// pause's safepoint ends, so the collection is read right after it (another nap here would read it up to a nap later, and
 /// let more collections be told only as the later of two).
 pub fn wait(seen: u32, timeout: Duration) -> u32 {
     if timeout.is_zero() {

@@ -8,13 +8,8 @@ use jvmwatch_tests::http::get;
 use jvmwatch_tests::*;
 use serde_json::Value;
 
-fn metric<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == name)
-        .unwrap_or_else(|| panic!("no metric {name}: {}", r["metrics"]))
+fn expect_metric<'a>(r: &'a Value, name: &str) -> &'a Value {
+    metric(r, name).unwrap_or_else(|| panic!("no metric {name}: {}", r["metrics"]))
 }
 
 fn ms_to_ns(v: &Value) -> u64 {
@@ -23,10 +18,10 @@ fn ms_to_ns(v: &Value) -> u64 {
 
 /// The figures AppMetrics.java records, as the sidecar must read them back.
 fn assert_app_figures(r: &Value, label: &str) {
-    assert_eq!(metric(r, "orders{route=/checkout}")["value"], 1000, "{label}");
-    assert_eq!(metric(r, "bytes.sent")["value"], 1700, "{label}");
-    assert_eq!(metric(r, "queue.depth")["value"], 42, "{label}");
-    let lat = metric(r, "latency{route=/checkout}");
+    assert_eq!(expect_metric(r, "orders{route=/checkout}")["value"], 1000, "{label}");
+    assert_eq!(expect_metric(r, "bytes.sent")["value"], 1700, "{label}");
+    assert_eq!(expect_metric(r, "queue.depth")["value"], 42, "{label}");
+    let lat = expect_metric(r, "latency{route=/checkout}");
     assert_eq!(lat["count"], 1000, "{label}");
     // Latencies are i × 10 µs for i = 1..=1000: mean 5.005 ms, max 10 ms.
     assert_eq!(ms_to_ns(&lat["mean_ms"]), 5_005_000, "{label}");
@@ -320,9 +315,9 @@ fn names_with_emoji_stay_distinct() {
     let out = run(java_cmd(jdk, &format!("path={}", ring.display()), &[], "HostileNames", &[], dir.path()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r = inspect(&ring, 1000);
-    assert_eq!(metric(&r, "emoji.\u{1F600}")["value"], 1, "{}", r["metrics"]);
-    assert_eq!(metric(&r, "emoji.\u{1F603}")["value"], 2, "{}", r["metrics"]);
-    assert_eq!(metric(&r, "emoji.tag{face=\u{1F600}}")["value"], 3, "{}", r["metrics"]);
+    assert_eq!(expect_metric(&r, "emoji.\u{1F600}")["value"], 1, "{}", r["metrics"]);
+    assert_eq!(expect_metric(&r, "emoji.\u{1F603}")["value"], 2, "{}", r["metrics"]);
+    assert_eq!(expect_metric(&r, "emoji.tag{face=\u{1F600}}")["value"], 3, "{}", r["metrics"]);
 }
 
 /// App event names take a bounded share of the ring's 63-entry string table: 200 distinct

@@ -159,13 +159,7 @@ fn gc_poll_period_tells_fewer_collections_and_counts_the_rest() {
         let seq = |e: &Value| e["seq"].as_u64().unwrap();
         let cycles: Vec<&Value> = events.iter().filter(|e| e["type"] == "gc_cycle").collect();
         let told = cycles.len() as u64;
-        let coalesced = r["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == "jvm.gc.coalesced")
-            .and_then(|m| m["value"].as_u64())
-            .unwrap_or(0);
+        let coalesced = metric(&r, "jvm.gc.coalesced").and_then(|m| m["value"].as_u64()).unwrap_or(0);
         let total: u64 =
             r["snapshot"]["collectors"].as_array().unwrap().iter().map(|c| c["count"].as_u64().unwrap()).sum();
         let first = cycles.iter().map(|e| seq(e)).min().unwrap_or_else(|| panic!("{label}: no gc_cycle"));
@@ -225,12 +219,7 @@ fn coalesced_reads_never_give_a_collection_another_pauses_cause() {
     assert!(enough.is_some(), "too few major collections told: {}", inspect(&ring, 40));
     let r = inspect(&ring, 1_000_000);
     let c = cycles(&r);
-    let coalesced = r["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "jvm.gc.coalesced")
-        .and_then(|m| m["value"].as_u64());
+    let coalesced = metric(&r, "jvm.gc.coalesced").and_then(|m| m["value"].as_u64());
     assert!(coalesced.unwrap_or(0) > 0, "no collection coalesced: the case is not exercised");
     for e in &c {
         let (action, cause) = (e["action"].as_str().unwrap(), e["cause"].as_str().unwrap_or("?"));

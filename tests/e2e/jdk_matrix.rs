@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 use jvmwatch_tests::*;
 use serde_json::Value;
 
-fn metric<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
-    r["metrics"].as_array()?.iter().find(|m| m["name"] == name)
-}
-
 #[test]
 fn every_lts_jdk_records_lifecycle_gc_heap_and_app_metrics() {
     let jdks = matrix_jdks();

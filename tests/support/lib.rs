@@ -233,6 +233,11 @@ pub fn run_and_inspect(jdk: &Jdk, jvm_args: &[&str], main: &str, args: &[&str]) 
     inspect(&ring, 1_000_000)
 }
 
+/// The instrument `name` of an `inspect --json` report (its `metrics`), if present.
+pub fn metric<'a>(report: &'a Value, name: &str) -> Option<&'a Value> {
+    report["metrics"].as_array()?.iter().find(|m| m["name"] == name)
+}
+
 /// Event types of a report, in order.
 pub fn event_types(report: &Value) -> Vec<String> {
     report["events"].as_array().expect("events").iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect()

@@ -325,11 +325,13 @@ public final class Monitor implements Runnable {
      * Writes the latest collection of every polled collector whose count moved. {@code now} is
      * the agent's count of finished stop-the-world collections; the cause of finish number f
      * is {@code Bridge.gcCause(f)}. When the collectors' counts account for exactly the
-     * finishes since the last poll, the newest collection is finish {@code after}, and the
-     * next collector's last one is {@code after - 1} when the newest collector had one
-     * collection (with more, it is unknown: it may have come between them); when one pause
-     * finished, every collection read belongs to it. Otherwise only the newest collection's cause is known (when none
-     * finished while we read); the others are unknown rather than guessed.
+     * finishes since the last poll (and nothing finished during the last read), the newest
+     * collection is finish {@code after}, and the next collector's last one is
+     * {@code after - 1} when the newest collector had one collection (with more, it is
+     * unknown: it may have come between them); when one pause finished, every collection read
+     * belongs to it. Otherwise only the newest collection's cause is known (when none finished
+     * while we read); the others are unknown rather than guessed, as are collections that
+     * ended in the same millisecond in different pauses.
      */
     private static synchronized void pollGc(int now) {
         int n = polled.length;
