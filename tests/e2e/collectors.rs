@@ -49,6 +49,25 @@ fn every_collector_produces_pause_events() {
     assert!(checked > 0, "no run had a heap-after-GC figure from a collection");
 }
 
+/// A JVM that collects and ends at once still tells that collection: the in-VM monitor reads
+/// once more at VM death. (A JVM that never collected skips that read, so that it does not wait
+/// for JMX to set up on its way out; `bench/` times that as a short-lived JVM's exit.)
+#[test]
+fn a_jvm_that_collects_and_ends_at_once_tells_its_collection() {
+    for jdk in jdks() {
+        for (flag, collector) in [("-XX:+UseG1GC", "G1 Old Generation"), ("-XX:+UseSerialGC", "MarkSweepCompact")] {
+            let r = run_and_inspect(&jdk, &[flag, "-Xmx64m"], "GcExit", &[]);
+            let cycles: Vec<&Value> =
+                r["events"].as_array().unwrap().iter().filter(|e| e["type"] == "gc_cycle").collect();
+            assert!(
+                cycles.iter().any(|c| c["collector"] == collector),
+                "JDK {} {flag}: no {collector} collection told: {cycles:?}",
+                jdk.label
+            );
+        }
+    }
+}
+
 /// `gc=poll` (the default: the monitor thread reads the last collection through JMM, or
 /// `getLastGcInfo()` on a JDK before 14, when the JVMTI GC-finish callback counted one, and the
 /// cause from hsperfdata) and `gc=notify` (a JMX notification per

@@ -46,16 +46,18 @@ import javax.management.openmbean.TabularData;
  * {@code gc=poll}, {@code com.sun.management.GarbageCollectorMXBean} (jdk.management); without
  * that module every collector falls back to notifications. If it cannot start, the agent keeps its JVMTI data and writes a warning.
  */
-public final class Monitor implements Runnable {
+public final class Monitor implements Runnable, javax.management.NotificationListener {
     private static final String GC_NOTIFICATION = "com.sun.management.gc.notification";
 
     private Monitor() {}
 
     /** Starts the monitor thread; called once by the agent. */
     public static void start() {
-        // Linked here, at VM init: a method reference is linked (a class spun) at its first
-        // use, which fails for good when that use meets a full heap.
-        listener = Monitor::onGc;
+        // Made here, at VM init, so that registering it later never needs the heap. An
+        // instance, not a method reference: that would spin a class here, and the JVM's first
+        // one sets up java.lang.invoke, which held the application's main back by about 7 ms
+        // (bench/README.md, "Issue 11, fourteenth round").
+        listener = new Monitor();
         oomAtStart = "monitor: OutOfMemoryError at start; retrying";
         oomInLoop = "monitor: OutOfMemoryError; retrying";
         stoppedByOom = "monitor stopped: OutOfMemoryError";
@@ -296,8 +298,20 @@ public final class Monitor implements Runnable {
      */
     private static boolean synced = true;
 
-    /** Called by the agent at VM death: writes what finished since the last poll. */
-    public static synchronized void flush() {
+    /**
+     * Called by the agent at VM death: writes what finished since the last poll. A JVM that
+     * ends before its first stop-the-world collection has nothing to tell: it returns at once,
+     * without setting up JMX or waiting for the monitor thread's start to do so (tens of ms,
+     * which held a short-lived JVM's exit back by about 25 ms).
+     */
+    public static void flush() {
+        if (Bridge.awaitGc(-1, 0) == 0) {
+            return;
+        }
+        flushCollections();
+    }
+
+    private static synchronized void flushCollections() {
         try {
             if (polledName == null && Bridge.gcMode() == 0) {
                 // The JVM dies before the monitor got going: tell each collector's last
@@ -464,6 +478,12 @@ public final class Monitor implements Runnable {
 
     private static long used(Object usage) {
         return usage instanceof CompositeData ? ((Number) ((CompositeData) usage).get("used")).longValue() : 0;
+    }
+
+    /** A collector's notification (the collectors that are not polled, or all with gc=notify). */
+    @Override
+    public void handleNotification(Notification n, Object handback) {
+        onGc(n, handback);
     }
 
     private static void onGc(Notification n, Object handback) {
