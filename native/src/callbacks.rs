@@ -1,14 +1,14 @@
 //! Every JVMTI callback of the agent, wired in one place.
 //!
-//! | callback                   | thread            | may do                                   |
-//! |----------------------------|-------------------|------------------------------------------|
-//! | `VMInit`                   | main              | JNI, allocate, start the sampler         |
-//! | `VMDeath`                  | exiting thread    | record the clean exit                    |
-//! | `GarbageCollectionStart`   | VM thread, in GC  | atomics on the mapped ring ONLY          |
-//! | `GarbageCollectionFinish`  | VM thread, in GC  | atomics on the mapped ring ONLY          |
-//! | `ThreadStart`/`ThreadEnd`  | the thread itself | JVMTI GetThreadInfo, allocate            |
-//! | `ResourceExhausted`        | failing thread    | no allocation (memory may be short)      |
-//! | `DataDumpRequest`          | signal dispatcher | atomics (asks the sampler for stacks)    |
+//! | callback                   | thread            | may do                                    |
+//! |----------------------------|-------------------|-------------------------------------------|
+//! | `VMInit`                   | main              | JNI, allocate, start the sampler          |
+//! | `VMDeath`                  | exiting thread    | record the clean exit, wake agent threads |
+//! | `GarbageCollectionStart`   | VM thread, in GC  | atomics on the mapped ring ONLY           |
+//! | `GarbageCollectionFinish`  | VM thread, in GC  | atomics on the mapped ring ONLY           |
+//! | `ThreadStart`/`ThreadEnd`  | the thread itself | JVMTI GetThreadInfo, allocate             |
+//! | `ResourceExhausted`        | failing thread    | no allocation (memory may be short)       |
+//! | `DataDumpRequest`          | signal dispatcher | atomics (asks the sampler for stacks)     |
 //!
 //! GC callbacks run with the world stopped: no JNI, no allocation, no locks, no syscalls
 //! (JVMTI spec, GarbageCollectionStart). They use only `Writer::emit_at`,
@@ -150,6 +150,10 @@ unsafe extern "C" fn vm_death(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNIEnv)
         a.writer.emit_at(now, &Event::VmDeath);
         a.writer.set_exit_ns(now);
         a.writer.set_state(State::Exited);
+        // Out of their sleeps in native code, which the JVM's exit would wait for (up to
+        // 300 ms: see `gcwake::stop`); the monitor thread then ends (Monitor.flush told it).
+        crate::sampler::wake();
+        crate::gcwake::stop();
     });
 }
 

@@ -84,6 +84,36 @@ unsafe fn perf_byte(at: *const u8, len: usize, k: usize) -> u8 {
 static FINISHED: AtomicU32 = AtomicU32::new(0);
 /// 1 while the monitor thread is (about to be) asleep in [`wait`] and wants a wake-up.
 static WAITING: AtomicU32 = AtomicU32::new(0);
+/// Set at VM death ([`stop`]): every wait returns at once from then on.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+/// 1 while the monitor thread is (about to be) inside the futex wait of [`nap`], for [`stop`].
+static IN_FUTEX: AtomicU32 = AtomicU32::new(0);
+/// How long [`stop`] keeps waking a thread that has not left its wait yet.
+const STOP_TRIES: u32 = 50;
+
+/// At VM death: ends the monitor thread's wait, now and for good, so that it leaves native
+/// code. HotSpot's exit waits, in 10 ms steps and for up to 300 ms, until no thread is in
+/// native code (`VM_Exit::wait_for_threads_in_native_to_block`, JDK 11 to 25): a monitor asleep
+/// here until its next tick held every JVM's exit back by about 310 ms (bench/README.md, "Issue
+/// 11, fourteenth round"). Wakes the waiter until it is out, at most [`STOP_TRIES`] times 100 µs:
+/// it may have checked [`STOPPING`] just before this set it, and not be in the futex yet.
+pub fn stop() {
+    // SeqCst on both sides (here: store STOPPING, then load IN_FUTEX; in `nap`: store
+    // IN_FUTEX, then load STOPPING), the Dekker pattern of `finished`: either the waiter sees
+    // STOPPING and does not sleep, or this sees it inside and wakes it until it is out.
+    STOPPING.store(true, Ordering::SeqCst);
+    for _ in 0..STOP_TRIES {
+        // SAFETY: FUTEX_WAKE on a valid, static, aligned u32; it never blocks.
+        unsafe {
+            libc::syscall(libc::SYS_futex, FINISHED.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+        }
+        if IN_FUTEX.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
 /// The shortest nap while collections come often (and the first after a quiet spell).
 pub const NAP_MIN: Duration = Duration::from_millis(5);
 /// The longest nap while collections come often.
@@ -218,8 +248,9 @@ pub fn count() -> u32 {
 /// A nap that ends with no collection naps again here, in native code, rather than returning
 /// to Java, which costs the monitor thread a JNI transition and a turn of its loop — unless a
 /// pause is on (and the nap is not fixed): then it returns, and the return blocks until the
-/// pause's safepoint ends, so the collection is read right after it (another nap here would read it up to a nap later, and
-/// let more collections be told only as the later of two).
+/// pause's safepoint ends, so the collection is read right after it (another nap here would
+/// read it up to a nap later, and let more collections be told only as the later of two).
+/// After [`stop`] it returns at once.
 pub fn wait(seen: u32, timeout: Duration) -> u32 {
     if timeout.is_zero() {
         return FINISHED.load(Ordering::SeqCst);
@@ -230,7 +261,7 @@ pub fn wait(seen: u32, timeout: Duration) -> u32 {
         // With a fixed nap the next nap lasts its full length anyway: returning to Java during
         // a pause would only block the thread at the safepoint.
         let pause = IN_PAUSE.load(Ordering::Relaxed) && FIXED_NAP_MS.load(Ordering::Relaxed) == 0;
-        if now != seen || pause || Instant::now() >= deadline {
+        if now != seen || pause || STOPPING.load(Ordering::Relaxed) || Instant::now() >= deadline {
             return now;
         }
     }
@@ -257,7 +288,8 @@ fn nap(seen: u32, timeout: Duration) -> u32 {
     // collection that finished while the monitor read does not end it at once (the count is
     // compared with `seen` after it). Otherwise a nap ends at once when the count moved.
     let word = if napping && fixed > 0 { FINISHED.load(Ordering::SeqCst) } else { seen };
-    if FINISHED.load(Ordering::SeqCst) == word {
+    IN_FUTEX.store(1, Ordering::SeqCst);
+    if !STOPPING.load(Ordering::SeqCst) && FINISHED.load(Ordering::SeqCst) == word {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -275,6 +307,7 @@ fn nap(seen: u32, timeout: Duration) -> u32 {
             );
         }
     }
+    IN_FUTEX.store(0, Ordering::SeqCst);
     WAITING.store(0, Ordering::SeqCst);
     let now = FINISHED.load(Ordering::SeqCst);
     let mut pace = lock_pace();
@@ -357,5 +390,29 @@ mod tests {
         assert_eq!(waiter.join().unwrap(), seen.wrapping_add(1));
         // A stale `seen` returns at once.
         assert_eq!(wait(seen, Duration::from_secs(60)), seen.wrapping_add(1));
+
+        // At VM death `stop` wakes a waiter asleep until its deadline (after QUIET_NAPS naps
+        // without a collection), and every later wait returns at once (last here: it is for
+        // good).
+        let now = count();
+        let asked = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            wait(now, Duration::from_secs(60))
+        });
+        let tid = rx.recv().unwrap();
+        let sleeping = || {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) == Some("S")
+        };
+        while WAITING.load(Ordering::SeqCst) == 0 || !sleeping() {
+            std::thread::yield_now();
+        }
+        stop();
+        assert_eq!(waiter.join().unwrap(), now);
+        assert_eq!(wait(now, Duration::from_secs(60)), now);
+        assert!(asked.elapsed() < Duration::from_secs(30), "woken by stop, not by the deadline");
     }
 }

@@ -12,12 +12,15 @@
 //! tries again; one `agent_warning` per run of failures (at most one a minute) says so. The
 //! heartbeat goes on either way.
 //!
-//! Not a GC callback: this thread may allocate and call JNI. It is a daemon agent thread, so
-//! it never holds up JVM exit; it stops at VM death.
+//! Not a GC callback: this thread may allocate and call JNI. It is a daemon agent thread, and
+//! it stops at VM death: [`wake`] ends its sleep between ticks, because HotSpot's exit waits
+//! for threads in native code (see `gcwake::stop`), and a sampler asleep in native code held
+//! every JVM's exit back by about 45 ms (up to its interval).
 
 use std::ffi::{c_void, CStr};
 use std::ptr;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jvmwatch_ring::history::{Cell, Downsampler, Sample, Tier};
@@ -38,6 +41,33 @@ const FIXED: usize = 8;
 const POOL_FIELDS: usize = 5;
 /// Values per collector (Probe.GC_FIELDS).
 const GC_FIELDS: usize = 2;
+
+/// The sampler thread, for [`wake`]; set when it starts.
+static SAMPLER: OnceLock<std::thread::Thread> = OnceLock::new();
+
+/// At VM death, after `Agent::stopping` is set: ends the sampler's sleep, so that it stops now
+/// rather than at its next tick.
+pub fn wake() {
+    if let Some(t) = SAMPLER.get() {
+        t.unpark();
+    }
+}
+
+/// Sleeps until `until`, or until [`wake`] once `a.stopping` is set.
+fn sleep_until(a: &Agent, until: Instant) {
+    loop {
+        // Relaxed: `vm_death` stores `stopping` before it calls `wake`, and a `park` that
+        // returns on that `unpark` synchronizes with it; a spurious return just loops.
+        if a.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::park_timeout(until - now);
+    }
+}
 
 /// Starts the sampler thread.
 ///
@@ -78,6 +108,7 @@ unsafe extern "C" fn sampler_main(_jvmti: *mut sys::jvmtiEnv, jni: *mut sys::JNI
 /// # Safety
 /// `jni` must be the current thread's JNIEnv.
 unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
+    let _ = SAMPLER.set(std::thread::current());
     // The host facts first: they describe the whole run.
     let mut facts = crate::facts::Tracker::default();
     // SAFETY: forwarded.
@@ -148,7 +179,7 @@ unsafe fn run(a: &Agent, jni: *mut sys::JNIEnv) {
         next += interval;
         let now = Instant::now();
         if next > now {
-            std::thread::sleep(next - now);
+            sleep_until(a, next);
         } else {
             if now - next > interval * 10 && !warned_behind {
                 a.writer.emit(&Event::AgentWarning { text: Text::new("sampler fell behind", 40) });

@@ -87,6 +87,7 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
                         listening = true;
                     }
                     loop(polling);
+                    return; // VM death
                 } catch (OutOfMemoryError e) {
                     if (!warned) {
                         warned = true;
@@ -299,12 +300,20 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
     private static boolean synced = true;
 
     /**
+     * Set at VM death (by {@link #flush}): the monitor thread ends at its next turn, rather than
+     * wait in native code again, which the JVM's exit would wait for (the agent's
+     * {@code gcwake::stop} ends the wait it is in).
+     */
+    private static volatile boolean ending;
+
+    /**
      * Called by the agent at VM death: writes what finished since the last poll. A JVM that
      * ends before its first stop-the-world collection has nothing to tell: it returns at once,
      * without setting up JMX or waiting for the monitor thread's start to do so (tens of ms,
      * which held a short-lived JVM's exit back by about 25 ms).
      */
     public static void flush() {
+        ending = true;
         if (Bridge.awaitGc(-1, 0) == 0) {
             return;
         }
@@ -560,7 +569,7 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
         boolean warnedOom = false;
         int seen = processed;
         long nextTick = System.nanoTime();
-        for (long tick = 0;;) {
+        for (long tick = 0; !ending;) {
             // An OutOfMemoryError (the application filled the heap) skips this tick or poll,
             // it does not end the monitor: the next one tries again.
             try {
