@@ -353,8 +353,8 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
      * {@code after - 1} when the newest collector had one collection (with more, it is
      * unknown: it may have come between them); when one pause finished, every collection read
      * belongs to it. Otherwise only the newest collection's cause is known (when none finished
-     * while we read); the others are unknown rather than guessed, as are collections that
-     * ended in the same millisecond in different pauses.
+     * while we read, nor during the read before); the others are unknown rather than guessed,
+     * as are collections that ended in the same millisecond in different pauses.
      */
     private static synchronized void pollGc(int now) {
         int n = polled.length;
@@ -404,8 +404,12 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
         // finish, whatever happened before it. The newest finish may also be a pause no polled
         // collector counts (G1's remark and cleanup, VM_G1PauseConcurrent): those set no cause,
         // so the callback kept hsperfdata's last cause for them, which is the cause of the
-        // newest collection that set one, a polled one: the collection read here.
-        boolean newestKnown = before == after && allRead;
+        // newest collection that set one, a polled one: the collection read here. Not after a
+        // read during which a collection finished: that read may have taken one collector's
+        // count before a pause and another's after the next one (seen with the monitor thread
+        // descheduled between the two, on a loaded machine), and told the newer collection;
+        // the older one, read now, is then not the newest finish.
+        boolean newestKnown = wasSynced && before == after && allRead;
         int finish = after;
         // Counting down stays exact past a collector with one collection since the last poll;
         // past one with more, the next collector's last collection may have come between
