@@ -4,8 +4,9 @@
 //! Sections: `throughput` (overhead on two workloads under twelve configurations), `micro` (ring
 //! writes, snapshot, full scan, leak check, GC callback), `latency` (GC end → consumer),
 //! `crash` (SIGKILL survival), `serve`, `api`, `controller`, `history`, `sampler` (the agent's
-//! sampler thread per sample), `tomcat` (a real servlet server under wrk), `usage`. `all` runs
-//! them in that order.
+//! sampler thread per sample), `short-lived` (a JVM's start-up, exit, CPU and memory when it
+//! lives briefly), `tomcat` (a real servlet server under wrk), `usage`. `all` runs them in that
+//! order.
 
 mod api_cost;
 mod controller;
@@ -25,6 +26,7 @@ mod rng;
 mod sampler;
 mod scale;
 mod serve_load;
+mod short_lived;
 mod sidecar;
 mod sse;
 mod stats;
@@ -119,7 +121,7 @@ struct Cli {
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 enum Cmd {
     /// Every section: throughput, micro, latency, crash, serve, api, controller, history, sampler,
-    /// tomcat, usage.
+    /// short-lived, tomcat, usage.
     All,
     /// 1. Throughput overhead on the GC and HTTP workloads under every configuration.
     Throughput,
@@ -150,6 +152,8 @@ enum Cmd {
     Tomcat,
     /// 11. The agent's sampler thread: CPU per sample at 40, 400 and 4,000 threads.
     Sampler,
+    /// 13. A short-lived JVM: what each tool adds to start-up, exit, CPU and memory.
+    ShortLived,
     /// 12. The sidecar's scale curve: 10 to 1,000 synthetic rings (on its own, not in `all`).
     Scale {
         /// Short windows (10 s instead of 60 s) and sizes 10, 100, 1,000.
@@ -239,6 +243,8 @@ struct Results {
     usage: Option<usage::UsageBench>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sampler: Option<sampler::SamplerBench>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    short_lived: Option<short_lived::ShortLivedBench>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tomcat: Option<tomcat::TomcatBench>,
     scale: Option<scale::Scale>,
@@ -397,11 +403,12 @@ fn run(cli: &Cli) -> Result<()> {
         serve.as_ref().map_or_else(|e| e.as_str(), |_| "available")
     );
     eprintln!(
-        "by the plan: throughput {:.0}–{:.0} min, tomcat {:.0} min, sampler {:.1} min (when run)",
+        "by the plan: throughput {:.0}–{:.0} min, tomcat {:.0} min, sampler {:.1} min, short-lived {:.1} min (when run)",
         estimate.throughput_s.0 / 60.0,
         estimate.throughput_s.1 / 60.0,
         estimate.tomcat_s / 60.0,
-        estimate.sampler_s / 60.0
+        estimate.sampler_s / 60.0,
+        estimate.short_lived_s / 60.0
     );
     let wants = |c: Cmd| cli.cmd == Cmd::All || cli.cmd == c;
     let mut notes = vec![
@@ -444,6 +451,8 @@ fn run(cli: &Cli) -> Result<()> {
     let history =
         section(all, &mut failed, "history", wants(Cmd::History), || history::run(&tools, &scratch, plan.smoke))?;
     let sampler = section(all, &mut failed, "sampler", wants(Cmd::Sampler), || sampler::run(&plan, &tools, &scratch))?;
+    let short_lived =
+        section(all, &mut failed, "short-lived", wants(Cmd::ShortLived), || short_lived::run(&plan, &tools, &scratch))?;
     let tomcat = section(all, &mut failed, "tomcat", wants(Cmd::Tomcat), || {
         tomcat::run(&plan, &tools, &scratch, cli.configs.as_deref())
     })?;
@@ -500,6 +509,7 @@ fn run(cli: &Cli) -> Result<()> {
         history,
         usage,
         sampler,
+        short_lived,
         tomcat,
         scale,
     };

@@ -90,6 +90,10 @@ pub struct Plan {
     pub sampler_window: Duration,
     /// Sampler cost: JVMs per thread count (interleaved).
     pub sampler_reps: usize,
+    /// Short-lived JVMs: rounds (each runs every configuration once per life).
+    pub short_lived_rounds: usize,
+    /// Short-lived JVMs: how long the program sleeps before it returns, ms, per life.
+    pub short_lived_lives_ms: Vec<u64>,
 }
 
 /// How long the timed sections take by the plan, seconds: (shortest, longest), the longest
@@ -102,6 +106,8 @@ pub struct Estimate {
     pub tomcat_s: f64,
     /// Sampler: reps × thread counts × (JVM start + settle + window).
     pub sampler_s: f64,
+    /// Short-lived JVMs: rounds × 4 configurations × (life + about 0.5 s to start and exit).
+    pub short_lived_s: f64,
 }
 
 /// Seconds to start a JVM, hand it to the harness and reap it (measured: 1–2 s on 2 cores).
@@ -154,6 +160,8 @@ impl Plan {
                 sampler_settle: ms(500),
                 sampler_window: ms(1000),
                 sampler_reps: 1,
+                short_lived_rounds: 2,
+                short_lived_lives_ms: vec![0, 1500],
             }
         } else {
             Plan {
@@ -191,6 +199,8 @@ impl Plan {
                 sampler_settle: ms(3000),
                 sampler_window: ms(10_000),
                 sampler_reps: 3,
+                short_lived_rounds: 20,
+                short_lived_lives_ms: vec![0, 1500],
             }
         }
     }
@@ -210,6 +220,7 @@ impl Plan {
         self.sampler_settle = s(2);
         self.sampler_window = s(5);
         self.sampler_reps = 1;
+        self.short_lived_rounds = 6;
         self
     }
 
@@ -224,6 +235,11 @@ impl Plan {
             throughput_s: (runs * (w0 + m + JVM_START_S), runs * (w1 + m + JVM_START_S)),
             tomcat_s: (self.tomcat_rounds * tomcat_configs) as f64 * tomcat_run,
             sampler_s: (self.sampler_reps * self.sampler_threads.len()) as f64 * sampler_run,
+            short_lived_s: self
+                .short_lived_lives_ms
+                .iter()
+                .map(|&ms| (self.short_lived_rounds * 4) as f64 * (ms as f64 / 1000.0 + 0.5))
+                .sum(),
         }
     }
 }

@@ -84,6 +84,9 @@ pub fn markdown(r: &Value) -> String {
     if !r["sampler"].is_null() {
         sampler(&mut s, &r["sampler"]);
     }
+    if !r["short_lived"].is_null() {
+        short_lived(&mut s, &r["short_lived"]);
+    }
     if !r["scale"].is_null() {
         scale(&mut s, &r["scale"]);
     }
@@ -190,7 +193,7 @@ fn sampler(s: &mut String, v: &Value) {
         s,
         "\nThe floors are threads that only wake every 100 ms over the same window: a Java thread in the \
          same JVM (`floor-wakeups` in Threads.java, `Thread.sleep`) and a native one in the harness \
-         (`clock_nanosleep`, as the agent's sampler sleeps): the native one is what the sampler pays \
+         (a futex wait with a timeout, `park_timeout`, as the agent's sampler sleeps): the native one is what the sampler pays \
          here before doing any work.\n"
     );
     let growth: Vec<String> = v["growth"]
@@ -205,6 +208,48 @@ fn sampler(s: &mut String, v: &Value) {
         None => "not measured",
     };
     let _ = writeln!(s, "\nGrowth of the median: {}; {verdict}.", growth.join(", "));
+}
+
+fn short_lived(s: &mut String, v: &Value) {
+    let _ = writeln!(s, "\n### 13. A short-lived JVM\n");
+    let _ = writeln!(
+        s,
+        "`ShortLived`: prints `started`, sleeps its life, prints `done` and returns (G1, default heap, \
+         `-XX:-UsePerfData` as in section 1); {} interleaved rounds, the order rotating. Start-up: spawn → \
+         `started`; exit: `done` → the process reaped; CPU: user + system (`wait4`); RSS: peak. Median, and in \
+         brackets the median of each round's difference to `none`.\n",
+        v["rounds"]
+    );
+    let _ = writeln!(
+        s,
+        "| life | configuration | start-up ms | exit ms | CPU ms | peak RSS MiB |\n|---:|---|---|---|---|---|"
+    );
+    for life in v["lives"].as_array().into_iter().flatten() {
+        for r in life["rows"].as_array().into_iter().flatten() {
+            let cell = |k: &str, d: usize| {
+                if r["config"] == "none" {
+                    f(&r["median"][k], d)
+                } else {
+                    let add = num(&r["added"][k]).map_or("–".into(), |x| format!("{x:+.d$}"));
+                    format!("{} ({add})", f(&r["median"][k], d))
+                }
+            };
+            let _ = writeln!(
+                s,
+                "| {} ms | `{}` | {} | {} | {} | {} |",
+                life["life_ms"],
+                r["config"].as_str().unwrap_or("?"),
+                cell("start_ms", 1),
+                cell("exit_ms", 1),
+                cell("cpu_ms", 1),
+                cell("rss_mib", 1)
+            );
+        }
+    }
+    let errors = v["errors"].as_array().map_or(0, Vec::len);
+    if errors > 0 {
+        let _ = writeln!(s, "\n{errors} runs failed (their rounds are left out; see the results file).");
+    }
 }
 
 fn scale(s: &mut String, v: &Value) {

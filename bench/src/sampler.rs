@@ -7,8 +7,9 @@
 //! Beside it, over the same window, two floors: the CPU per wake-up of a Java thread
 //! (`floor-wakeups`, in Threads.java, in the same JVM) that wakes every 100 ms and does nothing
 //! else, and the same of a native thread (in this harness) that only sleeps 100 ms at a time
-//! (`clock_nanosleep`, as the agent's sampler sleeps). The native one is what the sampler pays
-//! before doing any work; a Java thread's `Thread.sleep` costs several times more.
+//! (a futex wait with a timeout, `std::thread::park_timeout`, as the agent's sampler sleeps).
+//! The native one is what the sampler pays before doing any work; a Java thread's
+//! `Thread.sleep` costs several times more.
 
 use std::time::Duration;
 
@@ -127,7 +128,9 @@ fn native_floor(window: Duration) -> Result<f64> {
     let c0 = run_ns()?;
     let mut wakeups = 0u64;
     while std::time::Instant::now() < end {
-        std::thread::sleep(interval);
+        // As the agent's sampler sleeps (`sleep_until` in native/src/sampler.rs); a spurious
+        // return counts as a wake-up, as it would there.
+        std::thread::park_timeout(interval);
         wakeups += 1;
     }
     let c1 = run_ns()?;

@@ -105,6 +105,21 @@ fn all_smoke_produces_every_section_with_sane_values() {
     for row in rows {
         positive(&row["us_per_sample"]["median"], &format!("sampler µs per sample at {} threads", row["threads"]));
     }
+    // Short-lived JVMs: two lives, four configurations each, every figure measured.
+    let lives = r["short_lived"]["lives"].as_array().expect("short_lived.lives");
+    assert_eq!(lives.len(), 2, "short-lived lives (errors: {})", r["short_lived"]["errors"]);
+    for life in lives {
+        let rows = life["rows"].as_array().expect("rows");
+        let names: Vec<&str> = rows.iter().map(|c| c["config"].as_str().unwrap_or("?")).collect();
+        assert_eq!(names, ["none", "jvmwatch", "jvmwatch-monitor-off", "jfr-default"]);
+        for row in rows {
+            let what = format!("short-lived {} ms {}", life["life_ms"], row["config"]);
+            for k in ["start_ms", "cpu_ms", "rss_mib"] {
+                positive(&row["median"][k], &format!("{what} {k}"));
+            }
+            assert!(f(&row["median"]["exit_ms"], &what) >= 0.0, "{what}: {}", row["median"]);
+        }
+    }
     // Tomcat is left out of smoke runs, and says so.
     assert!(r["tomcat"]["status"].as_str().is_some_and(|s| s.starts_with("skipped: --smoke")), "{}", r["tomcat"]);
 
