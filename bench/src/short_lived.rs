@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::jvm;
 use crate::plan::Plan;
-use crate::stats::round;
+use crate::stats::{round, summarize};
 use crate::throughput::Monitor;
 use crate::tools::{Scratch, Tools};
 
@@ -124,18 +124,12 @@ fn one(tools: &Tools, scratch: &Scratch, config: Monitor, life_ms: u64, tag: &st
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Medians of each field over `runs`, rounded.
+/// Medians of each field over `runs`, rounded (NaN when there are none).
 fn medians(runs: &[Run]) -> Run {
-    let m = |f: fn(&Run) -> f64| round(median(runs.iter().map(f).collect()), 2);
+    let m = |f: fn(&Run) -> f64| {
+        let values: Vec<f64> = runs.iter().map(f).collect();
+        summarize(&values).map_or(f64::NAN, |s| round(s.median, 2))
+    };
     Run { start_ms: m(|r| r.start_ms), exit_ms: m(|r| r.exit_ms), cpu_ms: m(|r| r.cpu_ms), rss_mib: m(|r| r.rss_mib) }
 }
 
