@@ -4,8 +4,8 @@
 //! agent's monitor has set up JMX) and 1,500 ms (after the monitor's first tick, with the
 //! agent's threads asleep between their ticks). Per run, timed from the spawn: start-up (to
 //! `started`), exit (from `done` to the process's end, as `wait4` reaps it), the process's CPU
-//! (user + system, from `wait4`) and its peak RSS (VmHWM, which the program reads just before
-//! `done`: `wait4`'s would include the harness's own size at the fork). The configurations of section 1 that
+//! (user + system, from `wait4`) and its peak RSS up to `done` (VmHWM, which the program reads
+//! just before it prints `done`: `wait4`'s would include the harness's own size at the fork). The configurations of section 1 that
 //! matter here (`none`, `jvmwatch`, `jvmwatch-monitor-off`, `jfr-default`) run interleaved, in
 //! an order that rotates each round; "added" is the median over rounds of each round's
 //! difference to `none`.
@@ -105,9 +105,14 @@ fn one(tools: &Tools, scratch: &Scratch, config: Monitor, life_ms: u64, tag: &st
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value to be overwritten.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet reaped (std's Child never waited on it); `status`
-    // and `usage` are valid and writable.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let reaped = loop {
+        // SAFETY: `pid` is our child, not yet reaped (std's Child never waited on it); `status`
+        // and `usage` are valid and writable.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            break r;
+        }
+    };
     let ended = spawned.elapsed();
     let _ = std::fs::remove_dir_all(&ring_dir);
     let _ = std::fs::remove_dir_all(&disk_dir);

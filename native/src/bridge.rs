@@ -97,11 +97,15 @@ pub unsafe fn install(jni: *mut sys::JNIEnv, monitor: bool) -> Result<(), String
         unsafe { clear_exception(jni) };
         return Err("Monitor.start missing".into());
     }
-    // The monitor's flush at VM death (gc=poll): a global reference keeps the class.
+    // The monitor's flush at VM death, which also ends its loop: a global reference keeps the
+    // class. Without it, no monitor (its loop would spin once `gcwake::stop` ends its waits).
     let global = jni!(jni, NewGlobalRef, monitor).unwrap_or(ptr::null_mut());
-    if !global.is_null() {
-        MONITOR_CLASS_REF.store(global.cast(), std::sync::atomic::Ordering::Release);
+    if global.is_null() {
+        // SAFETY: forwarded.
+        unsafe { clear_exception(jni) };
+        return Err("no global reference to the monitor class".into());
     }
+    MONITOR_CLASS_REF.store(global.cast(), std::sync::atomic::Ordering::Release);
     let _ = jni!(jni, CallStaticVoidMethodA, monitor, start, ptr::null());
     // SAFETY: forwarded.
     if unsafe { clear_exception(jni) } {

@@ -88,15 +88,19 @@ static WAITING: AtomicU32 = AtomicU32::new(0);
 static STOPPING: AtomicBool = AtomicBool::new(false);
 /// 1 while the monitor thread is (about to be) inside the futex wait of [`nap`], for [`stop`].
 static IN_FUTEX: AtomicU32 = AtomicU32::new(0);
-/// How long [`stop`] keeps waking a thread that has not left its wait yet.
-const STOP_TRIES: u32 = 50;
+/// How many times (100 µs apart) [`stop`] wakes a thread that has not left its wait yet: a
+/// waiter preempted between its check of [`STOPPING`] and its futex call sleeps only once it
+/// runs again, so this outlasts a few scheduler slices of a loaded machine (at most 50 ms, not
+/// HotSpot's 300).
+const STOP_TRIES: u32 = 500;
 
 /// At VM death: ends the monitor thread's wait, now and for good, so that it leaves native
 /// code. HotSpot's exit waits, in 10 ms steps and for up to 300 ms, until no thread is in
 /// native code (`VM_Exit::wait_for_threads_in_native_to_block`, JDK 11 to 25): a monitor asleep
 /// here until its next tick held every JVM's exit back by about 310 ms (bench/README.md, "Issue
 /// 11, fourteenth round"). Wakes the waiter until it is out, at most [`STOP_TRIES`] times 100 µs:
-/// it may have checked [`STOPPING`] just before this set it, and not be in the futex yet.
+/// it may have checked [`STOPPING`] just before this set it, and not be in the futex yet (the
+/// futex word is the collection count, which this must not change).
 pub fn stop() {
     // SeqCst on both sides (here: store STOPPING, then load IN_FUTEX; in `nap`: store
     // IN_FUTEX, then load STOPPING), the Dekker pattern of `finished`: either the waiter sees

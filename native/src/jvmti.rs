@@ -190,7 +190,8 @@ impl Jvmti {
         }
     }
 
-    /// Starts `proc` on a new JVMTI agent thread (a daemon thread: it never holds up exit).
+    /// Starts `proc` on a new JVMTI agent thread (a daemon thread; the JVM's exit still waits,
+    /// up to 300 ms, while it is in native code: see `gcwake::stop` and `sampler::wake`).
     ///
     /// # Safety
     /// `thread` must be a new, unstarted `java.lang.Thread` reference.

@@ -77,7 +77,7 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
             }
             boolean polling = false;
             boolean listening = false;
-            for (boolean warned = false;;) {
+            for (boolean warned = false; !ending;) {
                 // A full heap (the application's OutOfMemoryError) while the monitor starts is
                 // waited out, not the end of the monitor: JMX takes a few hundred ms to set up,
                 // and a JVM may fill its heap by then. (The loop handles it afterwards.)
@@ -308,13 +308,16 @@ public final class Monitor implements Runnable, javax.management.NotificationLis
 
     /**
      * Called by the agent at VM death: writes what finished since the last poll. A JVM that
-     * ends before its first stop-the-world collection has nothing to tell: it returns at once,
-     * without setting up JMX or waiting for the monitor thread's start to do so (tens of ms,
-     * which held a short-lived JVM's exit back by about 25 ms).
+     * ends before the monitor has set up and before its first stop-the-world collection has
+     * nothing to tell: it returns at once, without setting up JMX or waiting for the monitor
+     * thread's start to do so (tens of ms, which held a short-lived JVM's exit back by about
+     * 25 ms). Once set up, the monitor reads as before, also where the JVM refused the agent
+     * the GC events (attached), which leaves the agent's count at 0.
      */
     public static void flush() {
         ending = true;
-        if (Bridge.awaitGc(-1, 0) == 0) {
+        // Unlocked read: a stale null only skips a read that had no collection to tell.
+        if (polledName == null && Bridge.awaitGc(-1, 0) == 0) {
             return;
         }
         flushCollections();
