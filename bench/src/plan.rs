@@ -106,7 +106,7 @@ pub struct Estimate {
     pub tomcat_s: f64,
     /// Sampler: reps × thread counts × (JVM start + settle + window).
     pub sampler_s: f64,
-    /// Short-lived JVMs: rounds × 4 configurations × (life + about 0.5 s to start and exit).
+    /// Short-lived JVMs: rounds × configurations × (life + about 0.5 s to start and exit).
     pub short_lived_s: f64,
 }
 
@@ -238,7 +238,9 @@ impl Plan {
             short_lived_s: self
                 .short_lived_lives_ms
                 .iter()
-                .map(|&ms| (self.short_lived_rounds * 4) as f64 * (ms as f64 / 1000.0 + 0.5))
+                .map(|&ms| {
+                    (self.short_lived_rounds * crate::short_lived::CONFIGS.len()) as f64 * (ms as f64 / 1000.0 + 0.5)
+                })
                 .sum(),
         }
     }

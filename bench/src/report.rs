@@ -216,7 +216,7 @@ fn short_lived(s: &mut String, v: &Value) {
         s,
         "`ShortLived`: prints `started`, sleeps its life, prints `done` and returns (G1, default heap, \
          `-XX:-UsePerfData` as in section 1); {} interleaved rounds, the order rotating. Start-up: spawn → \
-         `started`; exit: `done` → the process reaped; CPU: user + system (`wait4`); RSS: peak. Median, and in \
+         `started`; exit: `done` → the process reaped; CPU: user + system (`wait4`); RSS: peak up to `done`. Median, and in \
          brackets the median of each round's difference to `none`.\n",
         v["rounds"]
     );

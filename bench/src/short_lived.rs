@@ -5,10 +5,10 @@
 //! agent's threads asleep between their ticks). Per run, timed from the spawn: start-up (to
 //! `started`), exit (from `done` to the process's end, as `wait4` reaps it), the process's CPU
 //! (user + system, from `wait4`) and its peak RSS up to `done` (VmHWM, which the program reads
-//! just before it prints `done`: `wait4`'s would include the harness's own size at the fork). The configurations of section 1 that
-//! matter here (`none`, `jvmwatch`, `jvmwatch-monitor-off`, `jfr-default`) run interleaved, in
-//! an order that rotates each round; "added" is the median over rounds of each round's
-//! difference to `none`.
+//! just before it prints `done`: `wait4`'s would include the harness's own size at the fork).
+//! The configurations of section 1 that matter here ([`CONFIGS`]) run interleaved, in an order
+//! that rotates each round; "added" is the median over rounds of each round's difference to
+//! `none`.
 //!
 //! HotSpot's exit waits, in 10 ms steps and for up to 300 ms, for threads in native code
 //! (`VM_Exit::wait_for_threads_in_native_to_block`): an agent thread asleep in native code at
@@ -88,8 +88,8 @@ fn one(tools: &Tools, scratch: &Scratch, config: Monitor, life_ms: u64, tag: &st
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().context("cannot start java")?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
-    // The JVM halts itself after `max` (bench.maxMs), so these reads end.
-    // The line that is `want` or starts with `want `, when it came, and the rest of it.
+    // The line that is `want` or starts with `want `: when it came, and the rest of it. The
+    // JVM halts itself after `max` (bench.maxMs), so these reads end.
     let mut line_at = |want: &str| -> Result<(Duration, String)> {
         for line in lines.by_ref() {
             let line = line.context("reading the JVM's output")?;

@@ -107,14 +107,20 @@ pub fn stop() {
     // STOPPING and does not sleep, or this sees it inside and wakes it until it is out.
     STOPPING.store(true, Ordering::SeqCst);
     for _ in 0..STOP_TRIES {
-        // SAFETY: FUTEX_WAKE on a valid, static, aligned u32; it never blocks.
-        unsafe {
-            libc::syscall(libc::SYS_futex, FINISHED.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
-        }
+        wake_waiters(i32::MAX);
         if IN_FUTEX.load(Ordering::SeqCst) == 0 {
             return;
         }
         std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Wakes up to `n` threads asleep on [`FINISHED`] in [`nap`]. One `FUTEX_WAKE`: no lock, no
+/// allocation, never blocks, so [`finished`] may call it inside the pause.
+fn wake_waiters(n: i32) {
+    // SAFETY: FUTEX_WAKE on a valid, static, aligned u32; it never blocks.
+    unsafe {
+        libc::syscall(libc::SYS_futex, FINISHED.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, n);
     }
 }
 
@@ -213,10 +219,7 @@ pub fn finished() {
     // it. The futex itself re-checks the count, closing the gap between its load and sleep.
     FINISHED.store(n, Ordering::SeqCst);
     if WAITING.load(Ordering::SeqCst) != 0 {
-        // SAFETY: FUTEX_WAKE on a valid, static, aligned u32; it never blocks.
-        unsafe {
-            libc::syscall(libc::SYS_futex, FINISHED.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
-        }
+        wake_waiters(1);
     }
 }
 
